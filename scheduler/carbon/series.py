@@ -1,0 +1,292 @@
+"""Carbon-intensity time series on a regular UTC grid, and readers for trace files."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+ALLOWED_STEPS = (5, 15, 30, 60)
+SIGNAL_TYPES = ("average", "marginal")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Return `moment` in UTC; naive datetimes are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def floor_to_step(moment: datetime, step_minutes: int) -> datetime:
+    """Round `moment` down to a multiple of `step_minutes` since the Unix epoch (UTC)."""
+    moment = as_utc(moment)
+    step = timedelta(minutes=step_minutes)
+    return _EPOCH + ((moment - _EPOCH) // step) * step
+
+
+@dataclass(frozen=True, eq=False)
+class IntensitySeries:
+    """Carbon intensity in gCO2e/kWh, one value per fixed-length slot starting at `start`."""
+
+    start: datetime
+    step_minutes: int
+    values: np.ndarray
+    signal_type: str = "average"
+    source: str = ""
+    _step: timedelta = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None:
+            raise ValueError("IntensitySeries.start must be timezone-aware")
+        if self.step_minutes not in ALLOWED_STEPS:
+            raise ValueError(
+                f"step_minutes must be one of {ALLOWED_STEPS}, not {self.step_minutes}"
+            )
+        if self.signal_type not in SIGNAL_TYPES:
+            raise ValueError(f"signal_type must be one of {SIGNAL_TYPES}, not {self.signal_type!r}")
+        values = np.array(self.values, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("IntensitySeries.values must be finite (no NaN or inf)")
+        # Frozen outside and inside: a shared series must not change under its readers.
+        values.flags.writeable = False
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "start", self.start.astimezone(UTC))
+        object.__setattr__(self, "_step", timedelta(minutes=self.step_minutes))
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IntensitySeries):
+            return NotImplemented
+        return (
+            self.start == other.start
+            and self.step_minutes == other.step_minutes
+            and self.signal_type == other.signal_type
+            and self.source == other.source
+            and np.array_equal(self.values, other.values)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def end(self) -> datetime:
+        """End of the last slot (equal to `start` for an empty series)."""
+        return self.start + len(self) * self._step
+
+    def times(self) -> list[datetime]:
+        """Start of every slot, in order."""
+        return [self.start + i * self._step for i in range(len(self))]
+
+    def _index_floor(self, moment: datetime) -> int:
+        return (as_utc(moment) - self.start) // self._step
+
+    def window(self, start: datetime, end: datetime) -> IntensitySeries:
+        """Slots that overlap `[start, end)`; empty when none do."""
+        start, end = as_utc(start), as_utc(end)
+        first = min(max(0, self._index_floor(start)), len(self))
+        # A slot overlaps when it starts before `end`: the ceiling of the offset of `end`.
+        last = min(len(self), -((self.start - end) // self._step))
+        last = max(first, last) if end > start else first
+        return replace(self, start=self.start + first * self._step, values=self.values[first:last])
+
+    def value_at(self, t: datetime) -> float:
+        """Value of the slot containing `t`; ValueError outside the series."""
+        index = self._index_floor(t)
+        if not 0 <= index < len(self):
+            raise ValueError(f"{as_utc(t).isoformat()} is outside [{self.start}, {self.end})")
+        return float(self.values[index])
+
+    def mean(self) -> float:
+        """Plain mean over all slots (slots have equal length, so it is also time-weighted)."""
+        if len(self) == 0:
+            raise ValueError("mean of an empty series")
+        return float(self.values.mean())
+
+    def resample(self, step_minutes: int) -> IntensitySeries:
+        """Series on another step: mean when coarsening, repeat when refining."""
+        if step_minutes not in ALLOWED_STEPS:
+            raise ValueError(f"step_minutes must be one of {ALLOWED_STEPS}, not {step_minutes}")
+        if step_minutes == self.step_minutes or len(self) == 0:
+            return replace(self, step_minutes=step_minutes)
+        if step_minutes < self.step_minutes:
+            factor = self.step_minutes // step_minutes
+            return replace(self, step_minutes=step_minutes, values=np.repeat(self.values, factor))
+        # Coarse slots sit on the clock grid (e.g. whole hours); edge slots that the data
+        # only partly covers take the mean of the part that is there.
+        new_start = floor_to_step(self.start, step_minutes)
+        factor = step_minutes // self.step_minutes
+        offset = (self.start - new_start) // self._step
+        buckets = (np.arange(len(self)) + offset) // factor
+        sums = np.bincount(buckets, weights=self.values)
+        counts = np.bincount(buckets)
+        return replace(self, start=new_start, step_minutes=step_minutes, values=sums / counts)
+
+
+def infer_step_minutes(times: Sequence[datetime]) -> int:
+    """Most common spacing between sorted, distinct times, which must be an allowed step."""
+    ordered = sorted({as_utc(t) for t in times})
+    if len(ordered) < 2:
+        raise ValueError("need at least two distinct times to infer the step")
+    gaps = Counter(b - a for a, b in zip(ordered, ordered[1:], strict=False))
+    most_common = gaps.most_common(1)[0][0]
+    minutes = most_common.total_seconds() / 60
+    if minutes not in ALLOWED_STEPS:
+        raise ValueError(f"time step of {minutes:g} minutes is not one of {ALLOWED_STEPS}")
+    return int(minutes)
+
+
+def _grid_series(
+    points: Sequence[tuple[datetime, float]],
+    step_minutes: int | None,
+    describe: Callable[[int], str],
+    meta: dict[str, Any],
+) -> IntensitySeries:
+    """Place points on a regular grid, forward-filling gaps; `describe(i)` names point i."""
+    if not points:
+        raise ValueError("no data points")
+    times = [as_utc(t) for t, _ in points]
+    if step_minutes is None:
+        step_minutes = infer_step_minutes(times) if len(set(times)) > 1 else 60
+    step = timedelta(minutes=step_minutes)
+    order = sorted(range(len(points)), key=lambda i: times[i])
+    start = times[order[0]]
+    slots = (times[order[-1]] - start) // step + 1
+    values = np.full(slots, np.nan)
+    for i in order:
+        offset = times[i] - start
+        if offset % step:
+            raise ValueError(
+                f"{describe(i)}: {times[i].isoformat()} is not on the {step_minutes}-minute grid "
+                f"starting at {start.isoformat()}"
+            )
+        value = float(points[i][1])
+        if not math.isfinite(value):
+            raise ValueError(f"{describe(i)}: value {points[i][1]!r} is not a finite number")
+        # A repeated time keeps the value seen last, as a later revision would.
+        values[offset // step] = value
+    # Forward-fill: each missing slot takes the last value before it.
+    filled = np.where(np.isnan(values), 0, np.arange(slots))
+    np.maximum.accumulate(filled, out=filled)
+    return IntensitySeries(start=start, step_minutes=step_minutes, values=values[filled], **meta)
+
+
+def series_from_points(
+    points: Sequence[tuple[datetime, float]], step_minutes: int | None = None, **meta: Any
+) -> IntensitySeries:
+    """Build a series from (time, value) pairs: infers the step, forward-fills gaps."""
+    return _grid_series(points, step_minutes, lambda i: f"point {i}", meta)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an ISO-8601 / `YYYY-MM-DD HH:MM:SS` / Unix-seconds time; naive means UTC."""
+    text = text.strip()
+    try:
+        return datetime.fromtimestamp(float(text), tz=UTC)
+    except ValueError:
+        pass
+    return as_utc(datetime.fromisoformat(text))
+
+
+_EM_TIME_COLUMN = "datetime (utc)"
+_LCA_MARKERS = ("(lca)", "(life cycle)", "(lifecycle)")
+_MISSING = {"", "nan", "null", "none", "na", "n/a"}
+
+
+def _pick_columns(
+    header: list[str], column: Literal["lca", "direct"]
+) -> tuple[int, int, int | None]:
+    """Indices of the time, value and zone columns for a recognised header."""
+    lowered = [name.strip().lower() for name in header]
+    if _EM_TIME_COLUMN in lowered:
+        markers = _LCA_MARKERS if column == "lca" else ("(direct)",)
+        value_index = next(
+            (i for i, name in enumerate(lowered) if "intensity" in name and name.endswith(markers)),
+            None,
+        )
+        if value_index is None:
+            raise ValueError(f"no carbon-intensity ({column}) column in the header")
+        zone_index = lowered.index("zone id") if "zone id" in lowered else None
+        return lowered.index(_EM_TIME_COLUMN), value_index, zone_index
+    time_index = next((i for i, name in enumerate(lowered) if "time" in name or "date" in name), 0)
+    value_index = next(
+        (
+            i
+            for i, name in enumerate(lowered)
+            if i != time_index and any(k in name for k in ("intensity", "carbon", "value", "moer"))
+        ),
+        1 if time_index == 0 else 0,
+    )
+    return time_index, value_index, None
+
+
+def _looks_like_header(row: list[str]) -> bool:
+    try:
+        parse_timestamp(row[0])
+        return False
+    except (ValueError, OverflowError, OSError):
+        return True
+
+
+def read_trace_csv(path: str | Path, column: Literal["lca", "direct"] = "lca") -> IntensitySeries:
+    """Read an Electricity Maps export or a two-column `time,value` CSV into a series."""
+    if column not in ("lca", "direct"):
+        raise ValueError(f"column must be 'lca' or 'direct', not {column!r}")
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [(number, row) for number, row in enumerate(csv.reader(handle), 1) if row]
+    if not rows:
+        raise ValueError(f"{path}: empty file")
+    first_number, first_row = rows[0]
+    if _looks_like_header(first_row):
+        try:
+            time_index, value_index, zone_index = _pick_columns(first_row, column)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{first_number}: {exc}") from None
+        rows = rows[1:]
+    else:
+        time_index, value_index, zone_index = 0, 1, None
+    points: list[tuple[datetime, float]] = []
+    line_numbers: list[int] = []
+    zone = ""
+    for number, row in rows:
+        try:
+            moment = parse_timestamp(row[time_index])
+            raw = row[value_index].strip()
+        except (ValueError, IndexError, OverflowError, OSError):
+            raise ValueError(
+                f"{path}:{number}: cannot read a time and a value from {row}"
+            ) from None
+        if raw.lower() in _MISSING:
+            continue  # a missing reading is a gap, forward-filled below
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{path}:{number}: value {raw!r} is not a number") from None
+        if zone_index is not None and not zone and len(row) > zone_index:
+            zone = row[zone_index].strip()
+        points.append((moment, value))
+        line_numbers.append(number)
+    if not points:
+        raise ValueError(f"{path}: no readable data rows")
+    zone = zone or path.stem.split("_")[0]
+    try:
+        return _grid_series(
+            points,
+            None,
+            lambda i: f"{path}:{line_numbers[i]}",
+            {"signal_type": "average", "source": f"trace:{zone}"},
+        )
+    except ValueError as exc:
+        message = str(exc)
+        if not message.startswith(str(path)):
+            message = f"{path}: {message}"
+        raise ValueError(message) from None
