@@ -1,0 +1,69 @@
+"""Request and response bodies for carbon budgets and usage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Period = Literal["day", "week", "month", "quarter", "year"]
+ThresholdAction = Literal["notify", "hold_new", "deny_submit"]
+
+
+class Threshold(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    percent: float = Field(gt=0, le=1000, description="Share of the limit, e.g. 80.")
+    action: ThresholdAction
+
+
+class BudgetSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    period: Period
+    limit_kg_co2e: float = Field(gt=0, le=1e9)
+    mode: Literal["hard", "soft"] = "hard"
+    thresholds: list[Threshold] = Field(default_factory=list, max_length=20)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _sorted_unique(cls, thresholds: list[Threshold]) -> list[Threshold]:
+        keys = [(t.percent, t.action) for t in thresholds]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate threshold")
+        return sorted(thresholds, key=lambda t: t.percent)
+
+
+class BudgetRead(BaseModel):
+    period: Period
+    period_start: datetime
+    period_end: datetime
+    limit_kg_co2e: float
+    mode: Literal["hard", "soft"]
+    thresholds: list[Threshold]
+    actual_kg_co2e: float = Field(description="Measured emissions charged in this period.")
+    committed_kg_co2e: float = Field(
+        description="Reserved estimates of admitted jobs that have not finished."
+    )
+    forecast_kg_co2e: float = Field(
+        description="actual + committed + the period's run-rate extrapolated to its end."
+    )
+    remaining_kg_co2e: float = Field(description="limit - actual - committed.")
+    state: Literal["ok", "warning", "exhausted"]
+
+
+class UsagePoint(BaseModel):
+    start: datetime
+    kwh: float
+    kg_co2e: float
+    jobs: int
+
+
+class LedgerRead(BaseModel):
+    at: datetime
+    kind: Literal["reserve", "release", "charge"]
+    kg_co2e: float
+    kwh: float
+    job_id: str | None
+    note: str

@@ -1,0 +1,99 @@
+"""Fine-tune jobs and their state history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from scheduler.db.base import Base, JSONType, UTCDateTime, new_id
+from scheduler.jobs.states import JobState
+from scheduler.teams.models import Team
+
+_STATES = ", ".join(f"'{s.value}'" for s in JobState)
+
+
+class Job(Base):
+    """A queued, running or finished fine-tune."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_STATES})", name="state"),
+        CheckConstraint("gpus BETWEEN 1 AND 8", name="gpus"),
+        UniqueConstraint("team_id", "idempotency_key"),
+        Index("ix_jobs_state_priority", "state", "priority", "planned_start"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    gpus: Mapped[int] = mapped_column(Integer)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    interruptible: Mapped[bool] = mapped_column(Boolean, default=False)
+    objective: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    zone: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # The plan: filled on submit and revised by each replanning tick.
+    planned_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    planned_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    planned_intervals: Mapped[list[list[str]]] = mapped_column(JSONType, default=list)
+    estimated_duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    estimated_kwh: Mapped[float] = mapped_column(Float, default=0.0)
+    estimated_kg_co2e: Mapped[float] = mapped_column(Float, default=0.0)
+    run_now_kg_co2e: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved_kg_co2e: Mapped[float] = mapped_column(Float, default=0.0)
+
+    # Execution: attempt + lease token fence every worker write.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    infra_restarts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(26))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    actual_kwh: Mapped[float | None] = mapped_column(Float)
+    actual_kg_co2e: Mapped[float | None] = mapped_column(Float)
+
+    team: Mapped[Team] = relationship(lazy="joined")
+
+
+class JobEvent(Base):
+    """A state change (or notable event) of a job, with its reason and time."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -1,0 +1,127 @@
+"""HTTP endpoints for jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from scheduler.deps import NowDep, Principal, SessionDep, UserDep
+from scheduler.errors import InvalidInput
+from scheduler.jobs import service
+from scheduler.jobs.models import Job
+from scheduler.jobs.schemas import JobCreate, JobEventRead, JobPage, JobRead
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def to_read(job: Job) -> JobRead:
+    """The public view of a job."""
+    return JobRead(
+        id=job.id,
+        team=job.team.name,
+        name=job.name,
+        kind=job.kind,
+        state=job.state,
+        state_reason=job.state_reason,
+        submitted_at=job.submitted_at,
+        deadline=job.deadline,
+        planned_start=job.planned_start,
+        planned_end=job.planned_end,
+        planned_intervals=job.planned_intervals or [],
+        estimated_duration_s=job.estimated_duration_s,
+        estimated_kwh=job.estimated_kwh,
+        estimated_kg_co2e=job.estimated_kg_co2e,
+        expected_saving_kg_co2e=max(job.run_now_kg_co2e - job.estimated_kg_co2e, 0.0),
+        attempt=job.attempt,
+        gpus=job.gpus,
+        interruptible=job.interruptible,
+        objective=job.objective,
+        priority=job.priority,
+        zone=job.zone,
+        dataset=job.dataset,
+        config=job.config,
+        progress=job.progress,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        actual_kwh=job.actual_kwh,
+        actual_kg_co2e=job.actual_kg_co2e,
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+    )
+
+
+def _team_scope(principal: Principal) -> str | None:
+    return None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
+
+
+def find_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
+    """The job if the caller may see it; another team's job is a 404."""
+    return service.get_job(session, job_id, team_id=_team_scope(principal))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead)
+def submit_job(
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    now: NowDep,
+    principal: UserDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobRead:
+    """Submit a fine-tune; it is admitted against the team's budget and planned at once."""
+    if principal.team is None:
+        raise InvalidInput(
+            "jobs are submitted with a team's key, not the admin token", field="Authorization"
+        )
+    job, created = service.submit(
+        session,
+        team=principal.team,
+        spec=body,
+        idempotency_key=idempotency_key,
+        now=now,
+        scheduling=request.app.state.scheduling,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return to_read(job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    principal: UserDep,
+    state: Annotated[str | None, Query(description="Only jobs in this state.")] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
+) -> JobPage:
+    """The caller's jobs, newest first (the admin sees every team's)."""
+    jobs, next_cursor = service.list_jobs(
+        session, team_id=_team_scope(principal), state=state, cursor=cursor, limit=limit
+    )
+    return JobPage(items=[to_read(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job_id: str, session: SessionDep, principal: UserDep) -> JobRead:
+    """One job."""
+    return to_read(find_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead)
+def cancel_job(job_id: str, session: SessionDep, now: NowDep, principal: UserDep) -> JobRead:
+    """Cancel a job: at once if it waits, through its worker if it runs."""
+    job = find_job(session, principal, job_id)
+    return to_read(service.cancel(session, job, now=now))
+
+
+@router.get("/{job_id}/events", response_model=list[JobEventRead])
+def job_events(job_id: str, session: SessionDep, principal: UserDep) -> list[JobEventRead]:
+    """Every state change of the job, with its reason and time."""
+    job = find_job(session, principal, job_id)
+    return [
+        JobEventRead.model_validate(e, from_attributes=True) for e in service.events(session, job)
+    ]

@@ -1,0 +1,262 @@
+"""Jobs: submission with budget admission and idempotency, reads, cancellation, transitions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scheduler.budgets import service as budgets
+from scheduler.errors import Conflict, InvalidInput, NotFound
+from scheduler.jobs.models import Job, JobEvent
+from scheduler.jobs.schemas import JobCreate
+from scheduler.jobs.states import TERMINAL, WAITING, JobState, check_transition
+from scheduler.scheduling.service import Scheduling
+from scheduler.teams.models import Team
+
+MAX_PAGE = 200
+
+
+def record_event(
+    session: Session,
+    job: Job,
+    *,
+    to_state: str,
+    reason: str,
+    now: datetime,
+    from_state: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Append a row to the job's history."""
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            at=now,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            attempt=job.attempt,
+            data=data,
+        )
+    )
+
+
+def transition(
+    session: Session,
+    job: Job,
+    target: JobState,
+    *,
+    reason: str,
+    now: datetime,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Move a job to `target` if the state machine allows it, recording why."""
+    current = JobState(job.state)
+    check_transition(current, target)
+    job.state = target.value
+    job.state_reason = reason
+    job.updated_at = now
+    if target in TERMINAL:
+        job.finished_at = now
+    record_event(
+        session,
+        job,
+        from_state=current.value,
+        to_state=target.value,
+        reason=reason,
+        now=now,
+        data=data,
+    )
+
+
+def _request_hash(spec: JobCreate) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _existing_for_key(session: Session, team: Team, key: str, request_hash: str) -> Job | None:
+    job = session.scalar(select(Job).where(Job.team_id == team.id, Job.idempotency_key == key))
+    if job is not None and job.request_hash != request_hash:
+        raise Conflict(
+            "Idempotency-Key was already used for a different request", field="Idempotency-Key"
+        )
+    return job
+
+
+def submit(
+    session: Session,
+    *,
+    team: Team,
+    spec: JobCreate,
+    idempotency_key: str | None,
+    now: datetime,
+    scheduling: Scheduling,
+) -> tuple[Job, bool]:
+    """Admit and plan a job; returns (job, created). A repeated Idempotency-Key returns the
+    job the first request created."""
+    request_hash = _request_hash(spec)
+    if idempotency_key is not None:
+        existing = _existing_for_key(session, team, idempotency_key, request_hash)
+        if existing is not None:
+            return existing, False
+    deadline = spec.resolved_deadline(now)
+    if deadline <= now:
+        raise InvalidInput("deadline is in the past", field="deadline")
+    zone = spec.zone or scheduling.default_zone
+    scheduling.check_zone(zone)
+    job = Job(
+        team_id=team.id,
+        name=spec.name,
+        kind=spec.kind,
+        dataset=spec.dataset.model_dump() if spec.dataset else {},
+        config=spec.config,
+        gpus=spec.gpus,
+        deadline=deadline,
+        interruptible=spec.interruptible,
+        objective=spec.objective,
+        priority=spec.priority,
+        zone=zone,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        state=JobState.SCHEDULED.value,
+        submitted_at=now,
+        updated_at=now,
+        attempt=0,
+        infra_restarts=0,
+        cancel_requested=False,
+        planned_intervals=[],
+    )
+    scheduling.validate_submission(session, job)
+    scheduling.estimate(session, job, now=now)
+    state, reason = scheduling.place_new_job(session, job, now=now)
+    admission = budgets.admit(session, team, job.estimated_kg_co2e, now=now)
+    if admission.decision == "deny":
+        raise budgets.deny_error(admission)
+    if admission.decision == "hold":
+        state, reason = JobState.HELD, admission.reason
+    job.state, job.state_reason = state.value, reason
+    try:
+        # A savepoint, so that losing an idempotency race leaves the session usable.
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        existing = _existing_for_key(session, team, idempotency_key, request_hash)
+        if existing is None:
+            raise
+        return existing, False
+    if state != JobState.HELD:
+        _reserve(session, job, now=now)
+    record_event(
+        session,
+        job,
+        to_state=job.state,
+        reason=job.state_reason,
+        now=now,
+        data=admission.numbers or None,
+    )
+    return job, True
+
+
+def _reserve(session: Session, job: Job, *, now: datetime) -> None:
+    budgets.reserve(
+        session,
+        team_id=job.team_id,
+        job_id=job.id,
+        kg=job.estimated_kg_co2e,
+        kwh=job.estimated_kwh,
+        now=now,
+    )
+    job.reserved_kg_co2e = job.estimated_kg_co2e
+
+
+def readmit_held(session: Session, *, now: datetime, scheduling: Scheduling) -> int:
+    """Admit held jobs whose team's budget can now cover them (e.g. after a period rolled)."""
+    admitted = 0
+    held = session.scalars(
+        select(Job).where(Job.state == JobState.HELD.value).order_by(Job.priority.desc(), Job.id)
+    )
+    for job in list(held):
+        team = session.get(Team, job.team_id)
+        assert team is not None
+        if budgets.admit(session, team, job.estimated_kg_co2e, now=now).decision != "admit":
+            continue
+        state, reason = scheduling.place_new_job(session, job, now=now)
+        transition(session, job, state, reason=reason, now=now)
+        _reserve(session, job, now=now)
+        admitted += 1
+    return admitted
+
+
+def get_job(session: Session, job_id: str, *, team_id: str | None) -> Job:
+    """A job by id; `team_id` restricts to that team (another team's job is NotFound)."""
+    job = session.get(Job, job_id)
+    if job is None or (team_id is not None and job.team_id != team_id):
+        raise NotFound(f"unknown job '{job_id}'", field="job_id")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    team_id: str | None,
+    state: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Job], str | None]:
+    """Jobs newest first, `limit` per page; the cursor is the last id of the previous page."""
+    if state is not None and state not in {s.value for s in JobState}:
+        raise InvalidInput(
+            f"unknown state '{state}'; one of {', '.join(s.value for s in JobState)}", field="state"
+        )
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+    query = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    if team_id is not None:
+        query = query.where(Job.team_id == team_id)
+    if state is not None:
+        query = query.where(Job.state == state)
+    if cursor:
+        query = query.where(Job.id < cursor)
+    jobs = list(session.scalars(query))
+    next_cursor = jobs[limit - 1].id if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def events(session: Session, job: Job) -> list[JobEvent]:
+    """The job's history, oldest first."""
+    return list(
+        session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))
+    )
+
+
+def release_reservation(session: Session, job: Job, *, now: datetime, note: str) -> None:
+    """Give back whatever is still reserved for the job."""
+    budgets.release(
+        session, team_id=job.team_id, job_id=job.id, kg=job.reserved_kg_co2e, now=now, note=note
+    )
+    job.reserved_kg_co2e = 0.0
+
+
+def cancel(session: Session, job: Job, *, now: datetime) -> Job:
+    """Cancel a waiting job at once; a running one is asked to stop through its worker."""
+    state = JobState(job.state)
+    if state in TERMINAL:
+        raise Conflict(f"job {job.id} already {state.value}", field="state")
+    if state in WAITING:
+        transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
+        release_reservation(session, job, now=now, note="job cancelled before it ran")
+        return job
+    if not job.cancel_requested:
+        job.cancel_requested = True
+        job.state_reason = "cancel requested; the worker is stopping the job"
+        job.updated_at = now
+        record_event(session, job, to_state=job.state, reason=job.state_reason, now=now)
+    return job

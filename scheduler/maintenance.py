@@ -1,0 +1,121 @@
+"""Maintenance ticks run by APScheduler: idempotent, and one replica at a time on PostgreSQL.
+
+APScheduler 3 does not coordinate processes, so each tick takes a transaction-scoped
+PostgreSQL advisory lock; a replica that cannot get it skips that tick. On SQLite the
+database is local to one service process, and BEGIN IMMEDIATE serialises writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from apscheduler.schedulers.background import BackgroundScheduler
+from fastapi import FastAPI
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from scheduler.budgets import service as budgets
+from scheduler.budgets.models import Budget
+from scheduler.db.session import session_scope
+from scheduler.jobs import service as jobs
+from scheduler.teams.models import Team
+
+log = logging.getLogger("greenwindow.ticks")
+
+Tick = Callable[[Session, FastAPI], Any]
+TICKS: dict[str, Tick] = {}
+
+
+def tick(name: str) -> Callable[[Tick], Tick]:
+    """Register a maintenance tick under a name (used for its lock and its metrics)."""
+
+    def register(fn: Tick) -> Tick:
+        TICKS[name] = fn
+        return fn
+
+    return register
+
+
+def run_tick(app: FastAPI, name: str) -> Any:
+    """Run one tick in its own transaction, unless another replica is running it."""
+    started = time.perf_counter()
+    with session_scope(app.state.session_factory) as session:
+        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            lock_key = zlib.crc32(f"greenwindow:{name}".encode())
+            got = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key})
+            if not got.scalar():
+                return None
+        result = TICKS[name](session, app)
+    app.state.tick_durations[name] = time.perf_counter() - started
+    return result
+
+
+@tick("readmit_held")
+def readmit_held(session: Session, app: FastAPI) -> int:
+    """Admit held jobs that their team's budget can now cover."""
+    return jobs.readmit_held(session, now=app.state.clock(), scheduling=app.state.scheduling)
+
+
+@tick("budget_notify")
+def budget_notify(session: Session, app: FastAPI) -> int:
+    """Fire crossed `notify` thresholds once per period (webhook, and always the log)."""
+    now = app.state.clock()
+    sent = 0
+    for budget in session.scalars(select(Budget)):
+        team = session.get(Team, budget.team_id)
+        assert team is not None
+        for threshold in budgets.thresholds_to_notify(session, budget, now=now):
+            log.warning(
+                "team %s reached %.1f %% of its carbon budget (threshold %s %%)",
+                team.name,
+                threshold["used_percent"],
+                threshold["percent"],
+            )
+            if team.webhook_url:
+                _post_webhook(team.webhook_url, {"team": team.name, **threshold})
+            sent += 1
+    return sent
+
+
+def _post_webhook(url: str, payload: dict[str, Any]) -> None:
+    try:
+        httpx.post(url, json={"event": "budget_threshold", **payload}, timeout=5.0)
+    except httpx.HTTPError as exc:
+        # A notification must never break the tick; the threshold is still recorded as fired.
+        log.warning("budget webhook failed: %s", type(exc).__name__)
+
+
+def start_ticks(app: FastAPI) -> BackgroundScheduler:
+    """Start the background scheduler with every registered tick."""
+    settings = app.state.settings
+    app.state.tick_durations = {}
+    intervals = {
+        "readmit_held": settings.maintenance_seconds,
+        "budget_notify": settings.maintenance_seconds,
+    }
+    intervals.update(getattr(app.state, "extra_tick_intervals", {}))
+    scheduler = BackgroundScheduler(timezone="UTC")
+    for name, seconds in intervals.items():
+        scheduler.add_job(
+            _safe_tick,
+            "interval",
+            seconds=seconds,
+            args=(app, name),
+            id=name,
+            max_instances=1,
+            coalesce=True,
+        )
+    scheduler.start()
+    return scheduler
+
+
+def _safe_tick(app: FastAPI, name: str) -> None:
+    try:
+        run_tick(app, name)
+    except Exception:  # noqa: BLE001 - a failing tick is logged and retried next interval
+        log.exception("tick %s failed", name)

@@ -1,0 +1,103 @@
+"""The one settings class: every option is an environment variable `GREENWINDOW_<NAME>`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """Raised at start when the configuration is invalid; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    """Service and worker configuration, read from the environment (and an optional .env)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GREENWINDOW_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Path(".greenwindow")
+    database_url: str = ""
+    admin_token: str | None = Field(default=None, repr=False)
+    worker_token: str | None = Field(default=None, repr=False)
+    zone: str = "ES"
+
+    # Carbon signal: the bundled trace needs no network and no key.
+    carbon_provider: str = "trace"
+    carbon_token: str | None = Field(default=None, repr=False)
+    carbon_username: str | None = None
+    carbon_password: str | None = Field(default=None, repr=False)
+    carbon_trace_path: Path | None = None
+
+    # Capacity the planner assumes per zone when no worker has registered yet.
+    default_capacity_gpus: int = Field(default=1, ge=0, le=100_000)
+    # Estimates before any job has been measured: watts drawn per GPU.
+    default_gpu_watts: float = Field(default=300.0, gt=0, le=5_000)
+
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    artifact_dir: Path | None = None
+
+    lease_seconds: int = Field(default=90, ge=5, le=86_400)
+    heartbeat_seconds: int = Field(default=15, ge=1, le=3_600)
+    max_infra_restarts: int = Field(default=3, ge=0, le=100)
+    replan_seconds: int = Field(default=300, ge=1, le=86_400)
+    forecast_refresh_seconds: int = Field(default=900, ge=10, le=86_400)
+    maintenance_seconds: int = Field(default=10, ge=1, le=3_600)
+
+    @field_validator("zone")
+    @classmethod
+    def _zone_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be an sqlite:// or postgresql:// URL")
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # psycopg 3 is the driver we ship; accept the plain libpq-style URL users paste.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("carbon_provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        known = {"trace", "electricitymaps", "watttime", "ukci"}
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
+    @model_validator(mode="after")
+    def _derived_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'greenwindow.db').as_posix()}"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                "GREENWINDOW_LEASE_SECONDS must be at least twice GREENWINDOW_HEARTBEAT_SECONDS"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into named messages."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            name = f"GREENWINDOW_{field.upper()}" if error["loc"] else "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,42 @@
+"""Helpers shared by the tests (importable as `helpers`: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+WORKER_TOKEN = "test-worker-token-0123456789abcdef"
+
+
+class FakeClock:
+    """A settable clock, injected into the app instead of the wall clock."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def burn_in_job(**overrides: object) -> dict[str, object]:
+    """A small valid job body (the burn-in kind needs no dataset)."""
+    body: dict[str, object] = {
+        "name": "burn-in",
+        "kind": "burn-in",
+        "config": {"steps": 50},
+        "max_delay_minutes": 600,
+    }
+    body.update(overrides)
+    return body
