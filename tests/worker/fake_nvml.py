@@ -6,6 +6,7 @@ unsupported counters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -54,12 +55,20 @@ class FakeNvml:
     NVMLError_NotFound = NVMLError_NotFound
 
     def __init__(
-        self, gpus: list[FakeGpu], *, driver: str = "550.54.15", library_missing: bool = False
+        self,
+        gpus: list[FakeGpu],
+        *,
+        driver: str = "550.54.15",
+        library_missing: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.gpus = gpus
         self.driver = driver
         self.library_missing = library_missing
         self.initialised = False
+        # With a clock, counters also grow by power x elapsed time, like a busy real GPU.
+        self._clock = clock
+        self._t0 = clock() if clock is not None else 0.0
 
     def nvmlInit(self) -> None:  # noqa: N802 - pynvml's API names
         if self.library_missing:
@@ -104,7 +113,9 @@ class FakeNvml:
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:  # noqa: N802
         if not handle.energy_supported:
             raise NVMLError_NotSupported("not supported")
-        return handle.energy_mj
+        if self._clock is None:
+            return handle.energy_mj
+        return handle.energy_mj + int(handle.power_mw * (self._clock() - self._t0))
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:  # noqa: N802
         return handle.power_mw

@@ -224,6 +224,12 @@ class GpuEnergy:
     counter_resets: int = 0
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def energy_ok(self) -> bool:
+        """False when a read the energy figure depends on failed during the window."""
+        source = "energy counter" if self.method == METHOD_COUNTER else "power"
+        return not any(message.startswith(source) for message in self.errors)
+
     def to_json(self) -> dict[str, Any]:
         """The GPU entry of the attempt energy report."""
         return {

@@ -1,0 +1,201 @@
+"""One metering window per job attempt: NVML sampled in a thread, CodeCarbon alongside.
+
+All sampling happens in a background thread; the training loop does no metering work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker.metering.codecarbon_meter import CodeCarbonMeter, CpuRamEnergy
+from worker.metering.nvml import METHOD_NONE, GpuEnergy, NvmlMeter
+
+MAX_TIMELINE_POINTS = 2000
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """``moment`` as an RFC 3339 UTC string with a ``Z`` suffix."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def downsample(points: list[tuple[float, float]], max_points: int) -> list[tuple[float, float]]:
+    """Average consecutive (t, watts) samples into at most ``max_points`` buckets.
+
+    Averaging evenly spaced samples keeps the integral (the energy) of the series.
+    """
+    if len(points) <= max_points:
+        return list(points)
+    size = -(-len(points) // max_points)  # ceiling division
+    buckets = [points[i:i + size] for i in range(0, len(points), size)]
+    return [
+        (bucket[0][0], sum(watts for _, watts in bucket) / len(bucket)) for bucket in buckets
+    ]
+
+
+@dataclass(frozen=True)
+class _Sample:
+    t: float
+    gpu_watts: float
+    cpu_ram_kwh: float | None
+    cpu_ram_watts: float | None
+
+
+def total_watts_series(samples: list[_Sample]) -> list[tuple[float, float]]:
+    """(t, GPU + CPU + RAM watts) per sample.
+
+    CodeCarbon reports CPU/RAM power once per measurement, averaged over the interval that
+    measurement closes; so each sample takes the power of the next measurement after it.
+    """
+    series: list[tuple[float, float]] = []
+    carry = (samples[-1].cpu_ram_watts or 0.0) if samples else 0.0
+    for i in range(len(samples) - 1, -1, -1):
+        if i + 1 < len(samples) and samples[i + 1].cpu_ram_kwh != samples[i].cpu_ram_kwh:
+            carry = samples[i + 1].cpu_ram_watts or 0.0
+        series.append((samples[i].t, samples[i].gpu_watts + carry))
+    series.reverse()
+    return series
+
+
+class MeteringSession:
+    """Meters one job attempt and builds its energy report (docs/worker-protocol.md)."""
+
+    def __init__(
+        self,
+        *,
+        attempt: int,
+        gpu_meter: NvmlMeter,
+        cpu_meter: CodeCarbonMeter | None,
+        sample_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = utc_now,
+        max_timeline_points: int = MAX_TIMELINE_POINTS,
+    ) -> None:
+        self.attempt = attempt
+        self._gpu = gpu_meter
+        self._cpu = cpu_meter
+        self._sample_seconds = sample_seconds
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._max_points = max_timeline_points
+        self._samples: list[_Sample] = []
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started_at: datetime | None = None
+        self._start_t = 0.0
+        self._watts = 0.0
+        self._report: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        """Take the first readings and start sampling in the background."""
+        if self._cpu is not None:
+            self._cpu.start()  # slow on first use (hardware probe), so the window opens after it
+        self._started_at = self._wall_clock()
+        self._start_t = self._clock()
+        self._gpu.start()
+        self._record()
+        self._thread = threading.Thread(
+            target=self._run, name="metering-sampler", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop_event.wait(self._sample_seconds):
+            self._gpu.sample()
+            self._record()
+
+    def _record(self) -> None:
+        cpu_ram_watts = self._cpu.watts_now() if self._cpu is not None else None
+        cpu_ram_kwh = self._cpu.kwh_so_far() if self._cpu is not None else None
+        sample = _Sample(
+            t=self._clock() - self._start_t,
+            gpu_watts=self._gpu.watts_now(),
+            cpu_ram_kwh=sum(cpu_ram_kwh) if cpu_ram_kwh else None,
+            cpu_ram_watts=cpu_ram_watts,
+        )
+        with self._lock:
+            self._watts = sample.gpu_watts + (cpu_ram_watts or 0.0)
+            self._samples.append(sample)
+
+    def watts_now(self) -> float:
+        """Total measured power (GPU + CPU + RAM) at the last sample, in W."""
+        with self._lock:
+            return self._watts
+
+    def gpu_watts(self) -> list[dict[str, Any]]:
+        """Power per GPU at the last sample, for the worker heartbeat."""
+        return self._gpu.watts_by_gpu()
+
+    def kwh_so_far(self) -> float:
+        """Energy of this attempt so far (GPU + CPU + RAM), in kWh."""
+        total = self._gpu.kwh_so_far()
+        cpu_ram = self._cpu.kwh_so_far() if self._cpu is not None else None
+        return total + (sum(cpu_ram) if cpu_ram else 0.0)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop sampling and return the attempt energy report; later calls return the same."""
+        if self._report is not None:
+            return self._report
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        gpus = self._gpu.stop()
+        cpu_ram = (
+            self._cpu.stop() if self._cpu is not None
+            else CpuRamEnergy(ok=False, error="CPU/RAM metering disabled")
+        )
+        self._record()
+        end_t = self._clock() - self._start_t
+        ended_at = self._wall_clock()
+        self._report = self._build_report(gpus, cpu_ram, end_t, ended_at)
+        return self._report
+
+    def _build_report(
+        self, gpus: list[GpuEnergy], cpu_ram: CpuRamEnergy, duration_s: float, ended_at: datetime
+    ) -> dict[str, Any]:
+        started_at = self._started_at or ended_at
+        errors = [f"{gpu.info.uuid}: {message}" for gpu in gpus for message in gpu.errors]
+        if not cpu_ram.ok:
+            errors.append(cpu_ram.error or "CPU/RAM measurement failed")
+        with self._lock:
+            samples = list(self._samples)
+        timeline = [
+            {"t": rfc3339(started_at + timedelta(seconds=t)), "watts": round(watts, 3)}
+            for t, watts in downsample(total_watts_series(samples), self._max_points)
+        ]
+        gpu_names = list(dict.fromkeys(gpu.info.name for gpu in gpus))
+        return {
+            "attempt": self.attempt,
+            "started_at": rfc3339(started_at),
+            "ended_at": rfc3339(ended_at),
+            "duration_s": round(duration_s, 3),
+            "gpus": [gpu.to_json() for gpu in gpus],
+            "gpu_kwh": sum(gpu.kwh for gpu in gpus),
+            # None, never 0, when CodeCarbon gave no measurement.
+            "cpu_kwh": cpu_ram.cpu_kwh,
+            "ram_kwh": cpu_ram.ram_kwh,
+            "methods": {
+                "gpu": "measured" if gpus else METHOD_NONE,
+                "cpu": cpu_ram.cpu_method if cpu_ram.ok else METHOD_NONE,
+                "ram": cpu_ram.ram_method if cpu_ram.ok else METHOD_NONE,
+            },
+            "hardware": {
+                "gpu_model": ", ".join(gpu_names) or None,
+                "driver": self._gpu.driver_version,
+                "cpu_model": cpu_ram.cpu_model,
+            },
+            "timeline": timeline,
+            "codecarbon": cpu_ram.to_json(),
+            "measurement_ok": cpu_ram.ok and all(gpu.energy_ok for gpu in gpus),
+            "errors": errors,
+        }
