@@ -1,0 +1,1 @@
+"""Job artifacts (checkpoints, adapters): streamed, size-limited, checksum-verified files."""

@@ -1,0 +1,1 @@
+"""Training datasets: zip uploads, validation, storage and download."""

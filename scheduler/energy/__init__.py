@@ -1,0 +1,1 @@
+"""Energy and carbon accounting of job attempts, and the per-job energy report."""

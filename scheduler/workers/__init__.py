@@ -1,0 +1,1 @@
+"""GPU workers: registration, liveness, claims and leases of jobs."""
