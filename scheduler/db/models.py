@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from scheduler.artifacts.models import Artifact
 from scheduler.budgets.models import Budget, LedgerEntry
+from scheduler.datasets.models import Dataset
 from scheduler.db.base import Base
+from scheduler.energy.models import JobAttempt
 from scheduler.jobs.models import Job, JobEvent
 from scheduler.teams.models import ApiKey, Team
+from scheduler.workers.models import Worker
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Budget", "Job", "JobEvent", "LedgerEntry", "Team", "metadata"]
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Budget",
+    "Dataset",
+    "Job",
+    "JobAttempt",
+    "JobEvent",
+    "LedgerEntry",
+    "Team",
+    "Worker",
+    "metadata",
+]

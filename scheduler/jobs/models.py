@@ -75,6 +75,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     worker_id: Mapped[str | None] = mapped_column(String(26))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set by the planner for an interruptible job it moves out of a dirty window.
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
 
