@@ -1,0 +1,175 @@
+"""WattTime v3 client against recorded responses: login, re-login, units, errors."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from carbon_fakes import FakeApi, json_reply, recorded
+
+from scheduler.carbon.providers import (
+    ProviderAuthError,
+    ProviderDataError,
+    ProviderUnavailable,
+    make_provider,
+)
+from scheduler.carbon.providers.watttime import LBS_PER_MWH_TO_G_PER_KWH
+
+NOW = datetime(2024, 1, 15, 0, 7, tzinfo=UTC)
+
+
+def provider(api: FakeApi, sleeps: list[float], signal_type: str | None = None):
+    return make_provider(
+        "watttime",
+        username="ada",
+        password="pw",
+        clock=lambda: NOW,
+        transport=api.transport,
+        sleep=sleeps.append,
+        signal_type=signal_type,
+    )
+
+
+def test_conversion_factor() -> None:
+    assert 1000 * LBS_PER_MWH_TO_G_PER_KWH == pytest.approx(453.59237)
+
+
+def test_login_then_forecast_in_grams(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/forecast", json_reply("watttime_forecast.json"))
+    source = provider(api, sleeps)
+    series = source.forecast("CAISO_NORTH", hours=1)
+    assert source.signal_type == "marginal" and series.signal_type == "marginal"
+    assert series.step_minutes == 5
+    # The slot holding 00:07 is 00:05; the first value there is 1010 lbs/MWh.
+    assert series.start == datetime(2024, 1, 15, 0, 5, tzinfo=UTC)
+    assert len(series) == 12
+    assert series.values[0] == pytest.approx(1010 * 0.45359237)
+    login, forecast = api.requests
+    expected = "Basic " + base64.b64encode(b"ada:pw").decode()
+    assert login.headers["Authorization"] == expected
+    assert forecast.headers["Authorization"] == "Bearer eyJhbGciOiJIUzI1NiJ9.fixture-token-1"
+    assert forecast.url.params["signal_type"] == "co2_moer"
+    assert forecast.url.params["region"] == "CAISO_NORTH"
+    assert forecast.url.params["horizon_hours"] == "1"
+
+
+def test_token_is_reused(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/forecast", json_reply("watttime_forecast.json"))
+    source = provider(api, sleeps)
+    source.forecast("CAISO_NORTH", 1)
+    source.forecast("CAISO_NORTH", 1)
+    assert api.paths() == ["/login", "/v3/forecast", "/v3/forecast"]
+
+
+def test_expired_token_logs_in_again_once(api: FakeApi, sleeps: list[float]) -> None:
+    api.on(
+        "/login",
+        httpx.Response(200, json={"token": "first"}),
+        httpx.Response(200, json={"token": "second"}),
+    )
+    api.on("/v3/forecast", httpx.Response(401), json_reply("watttime_forecast.json"))
+    assert len(provider(api, sleeps).forecast("CAISO_NORTH", 1)) == 12
+    assert api.paths() == ["/login", "/v3/forecast", "/login", "/v3/forecast"]
+    assert api.requests[-1].headers["Authorization"] == "Bearer second"
+    assert sleeps == []
+
+
+def test_still_rejected_after_relogin(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/forecast", httpx.Response(401))
+    with pytest.raises(ProviderAuthError, match="after a fresh login"):
+        provider(api, sleeps).forecast("CAISO_NORTH", 1)
+    assert api.paths().count("/login") == 2
+
+
+def test_bad_credentials(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", httpx.Response(401))
+    with pytest.raises(ProviderAuthError, match="login rejected.*GREENWINDOW_CARBON_PASSWORD"):
+        provider(api, sleeps).forecast("CAISO_NORTH", 1)
+    with pytest.raises(ProviderAuthError, match="GREENWINDOW_CARBON_USERNAME"):
+        make_provider("watttime", username="ada")
+
+
+def test_unlicensed_region(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/forecast", json_reply("watttime_403.json", status=403))
+    with pytest.raises(ProviderAuthError, match="PJM_NJ.*not licensed"):
+        provider(api, sleeps).forecast("PJM_NJ", 1)
+
+
+def test_average_history_with_a_null_point(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/historical", json_reply("watttime_historical.json"))
+    source = provider(api, sleeps, signal_type="average")
+    start = datetime(2024, 1, 14, 23, tzinfo=UTC)
+    series = source.history("CAISO_NORTH", start, start + timedelta(hours=1))
+    assert series.signal_type == "average" and len(series) == 12
+    assert series.values[3] == pytest.approx(910 * 0.45359237)  # 23:15 null, filled
+    params = api.requests[-1].url.params
+    assert params["signal_type"] == "co2_aoer"
+    assert params["start"] == "2024-01-14T23:00:00+00:00"
+
+
+def test_long_history_is_split_into_requests(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/historical", json_reply("watttime_historical.json"))
+    start = datetime(2023, 11, 1, tzinfo=UTC)
+    provider(api, sleeps).history("CAISO_NORTH", start, start + timedelta(days=75))
+    spans = [
+        (request.url.params["start"], request.url.params["end"])
+        for request in api.requests
+        if request.url.path == "/v3/historical"
+    ]
+    assert len(spans) == 3
+    assert spans[0][1] == spans[1][0] and spans[-1][1] == "2024-01-15T00:00:00+00:00"
+
+
+def test_current_is_the_latest_historical_point(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/historical", json_reply("watttime_historical.json"))
+    moment, value = provider(api, sleeps).current("CAISO_NORTH")
+    assert moment == datetime(2024, 1, 14, 23, 55, tzinfo=UTC)
+    assert value == pytest.approx(955 * 0.45359237)
+
+
+def test_outage_then_recovery(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", httpx.ConnectError("down"), json_reply("watttime_login.json"))
+    api.on("/v3/forecast", httpx.Response(503), json_reply("watttime_forecast.json"))
+    assert len(provider(api, sleeps).forecast("CAISO_NORTH", 1)) == 12
+    assert len(sleeps) == 2
+    api.on("/v3/forecast", httpx.Response(503))
+    with pytest.raises(ProviderUnavailable):
+        provider(api, sleeps).forecast("CAISO_NORTH", 1)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda body: body.pop("data"),
+        lambda body: body["data"][0].pop("point_time"),
+        lambda body: body["data"][0].update(value="lots"),
+        lambda body: body["meta"].update(units="g_co2_per_kwh"),
+        lambda body: body.update(data={"point_time": "x"}),
+    ],
+)
+def test_malformed_forecast(
+    api: FakeApi, sleeps: list[float], mutate: Callable[[dict[str, Any]], object]
+) -> None:
+    body = recorded("watttime_forecast.json")
+    mutate(body)
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/forecast", httpx.Response(200, json=body))
+    with pytest.raises(ProviderDataError, match="watttime"):
+        provider(api, sleeps).forecast("CAISO_NORTH", 1)
+
+
+def test_login_without_token(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", httpx.Response(200, json={"message": "ok"}))
+    with pytest.raises(ProviderDataError, match="'token'"):
+        provider(api, sleeps).forecast("CAISO_NORTH", 1)
