@@ -1,0 +1,357 @@
+"""Joint queue planning in slot units: greedy placement, deadline repair and local improvement.
+
+The queue is placed job by job, highest priority and least slack first, each job at its
+cheapest position given the GPUs still free. Two moves then repair and improve the plan:
+
+- a job that found no room before its deadline evicts the jobs that sit in its cheapest
+  window and they are placed again elsewhere (accepted only if all stay on time);
+- a job that sits far from its capacity-free optimum evicts the jobs in that optimum the
+  same way (accepted only if the queue's total cost falls and nobody turns late).
+
+Jobs are compared by power x their objective's per-slot score, in carbon units (see
+`objective_scores`), so for a queue of carbon jobs the total is proportional to kg CO2e.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.planning import placement
+from scheduler.planning.types import SlotJob
+
+ON_TIME, LATE, UNPLACED = "on_time", "late", "unplaced"
+_MAX_EVICTIONS = 12
+_EPS = 1e-9
+
+
+def objective_scores(
+    intensity: np.ndarray, price: np.ndarray | None, objective: str, lo: int, hi: int
+) -> np.ndarray:
+    """Per-slot score of an objective in carbon units (g/kWh-like) over the whole grid.
+
+    `cost` rescales price so its mean equals the mean intensity; `balanced` normalises
+    intensity and price by their ranges over the job's window [lo, hi), weights them 50/50,
+    and maps the result back onto the intensity range. Without prices both fall back to
+    carbon.
+    """
+    if objective == "carbon" or price is None:
+        return intensity
+    if objective == "cost":
+        mean_price = float(np.mean(price))
+        scale = float(np.mean(intensity)) / mean_price if mean_price > 0 else 1.0
+        return price * scale
+    window = slice(max(lo, 0), max(hi, lo + 1))
+    c_low, c_high = float(intensity[window].min()), float(intensity[window].max())
+    p_low, p_high = float(price[window].min()), float(price[window].max())
+    carbon_part = (intensity - c_low) / (c_high - c_low) if c_high > c_low else intensity * 0.0
+    price_part = (price - p_low) / (p_high - p_low) if p_high > p_low else price * 0.0
+    return c_low + (0.5 * carbon_part + 0.5 * price_part) * max(c_high - c_low, 1.0)
+
+
+@dataclass
+class JointResult:
+    """Slots per job (None when unplaced), status per job, GPUs used per slot."""
+
+    slots: list[np.ndarray | None]
+    status: list[str]
+    gpus_used: np.ndarray
+    work_with_overhead: list[float]
+
+
+class _Queue:
+    """Mutable planning state: free GPUs per slot, chosen slots, costs, slot occupants."""
+
+    def __init__(
+        self,
+        jobs: list[SlotJob],
+        intensity: np.ndarray,
+        price: np.ndarray | None,
+        capacity: np.ndarray,
+    ) -> None:
+        self.jobs = jobs
+        self.intensity = intensity
+        self.price = price
+        self.n_slots = int(intensity.shape[0])
+        self.capacity = capacity.astype(np.int64)
+        self.free = self.capacity.copy()
+        self.slots: list[np.ndarray | None] = [None] * len(jobs)
+        self.cost = np.zeros(len(jobs))
+        self.runtime = [float(job.duration) for job in jobs]
+        self.occupants: list[set[int]] = [set() for _ in range(self.n_slots)]
+        self._sums: dict[tuple[str, int], np.ndarray] = {}
+        self._scores: dict[int, np.ndarray] = {}
+
+    def end_of(self, index: int) -> int:
+        return min(self.jobs[index].deadline, self.n_slots)
+
+    def score(self, index: int) -> np.ndarray:
+        job = self.jobs[index]
+        if job.objective != "balanced" or self.price is None:
+            key = "carbon" if job.objective == "carbon" or self.price is None else "cost"
+            cached = self._scores.get(-1 if key == "carbon" else -2)
+            if cached is None:
+                cached = objective_scores(self.intensity, self.price, key, 0, self.n_slots)
+                self._scores[-1 if key == "carbon" else -2] = cached
+            return cached
+        cached = self._scores.get(index)
+        if cached is None:
+            cached = objective_scores(
+                self.intensity, self.price, "balanced", job.release, self.end_of(index)
+            )
+            self._scores[index] = cached
+        return cached
+
+    def sums(self, index: int, length: int) -> np.ndarray:
+        job = self.jobs[index]
+        shared = job.objective != "balanced" or self.price is None
+        key = ("carbon" if job.objective == "carbon" or self.price is None else "cost", length)
+        if shared and key in self._sums:
+            return self._sums[key]
+        result = placement.window_sums(self.score(index), length)
+        if shared:
+            self._sums[key] = result
+        return result
+
+    def select(
+        self, index: int, lo: int, end: int, earliest: bool = False
+    ) -> tuple[np.ndarray, float, float] | None:
+        """Cheapest (or earliest) slots for a job in [lo, end): slots, cost, run time in slots."""
+        job = self.jobs[index]
+        lo, end = max(lo, 0), min(end, self.n_slots)
+        if end - lo < job.duration:
+            return None
+        score = self.score(index)
+        free = self.free[lo:end]
+        best: tuple[np.ndarray, float, float] | None = None
+        lengths = [job.duration]
+        if job.running and job.interruptible and job.overhead > 0:
+            lengths.append(placement.slots_needed(job.duration, 1, job.overhead))
+        for length in lengths:
+            if end - lo < length:
+                continue
+            fits = placement.fitting_starts(free, job.gpus, length)
+            if length != job.duration:
+                fits[0] = False  # a running job pays the resume only when it pauses first
+            elif job.running and job.interruptible and job.overhead > 0:
+                fits[1:] = False
+            if earliest:
+                keys = np.arange(fits.shape[0], dtype=np.float64)
+            else:
+                keys = self.sums(index, length)[lo : lo + fits.shape[0]]
+            start = placement.best_start(keys, fits)
+            if start < 0:
+                continue
+            slots = np.arange(lo + start, lo + start + length)
+            cost = placement.selection_cost(score, slots, float(length))
+            if best is None or cost < best[1] - _EPS:
+                best = (slots, cost, float(length))
+        if job.interruptible and job.duration >= 2 * max(job.min_chunk, 1):
+            window_cost = np.arange(end - lo, dtype=np.float64) if earliest else score[lo:end]
+            mask = placement.chunked_selection(
+                window_cost,
+                free >= job.gpus,
+                job.duration,
+                job.min_chunk,
+                job.overhead,
+                job.running,
+            )
+            if mask is not None:
+                slots = np.flatnonzero(mask) + lo
+                starts, _ = placement.runs_of(mask)
+                runtime = job.duration + placement.resumes_of(starts, job.running) * job.overhead
+                cost = placement.selection_cost(score, slots, runtime)
+                if earliest:
+                    better = best is None or slots[-1] < best[0][-1]
+                else:
+                    better = best is None or cost < best[1] - _EPS
+                if better:
+                    best = (slots, cost, runtime)
+        return best
+
+    def ideal_cost(self, index: int) -> float:
+        """Lower bound on a job's cost on time, ignoring other jobs."""
+        job = self.jobs[index]
+        lo, end = job.release, self.end_of(index)
+        if end - lo < job.duration:
+            return np.inf
+        score = self.score(index)[lo:end]
+        if job.interruptible:
+            return float(np.partition(score, job.duration - 1)[: job.duration].sum())
+        return float(self.sums(index, job.duration)[lo : end - job.duration + 1].min())
+
+    def place(self, index: int, chosen: tuple[np.ndarray, float, float]) -> None:
+        slots, cost, runtime = chosen
+        self.slots[index] = slots
+        self.cost[index] = cost * self.jobs[index].power_kw
+        self.runtime[index] = runtime
+        self.free[slots] -= self.jobs[index].gpus
+        for slot in slots:
+            self.occupants[slot].add(index)
+
+    def remove(self, index: int) -> tuple[np.ndarray, float, float] | None:
+        slots = self.slots[index]
+        if slots is None:
+            return None
+        previous = (
+            slots,
+            self.cost[index] / max(self.jobs[index].power_kw, _EPS),
+            self.runtime[index],
+        )
+        self.free[slots] += self.jobs[index].gpus
+        for slot in slots:
+            self.occupants[slot].discard(index)
+        self.slots[index] = None
+        self.cost[index] = 0.0
+        return previous
+
+    def on_time(self, index: int) -> bool:
+        slots = self.slots[index]
+        return slots is not None and int(slots[-1]) < self.jobs[index].deadline
+
+    def place_best(self, index: int) -> bool:
+        """Place a job at its cheapest on-time position; False if there is none."""
+        job = self.jobs[index]
+        chosen = self.select(index, job.release, self.end_of(index))
+        if chosen is None:
+            return False
+        self.place(index, chosen)
+        return True
+
+    def evict_and_place(self, index: int, target: np.ndarray, need_gain: bool) -> bool:
+        """Free `target` for a job by re-placing its occupants; keep it only if it pays."""
+        evicted = set().union(*(self.occupants[slot] for slot in target)) - {index}
+        if not evicted or len(evicted) > _MAX_EVICTIONS:
+            return False
+        movers = sorted(evicted, key=self._order_key)
+        before_cost = float(self.cost[movers].sum() + self.cost[index])
+        saved = {k: self.remove(k) for k in [index, *movers]}
+        ok = self.place_best(index)
+        for mover in movers:
+            if not ok:
+                break
+            ok = self.place_best(mover)
+        if ok and need_gain:
+            ok = float(self.cost[movers].sum() + self.cost[index]) < before_cost - 1e-6
+        if ok:
+            return True
+        for k in [index, *movers]:
+            self.remove(k)
+        for k in [index, *movers]:
+            if saved[k] is not None:
+                self.place(k, saved[k])
+        return False
+
+    def ideal_target(self, index: int) -> np.ndarray | None:
+        """Slots of a job's cheapest on-time position with only the base capacity in mind."""
+        kept = self.free
+        self.free = self.capacity
+        try:
+            chosen = self.select(index, self.jobs[index].release, self.end_of(index))
+        finally:
+            self.free = kept
+        return None if chosen is None else chosen[0]
+
+    def _order_key(self, index: int) -> tuple[int, int, int]:
+        job = self.jobs[index]
+        return (-job.priority, job.slack, job.order)
+
+
+def _greedy(
+    jobs: list[SlotJob],
+    intensity: np.ndarray,
+    price: np.ndarray | None,
+    capacity: np.ndarray,
+    order: list[int],
+) -> tuple[_Queue, list[int]]:
+    queue = _Queue(jobs, intensity, price, capacity)
+    unplaced = [index for index in order if not queue.place_best(index)]
+    return queue, unplaced
+
+
+def _improve(queue: _Queue, order: list[int], stop_at: float) -> int:
+    """One pass of eviction moves toward capacity-free optima; returns the moves accepted."""
+    placed = [i for i in order if queue.slots[i] is not None]
+    if not placed:
+        return 0
+    ideal = np.array([queue.ideal_cost(i) * queue.jobs[i].power_kw for i in placed])
+    loss = queue.cost[placed] - ideal
+    accepted = 0
+    for rank in np.argsort(-loss, kind="stable"):
+        if loss[rank] <= 1e-6 or time.perf_counter() > stop_at:
+            break
+        index = placed[rank]
+        if queue.cost[index] - ideal[rank] <= 1e-6:
+            continue
+        target = queue.ideal_target(index)
+        if target is not None and queue.evict_and_place(index, target, need_gain=True):
+            accepted += 1
+    return accepted
+
+
+# Small queues are cheap to plan, so several greedy orders are tried and the best kept.
+_MULTI_ORDER_LIMIT = 200_000
+
+
+def plan_queue(
+    jobs: list[SlotJob],
+    intensity: np.ndarray,
+    price: np.ndarray | None,
+    capacity: np.ndarray,
+    improve_budget_s: float = 0.5,
+) -> JointResult:
+    """Plan a queue jointly on a slot grid; capacity is the GPUs free per slot."""
+    intensity = np.asarray(intensity, dtype=np.float64)
+    stop_at = time.perf_counter() + improve_budget_s
+    probe = _Queue(jobs, intensity, price, capacity)
+    by_slack = sorted(range(len(jobs)), key=probe._order_key)
+    orders = [by_slack]
+    if len(jobs) * intensity.shape[0] <= _MULTI_ORDER_LIMIT and improve_budget_s > 0:
+        # Heavy jobs first, then the tightest: they lose most when pushed out of a window.
+        orders.append(
+            sorted(
+                range(len(jobs)),
+                key=lambda i: (
+                    -jobs[i].priority,
+                    -jobs[i].power_kw * jobs[i].duration,
+                    jobs[i].slack,
+                    jobs[i].order,
+                ),
+            )
+        )
+    best: tuple[_Queue, list[int]] | None = None
+    for order in orders:
+        queue, unplaced = _greedy(jobs, intensity, price, capacity, order)
+        # Repair: make room before their deadlines for jobs that did not fit.
+        still_unplaced = []
+        for index in unplaced:
+            job = queue.jobs[index]
+            target = None
+            if queue.end_of(index) - job.release >= job.duration and time.perf_counter() < stop_at:
+                target = queue.ideal_target(index)
+            if target is None or not queue.evict_and_place(index, target, need_gain=False):
+                still_unplaced.append(index)
+        while time.perf_counter() < stop_at and _improve(queue, order, stop_at):
+            pass
+        score = (len(still_unplaced), float(queue.cost.sum()))
+        if best is None or score < (len(best[1]), float(best[0].cost.sum())):
+            best = (queue, still_unplaced)
+    assert best is not None
+    queue = best[0]
+
+    # What still has no on-time place runs as soon as possible after the rest.
+    status = [ON_TIME] * len(jobs)
+    for index in by_slack:
+        if queue.slots[index] is not None:
+            continue
+        job = queue.jobs[index]
+        chosen = queue.select(index, job.release, queue.n_slots, earliest=True)
+        if chosen is None:
+            status[index] = UNPLACED
+            continue
+        queue.place(index, chosen)
+        status[index] = LATE if not queue.on_time(index) else ON_TIME
+    gpus_used = queue.capacity - queue.free
+    return JointResult(queue.slots, status, gpus_used, queue.runtime)

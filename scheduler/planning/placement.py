@@ -1,0 +1,167 @@
+"""Single-job placement on a slot window: contiguous windows and chunked selections.
+
+All functions work on window-local numpy arrays (index 0 is the job's first allowed slot)
+and return slot masks or start offsets; they know nothing about other jobs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_EPS = 1e-9
+
+
+def window_sums(score: np.ndarray, length: int) -> np.ndarray:
+    """Sum of `score` over every window of `length` slots (one value per start)."""
+    if length <= 0 or length > score.shape[0]:
+        return np.empty(0)
+    cumulative = np.concatenate(([0.0], np.cumsum(score)))
+    return cumulative[length:] - cumulative[:-length]
+
+
+def fitting_starts(free: np.ndarray, gpus: int, length: int) -> np.ndarray:
+    """Mask of starts whose `length` slots all have at least `gpus` free GPUs."""
+    if length <= 0 or length > free.shape[0]:
+        return np.zeros(0, dtype=bool)
+    blocked = np.concatenate(([0], np.cumsum(free < gpus)))
+    return (blocked[length:] - blocked[:-length]) == 0
+
+
+def best_start(sums: np.ndarray, fits: np.ndarray) -> int:
+    """Start with the lowest window sum among fitting starts (earliest on ties), or -1."""
+    if sums.shape[0] == 0:
+        return -1
+    masked = np.where(fits, sums, np.inf)
+    start = int(np.argmin(masked))
+    return start if np.isfinite(masked[start]) else -1
+
+
+def runs_of(selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and (exclusive) ends of the runs of True in a boolean mask."""
+    edges = np.diff(np.concatenate(([0], selected.astype(np.int8), [0])))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def resumes_of(starts: np.ndarray, running: bool) -> int:
+    """Resumes a chunk plan needs; a running job resumes also when it pauses at slot 0."""
+    if starts.shape[0] == 0:
+        return 0
+    return int(starts.shape[0] - 1 + (1 if running and starts[0] != 0 else 0))
+
+
+def slots_needed(work: float, resumes: int, overhead: float) -> int:
+    """Whole slots that hold `work` slots of progress plus the resume overheads."""
+    return max(1, math.ceil(work + resumes * overhead - _EPS))
+
+
+def _grow_to_min_chunk(selected: np.ndarray, cost: np.ndarray, min_chunk: int) -> None:
+    """Extend every run shorter than `min_chunk` with its cheaper free neighbour, else drop it."""
+    size = selected.shape[0]
+    while True:
+        starts, ends = runs_of(selected)
+        short = np.flatnonzero(ends - starts < min_chunk)
+        if short.shape[0] == 0:
+            return
+        first, end = int(starts[short[0]]), int(ends[short[0]])
+        while end - first < min_chunk:
+            left = cost[first - 1] if first > 0 else np.inf
+            right = cost[end] if end < size else np.inf
+            if not (np.isfinite(left) or np.isfinite(right)):
+                break
+            if left <= right:
+                first -= 1
+                selected[first] = True
+            else:
+                selected[end] = True
+                end += 1
+            # Growing may touch a neighbouring run: absorb it.
+            while first > 0 and selected[first - 1]:
+                first -= 1
+            while end < size and selected[end]:
+                end += 1
+        if end - first < min_chunk:
+            selected[first:end] = False
+
+
+def _extend_runs(selected: np.ndarray, cost: np.ndarray, count: int) -> bool:
+    """Add `count` slots next to existing runs, cheapest first; False if none is left."""
+    for _ in range(count):
+        neighbours = np.zeros_like(selected)
+        neighbours[1:] |= selected[:-1]
+        neighbours[:-1] |= selected[1:]
+        candidates = np.where(neighbours & ~selected, cost, np.inf)
+        slot = int(np.argmin(candidates))
+        if not np.isfinite(candidates[slot]):
+            return False
+        selected[slot] = True
+    return True
+
+
+def _trim_runs(selected: np.ndarray, cost: np.ndarray, min_chunk: int, count: int) -> None:
+    """Drop up to `count` dearest run-end slots, keeping every run at least `min_chunk` long."""
+    for _ in range(count):
+        starts, ends = runs_of(selected)
+        best_slot, best_cost = -1, -np.inf
+        for first, end in zip(starts, ends, strict=True):
+            length = end - first
+            if length > min_chunk or (min_chunk <= 1 and starts.shape[0] > 1):
+                for slot in (first, end - 1):
+                    if cost[slot] > best_cost:
+                        best_slot, best_cost = int(slot), float(cost[slot])
+        if best_slot < 0:
+            return
+        selected[best_slot] = False
+
+
+def chunked_selection(
+    cost: np.ndarray,
+    available: np.ndarray,
+    work: float,
+    min_chunk: int,
+    overhead: float,
+    running: bool = False,
+) -> np.ndarray | None:
+    """Cheap slots for an interruptible job: chunks of at least `min_chunk`, overhead per resume.
+
+    Starts from the cheapest slots, grows or drops chunks shorter than `min_chunk`, then adds
+    or trims slots at chunk ends until the slots equal the work plus the resume overheads.
+    Returns a mask over the window, or None when no such selection was found.
+    """
+    masked = np.where(available, cost, np.inf)
+    duration = math.ceil(work - _EPS)
+    if int(available.sum()) < duration:
+        return None
+    order = np.argsort(masked, kind="stable")
+    selected = np.zeros(cost.shape[0], dtype=bool)
+    selected[order[:duration]] = True
+    if min_chunk > 1:
+        _grow_to_min_chunk(selected, masked, min_chunk)
+    for _ in range(duration + 2):
+        starts, ends = runs_of(selected)
+        if starts.shape[0] == 0:
+            return None
+        need = slots_needed(work, resumes_of(starts, running), overhead)
+        have = int(selected.sum())
+        if have == need:
+            return selected if bool(np.all(ends - starts >= min(min_chunk, need))) else None
+        if have < need:
+            if not _extend_runs(selected, masked, need - have):
+                return None
+        else:
+            before = have
+            _trim_runs(selected, masked, min_chunk, have - need)
+            if int(selected.sum()) == before:
+                return None
+    return None
+
+
+def selection_cost(
+    score: np.ndarray, selected_slots: np.ndarray, work_with_overhead: float
+) -> float:
+    """Score of a selection scaled to the run time it holds (a partial slot counts pro rata)."""
+    count = selected_slots.shape[0]
+    if count == 0:
+        return 0.0
+    return float(score[selected_slots].sum()) * work_with_overhead / count
