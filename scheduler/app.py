@@ -149,6 +149,7 @@ def create_app(
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.clock = clock
+    app.state.tick_durations = {}
     app.state.scheduling = Scheduling(settings, clock)
 
     app.add_exception_handler(RequestValidationError, _validation_error)

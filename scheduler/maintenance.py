@@ -93,7 +93,6 @@ def _post_webhook(url: str, payload: dict[str, Any]) -> None:
 def start_ticks(app: FastAPI) -> BackgroundScheduler:
     """Start the background scheduler with every registered tick."""
     settings = app.state.settings
-    app.state.tick_durations = {}
     intervals = {
         "readmit_held": settings.maintenance_seconds,
         "budget_notify": settings.maintenance_seconds,

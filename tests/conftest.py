@@ -25,7 +25,8 @@ from scheduler.db.migrate import upgrade
 from scheduler.settings import Settings
 
 PG_ENV = "GREENWINDOW_TEST_POSTGRES_URL"
-PG_TEMPLATE = "greenwindow_test_template"
+# One template per pytest-xdist worker, so parallel workers never race on it.
+PG_TEMPLATE = f"greenwindow_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
 
 def _postgres_admin_url() -> str | None:
