@@ -1,0 +1,1 @@
+"""Carbon intensity: time series, trace readers, providers and a history-only forecaster."""

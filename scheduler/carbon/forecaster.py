@@ -75,11 +75,13 @@ def seasonal_forecast(history: IntensitySeries, start: datetime, hours: float) -
     if len(past) == 0:
         raise ValueError(f"no history before {start.isoformat()} to forecast from")
     count = math.ceil(hours * 60 / step)
-    lead_hours = (np.arange(count) + 1) * step / 60
     observed = past.values
     last_value = float(observed[-1])
     past_slots = _slot_numbers(past.start, step, len(past))
     target_slots = _slot_numbers(start, step, count)
+    # Lead time counts from the last observation, so a forecast issued long after the
+    # history ends leans on the profile rather than on stale recent values.
+    lead_hours = (target_slots - past_slots[-1]) * step / 60
 
     slots_per_day = _MINUTES_PER_DAY // step
     profile = _profile(observed, past_slots, _MINUTES_PER_WEEK // step, PROFILE_WEEKS)

@@ -99,3 +99,16 @@ def test_follows_a_level_shift_in_the_first_hours() -> None:
     forecast = seasonal_forecast(history, history.end, 48)
     assert forecast.values[0] < 130
     assert forecast.values[0] < forecast.values[-1]
+
+
+def test_stale_history_leans_on_the_profile() -> None:
+    # Two weeks of a daily cycle, then a last day shifted up by 100: issued right away the
+    # forecast keeps much of the shift; issued a week later it is mostly back to the cycle.
+    day = 100 + 50 * np.sin(np.arange(24) / 24 * 2 * np.pi)
+    values = np.tile(day, 15)
+    values[-24:] += 100
+    history = IntensitySeries(start=T0, step_minutes=60, values=values)
+    fresh = seasonal_forecast(history, history.end, 24).values
+    stale = seasonal_forecast(history, history.end + timedelta(days=7), 24).values
+    assert np.mean(fresh - day) > 60
+    assert np.mean(stale - day) < 30
