@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from scheduler.carbon.providers.base import CarbonProvider, Clock, ProviderError
@@ -20,7 +22,7 @@ def make_provider(
     token: str | None = None,
     username: str | None = None,
     password: str | None = None,
-    trace_path: str | None = None,
+    trace_path: str | Path | None = None,
     clock: Clock | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Sleep | None = None,

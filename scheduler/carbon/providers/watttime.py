@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,9 +58,17 @@ class WattTimeProvider:
         self._credentials = (username, password)
         self._clock = clock or utc_now
         self._token: str | None = None
+        # Maintenance ticks may share one provider across threads; log in one at a time.
+        self._login_lock = threading.Lock()
         self._http = HttpClient(NAME, base_url, transport=transport, sleep=sleep)
 
-    def _login(self) -> str:
+    def _login(self, stale: str | None = None) -> str:
+        with self._login_lock:
+            if self._token is not None and self._token != stale:
+                return self._token  # another thread logged in meanwhile
+            return self._fresh_login()
+
+    def _fresh_login(self) -> str:
         try:
             payload = self._http.get_json("/login", auth=self._credentials)
         except ProviderAuthError as exc:
@@ -84,7 +93,7 @@ class WattTimeProvider:
             except ProviderAuthError as exc:
                 # Tokens last about half an hour: a 401 usually means "log in again".
                 if exc.status_code == 401 and attempt == 1:
-                    token = self._login()
+                    token = self._login(stale=token)
                     continue
                 if exc.status_code == 403:
                     raise ProviderAuthError(
