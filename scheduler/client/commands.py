@@ -1,0 +1,395 @@
+"""The user-facing commands: submit, jobs, status, watch, cancel, energy, budget, forecast."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import httpx
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.text import Text
+
+from scheduler.client import render
+from scheduler.client.config import ClientConfig, ClientConfigError, resolve_config
+from scheduler.client.http import ClientError, ConnectionFailed, GreenwindowClient
+from scheduler.client.jobfile import build_submission, load_job_file, parse_assignments
+
+# The bundled trace's zone: what a fresh install plans against when nothing else says.
+FALLBACK_ZONE = "ES"
+FORECAST_HOURS = 48
+# A watch survives this many failed polls in a row (a restarting server) before giving up.
+WATCH_RETRIES = 5
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", help="Service URL [env GREENWINDOW_SERVER].", show_default=False),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", help="Team API key [env GREENWINDOW_API_KEY].", show_default=False),
+]
+
+
+@dataclass
+class ClientHooks:
+    """What a caller (the tests, an embedding program) may inject through click's ctx.obj."""
+
+    transport: httpx.BaseTransport | None = None
+    env: dict[str, str] | None = None
+    sleep: Callable[[float], None] = time.sleep
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _hooks() -> ClientHooks:
+    context = click.get_current_context(silent=True)
+    found = context.find_object(ClientHooks) if context is not None else None
+    return found or ClientHooks()
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn client failures into `error: ...` on stderr and exit status 1."""
+    try:
+        yield
+    except (ClientError, ClientConfigError) as exc:
+        message = exc.one_line() if isinstance(exc, ClientError) else str(exc)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def _client(server: str | None, key: str | None) -> Iterator[GreenwindowClient]:
+    hooks = _hooks()
+    config = resolve_config(server=server, api_key=key, env=hooks.env)
+    with GreenwindowClient(config, transport=hooks.transport) as client:
+        yield client
+
+
+def _newest_job(client: GreenwindowClient) -> dict[str, Any] | None:
+    page = client.jobs_page(limit=1)
+    return page["items"][0] if page["items"] else None
+
+
+def submit(
+    file: Annotated[
+        Path | None, typer.Argument(help="A YAML or JSON job file.", show_default=False)
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Job name.")] = None,
+    kind: Annotated[str | None, typer.Option(help="gpt-sovits-finetune or burn-in.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset id.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs the job needs.")] = None,
+    deadline: Annotated[str | None, typer.Option(help="RFC 3339 deadline.")] = None,
+    max_delay: Annotated[
+        int | None, typer.Option("--max-delay", help="Slack in minutes instead of a deadline.")
+    ] = None,
+    interruptible: Annotated[
+        bool | None,
+        typer.Option("--interruptible/--not-interruptible", help="May be paused and resumed."),
+    ] = None,
+    objective: Annotated[str | None, typer.Option(help="carbon, cost or balanced.")] = None,
+    priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
+    zone: Annotated[str | None, typer.Option(help="Grid zone to run in.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Training config value, key=value (repeatable)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Resubmitting with the same key returns the same job.")
+    ] = None,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Submit a job from flags or a job file; print its plan."""
+    with _one_line_errors():
+        body = build_submission(
+            load_job_file(file) if file else None,
+            {
+                "name": name,
+                "kind": kind,
+                "dataset": dataset,
+                "gpus": gpus,
+                "deadline": deadline,
+                "max_delay_minutes": max_delay,
+                "interruptible": interruptible,
+                "objective": objective,
+                "priority": priority,
+                "zone": zone,
+            },
+            parse_assignments(set_ or []),
+        )
+        with _client(server, key) as client:
+            job = client.submit(body, idempotency_key=idempotency_key)
+    console = _console()
+    console.print(f"submitted [bold]{job['id']}[/bold]")
+    console.print(
+        render.key_value_table(
+            [
+                ("state", job["state"]),
+                ("planned window", render.fmt_window(job["planned_start"], job["planned_end"])),
+                ("expected", render.fmt_kg(job["estimated_kg_co2e"])),
+                ("saving", render.saving_text(job)),
+                ("reason", job.get("state_reason") or "-"),
+            ]
+        )
+    )
+
+
+def jobs(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Every page, not just the first.")] = (
+        False
+    ),
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Jobs per page.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """List your jobs, newest first."""
+    with _one_line_errors(), _client(server, key) as client:
+        found = list(client.iter_jobs(state=state, limit=limit, all_pages=all_pages))
+    if as_json:
+        for job in found:
+            typer.echo(json.dumps(job))
+        return
+    if not found:
+        typer.echo("no jobs" + (f" in state {state}" if state else ""))
+        return
+    _console().print(render.jobs_table(found))
+
+
+def status(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The raw job as JSON.")] = False,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show one job."""
+    with _one_line_errors(), _client(server, key) as client:
+        job = client.job(job_id)
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    _console().print(render.key_value_table(render.job_rows(job)))
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Cancel a job (a running one stops through its worker)."""
+    with _one_line_errors(), _client(server, key) as client:
+        job = client.cancel(job_id)
+    if job["state"] == "cancelled":
+        typer.echo(f"{job['id']} cancelled")
+    else:
+        typer.echo(f"{job['id']} cancel requested; it is {job['state']} until its worker stops")
+
+
+def _poll(
+    client: GreenwindowClient, job_id: str, sleep: Callable[[float], None], interval: float
+) -> dict[str, Any]:
+    failures = 0
+    while True:
+        try:
+            return client.job(job_id)
+        except ConnectionFailed:
+            failures += 1
+            if failures > WATCH_RETRIES:
+                raise
+            sleep(interval)
+
+
+def watch(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
+    interval: Annotated[float, typer.Option(min=0.0, help="Seconds between polls.")] = 2.0,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Follow a job live until it ends (exit status 0 only if it succeeded)."""
+    hooks = _hooks()
+    console = _console()
+    with _one_line_errors(), _client(server, key) as client:
+        job = client.job(job_id)
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[line]}"),
+            console=console,
+            transient=False,
+        )
+        task = bar.add_task(job["name"], total=None, line="")
+        reason = Text("")
+        with Live(Group(bar, reason), console=console, refresh_per_second=4):
+            while True:
+                progress = job.get("progress") or {}
+                bar.update(
+                    task,
+                    total=progress.get("total_steps"),
+                    completed=progress.get("step") or 0,
+                    line=render.progress_line(job),
+                )
+                reason.plain = job.get("state_reason") or ""
+                if job["state"] in render.TERMINAL_STATES:
+                    break
+                hooks.sleep(interval)
+                job = _poll(client, job_id, hooks.sleep, interval)
+    summary = f"{job['id']} {job['state']}"
+    if job.get("actual_kwh") is not None:
+        summary += f": {render.fmt_number(job['actual_kwh'], 'kWh', 5)}"
+        summary += f", {render.fmt_kg(job.get('actual_kg_co2e'))}"
+    if job.get("error"):
+        summary += f" ({job['error']})"
+    console.print(summary)
+    if job["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def energy(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The raw report as JSON.")] = False,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show a job's energy and emissions report."""
+    with _one_line_errors(), _client(server, key) as client:
+        report = client.energy(job_id)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console = _console()
+    for table in render.energy_tables(report):
+        console.print(table)
+
+
+def budget(
+    team: Annotated[
+        str | None, typer.Argument(help="Team name (default: your team).", show_default=False)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The raw figures as JSON.")] = False,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show a team's carbon budget: actual and committed against the limit."""
+    with _one_line_errors(), _client(server, key) as client:
+        name = team or client.config.team or _team_of_newest_job(client)
+        figures = client.budget(name)
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    console = _console()
+    console.print(
+        f"[bold]{name}[/bold] {figures['period']} budget "
+        f"{render.fmt_time(figures['period_start'])} → {render.fmt_time(figures['period_end'])}"
+        f" ({figures['mode']}, {figures['state']})"
+    )
+    console.print(
+        render.budget_bar(
+            figures["actual_kg_co2e"], figures["committed_kg_co2e"], figures["limit_kg_co2e"]
+        )
+    )
+    console.print(
+        render.key_value_table(
+            [
+                ("limit", render.fmt_kg(figures["limit_kg_co2e"])),
+                ("actual", render.fmt_kg(figures["actual_kg_co2e"])),
+                ("committed", render.fmt_kg(figures["committed_kg_co2e"])),
+                ("remaining", render.fmt_kg(figures["remaining_kg_co2e"])),
+                ("forecast", render.fmt_kg(figures["forecast_kg_co2e"])),
+            ]
+        )
+    )
+
+
+def _team_of_newest_job(client: GreenwindowClient) -> str:
+    newest = _newest_job(client)
+    if newest is None:
+        raise ClientError("give a TEAM (or set GREENWINDOW_TEAM / team in the client config)")
+    return str(newest["team"])
+
+
+def _planned_jobs(client: GreenwindowClient, zone: str) -> list[dict[str, Any]]:
+    """The caller's jobs that wait or run in `zone` (their windows go under the sparkline)."""
+    found: list[dict[str, Any]] = []
+    for state in (*render.WAITING_STATES, "running"):
+        found.extend(j for j in client.iter_jobs(state=state, limit=200) if j["zone"] == zone)
+    return found
+
+
+def forecast(
+    zone: Annotated[
+        str | None, typer.Argument(help="Grid zone (default: your newest job's).")
+    ] = None,
+    hours: Annotated[int, typer.Option(min=1, max=168, help="Hours ahead.")] = FORECAST_HOURS,
+    as_json: Annotated[bool, typer.Option("--json", help="The raw forecast as JSON.")] = False,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show the zone's carbon-intensity forecast as a sparkline, with your planned windows."""
+    with _one_line_errors(), _client(server, key) as client:
+        if zone is None:
+            newest = None if client.config.zone else _newest_job(client)
+            zone = client.config.zone or (newest["zone"] if newest else FALLBACK_ZONE)
+        data = client.forecast(zone, hours=hours)
+        planned = _planned_jobs(client, zone)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    _console().print(forecast_view(zone, data, planned, hours=hours))
+
+
+def forecast_view(
+    zone: str, data: dict[str, Any], planned: list[dict[str, Any]], *, hours: int
+) -> Text:
+    """The forecast as text: header, sparkline, planned-window marks, hour axis, extremes."""
+    points = data.get("points") or []
+    if not points:
+        return Text(f"{zone}: the forecast has no points")
+    first = render.parse_time(points[0]["t"]) or datetime.now(UTC)
+    start = first.replace(minute=0, second=0, microsecond=0)
+    columns = render.hourly_columns(points, start, hours)
+    known = [(v, i) for i, v in enumerate(columns) if v is not None]
+    low, low_at = min(known)
+    high = max(v for v, _ in known)
+    intervals = [i for job in planned for i in render.planned_intervals(job)]
+    generated = render.fmt_time(data.get("generated_at"))
+    text = Text()
+    text.append(f"{zone}", style="bold")
+    text.append(
+        f" carbon intensity, next {hours} h "
+        f"({data.get('source', '?')}, {data.get('signal_type', '?')}; generated {generated})\n"
+    )
+    text.append(f"{render.sparkline(columns)}  max {high:.0f} g/kWh\n", style="green")
+    marks = render.window_marks(intervals, start, hours)
+    text.append(marks, style="bold cyan")
+    text.append(f"  your planned jobs: {len(planned)}\n")
+    text.append(render.hour_axis(start, hours) + "  UTC hour\n", style="dim")
+    low_time = render.fmt_time(start + timedelta(hours=low_at))
+    now_value = columns[0] if columns[0] is not None else known[0][0]
+    text.append(f"min {low:.0f} g/kWh at {low_time}; now {now_value:.0f} g/kWh")
+    return text
+
+
+def register_client_commands(app: typer.Typer) -> None:
+    """Add the user commands to the top level of the `greenwindow` app."""
+    for command in (submit, jobs, status, watch, cancel, energy, budget, forecast):
+        app.command(name=command.__name__)(command)
+
+
+# Re-exported for the tests and for programs that embed the client.
+__all__ = ["ClientConfig", "ClientHooks", "forecast_view", "register_client_commands"]

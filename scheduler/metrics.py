@@ -1,0 +1,264 @@
+"""Prometheus metrics read from the database at scrape time, so every replica reports the same.
+
+Each family is collected in its own session: a table that does not exist yet (or a failing
+query) drops that family from the scrape, logs once per scrape, and leaves the rest intact.
+Labels come only from bounded sets: job states, team names, zones, worker ids and tick names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.budgets import service as budgets
+from scheduler.budgets.models import Budget, LedgerEntry
+from scheduler.jobs.models import Job
+from scheduler.jobs.states import WAITING, JobState
+from scheduler.teams.models import Team
+
+log = logging.getLogger("greenwindow.metrics")
+
+# Queue wait = submission to start, over the jobs that started within this window.
+QUEUE_WAIT_WINDOW = timedelta(hours=24)
+QUEUE_WAIT_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0, 48 * 3600.0)
+# Used when a worker row predates the per-worker heartbeat interval.
+MISSED_BEATS = 3
+
+Part = Callable[[Session, datetime], Iterable[Metric]]
+
+
+def job_state_counts(session: Session, _: datetime) -> Iterator[Metric]:
+    """greenwindow_jobs{state}: every state, zero included, so dashboards see all series."""
+    counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+    family = GaugeMetricFamily("greenwindow_jobs", "Jobs by state.", labels=["state"])
+    for state in JobState:
+        family.add_metric([state.value], float(counts.get(state.value, 0)))
+    yield family
+
+
+def bucket_counts(values: Iterable[float], bounds: Iterable[float]) -> list[tuple[str, float]]:
+    """Cumulative histogram buckets (`le` label, count) ending with +Inf."""
+    ordered = sorted(values)
+    buckets: list[tuple[str, float]] = []
+    index = 0
+    for bound in bounds:
+        while index < len(ordered) and ordered[index] <= bound:
+            index += 1
+        buckets.append((_le(bound), float(index)))
+    buckets.append(("+Inf", float(len(ordered))))
+    return buckets
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if bound == int(bound) else str(bound)
+
+
+def queue_wait(session: Session, now: datetime) -> Iterator[Metric]:
+    """greenwindow_job_queue_wait_seconds: submission to start of jobs started recently."""
+    rows = session.execute(
+        select(Job.submitted_at, Job.started_at).where(
+            Job.started_at.is_not(None), Job.started_at >= now - QUEUE_WAIT_WINDOW
+        )
+    ).all()
+    waits = [max((started - submitted).total_seconds(), 0.0) for submitted, started in rows]
+    yield HistogramMetricFamily(
+        "greenwindow_job_queue_wait_seconds",
+        "Seconds from submission to start, over jobs started in the last 24 hours.",
+        buckets=bucket_counts(waits, QUEUE_WAIT_BUCKETS),
+        sum_value=sum(waits),
+    )
+
+
+def planned_saving(session: Session, _: datetime) -> Iterator[Metric]:
+    """greenwindow_planned_saving_kg_co2e: run-now minus planned emissions of waiting jobs."""
+    rows = session.execute(
+        select(Job.run_now_kg_co2e, Job.estimated_kg_co2e).where(
+            Job.state.in_([s.value for s in WAITING])
+        )
+    ).all()
+    saving = sum(max(run_now - planned, 0.0) for run_now, planned in rows)
+    yield GaugeMetricFamily(
+        "greenwindow_planned_saving_kg_co2e",
+        "Emissions the current plan avoids for waiting jobs versus starting them now.",
+        value=saving,
+    )
+
+
+def team_totals(session: Session, _: datetime) -> Iterator[Metric]:
+    """greenwindow_energy_kwh_total / greenwindow_emissions_kg_co2e_total: measured charges."""
+    rows = session.execute(
+        select(Team.name, func.sum(LedgerEntry.kwh), func.sum(LedgerEntry.kg_co2e))
+        .join(LedgerEntry, LedgerEntry.team_id == Team.id)
+        .where(LedgerEntry.kind == "charge")
+        .group_by(Team.name)
+    ).all()
+    charged = {name: (kwh or 0.0, kg or 0.0) for name, kwh, kg in rows}
+    energy = CounterMetricFamily(
+        "greenwindow_energy_kwh", "Measured energy charged to each team.", labels=["team"]
+    )
+    emissions = CounterMetricFamily(
+        "greenwindow_emissions_kg_co2e",
+        "Measured emissions charged to each team.",
+        labels=["team"],
+    )
+    for (name,) in session.execute(select(Team.name).order_by(Team.name)):
+        kwh, kg = charged.get(name, (0.0, 0.0))
+        energy.add_metric([name], kwh)
+        emissions.add_metric([name], kg)
+    yield energy
+    yield emissions
+
+
+def budget_ratios(session: Session, now: datetime) -> Iterator[Metric]:
+    """greenwindow_budget_used_ratio{team}: (actual + committed) / limit this period."""
+    family = GaugeMetricFamily(
+        "greenwindow_budget_used_ratio",
+        "Actual plus committed emissions as a share of the team's budget this period.",
+        labels=["team"],
+    )
+    rows = session.execute(select(Budget, Team.name).join(Team, Team.id == Budget.team_id)).all()
+    for budget, name in rows:
+        status = budgets.budget_status(session, budget, now=now)
+        family.add_metric([name], status.used_percent / 100.0)
+    yield family
+
+
+def _optional(module: str, attribute: str) -> Any:
+    """A model or function from a package that may not be installed in this version."""
+    return getattr(importlib.import_module(module), attribute)
+
+
+def workers(session: Session, now: datetime) -> Iterator[Metric]:
+    """greenwindow_workers_alive and greenwindow_worker_gpu_watts{worker} (live workers only)."""
+    worker_model = _optional("scheduler.workers.models", "Worker")
+    alive_count = 0
+    watts = GaugeMetricFamily(
+        "greenwindow_worker_gpu_watts",
+        "GPU power a live worker reported in its last heartbeat, summed over its GPUs.",
+        labels=["worker"],
+    )
+    for worker in session.scalars(select(worker_model)):
+        beat = getattr(worker, "heartbeat_seconds", None) or 15
+        if worker.last_seen_at < now - timedelta(seconds=MISSED_BEATS * beat):
+            continue
+        alive_count += 1
+        total = sum(float(g.get("watts") or 0.0) for g in (worker.gpu_watts or []))
+        watts.add_metric([worker.id], total)
+    yield GaugeMetricFamily(
+        "greenwindow_workers_alive", "Workers heard from within three heartbeats.", alive_count
+    )
+    yield watts
+
+
+FORECAST_TIME_COLUMNS = ("generated_at", "fetched_at", "created_at")
+
+
+def forecast_age(session: Session, now: datetime) -> Iterator[Metric]:
+    """greenwindow_forecast_age_seconds{zone,source}: time since the newest cached forecast."""
+    model = _optional("scheduler.carbon.models", "Forecast")
+    stamp = next(getattr(model, c) for c in FORECAST_TIME_COLUMNS if hasattr(model, c))
+    family = GaugeMetricFamily(
+        "greenwindow_forecast_age_seconds",
+        "Seconds since the newest cached forecast of each zone and source.",
+        labels=["zone", "source"],
+    )
+    rows = session.execute(
+        select(model.zone, model.source, func.max(stamp)).group_by(model.zone, model.source)
+    ).all()
+    for zone, source, newest in rows:
+        if newest is not None:
+            family.add_metric([zone, source], max((now - newest).total_seconds(), 0.0))
+    yield family
+
+
+PARTS: dict[str, Part] = {
+    "jobs": job_state_counts,
+    "queue_wait": queue_wait,
+    "planned_saving": planned_saving,
+    "team_totals": team_totals,
+    "budgets": budget_ratios,
+    "workers": workers,
+    "forecasts": forecast_age,
+}
+
+
+class DatabaseCollector(Collector):
+    """Collects every family from the database at scrape time."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        clock: Callable[[], datetime],
+        tick_durations: Callable[[], dict[str, float]],
+    ) -> None:
+        self.session_factory = session_factory
+        self.clock = clock
+        self.tick_durations = tick_durations
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape: each part in its own read-only session, failures skipped."""
+        now = self.clock()
+        failed = GaugeMetricFamily(
+            "greenwindow_metrics_part_failed",
+            "1 when a group of metrics could not be read in this scrape (see the log).",
+            labels=["part"],
+        )
+        for name, part in PARTS.items():
+            try:
+                with self.session_factory() as session:
+                    # Collected first: a part that fails half-way yields nothing.
+                    families = list(part(session, now))
+                    session.rollback()
+            except Exception as exc:  # noqa: BLE001 - missing tables or a down database
+                log.info("metrics part %s skipped: %s", name, type(exc).__name__)
+                failed.add_metric([name], 1.0)
+                continue
+            failed.add_metric([name], 0.0)
+            yield from families
+        yield failed
+        ticks = GaugeMetricFamily(
+            "greenwindow_tick_duration_seconds",
+            "Duration of the last run of each maintenance tick in this process.",
+            labels=["tick"],
+        )
+        for tick_name, seconds in sorted(self.tick_durations().items()):
+            ticks.add_metric([tick_name], seconds)
+        yield ticks
+
+
+def build_registry(app: FastAPI) -> CollectorRegistry:
+    """A registry of this app's metrics (one per app, so tests can build many apps)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        DatabaseCollector(
+            app.state.session_factory,
+            lambda: app.state.clock(),
+            lambda: dict(getattr(app.state, "tick_durations", {}) or {}),
+        )
+    )
+    return registry
+
+
+def add_metrics_endpoint(app: FastAPI) -> None:
+    """Serve `GET /metrics` in the Prometheus text format, without authentication."""
+    registry = build_registry(app)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus scrape endpoint."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
