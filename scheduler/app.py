@@ -20,6 +20,7 @@ from scheduler.db.session import make_engine, make_session_factory
 from scheduler.errors import DomainError
 from scheduler.jobs.router import router as jobs_router
 from scheduler.jobs.states import IllegalTransition
+from scheduler.metrics import add_metrics_endpoint
 from scheduler.scheduling.service import Scheduling
 from scheduler.settings import Settings
 from scheduler.teams.router import router as teams_router
@@ -164,6 +165,7 @@ def create_app(
     app.include_router(teams_router)
     app.include_router(budgets_router)
     app.include_router(jobs_router)
+    add_metrics_endpoint(app)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:
