@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from scheduler.client import register_client_commands
 from scheduler.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+register_client_commands(app)
 
 
 def _settings() -> Settings:
