@@ -1,0 +1,1 @@
+"""GPT-SoVITS dataset preparation: annotations, audio, text, features, semantic codes, layout."""
