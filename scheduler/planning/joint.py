@@ -220,15 +220,34 @@ class _Queue:
         self.place(index, chosen)
         return True
 
-    def evict_and_place(self, index: int, target: np.ndarray, need_gain: bool) -> bool:
-        """Free `target` for a job by re-placing its occupants; keep it only if it pays."""
+    def place_earliest(self, index: int) -> bool:
+        """Place a job where it ends soonest, deadline or not; False if it fits nowhere."""
+        chosen = self.select(index, self.jobs[index].release, self.n_slots, earliest=True)
+        if chosen is None:
+            return False
+        self.place(index, chosen)
+        return True
+
+    def evict_and_place(
+        self, index: int, target: np.ndarray, need_gain: bool, late: bool = False
+    ) -> bool:
+        """Free `target` for a job by re-placing its occupants; keep it only if it pays.
+
+        For a `late` job it pays when the job ends sooner; otherwise when the job is on
+        time and (with `need_gain`) the total cost falls. Evicted jobs must stay on time.
+        """
         evicted = set().union(*(self.occupants[slot] for slot in target)) - {index}
         if not evicted or len(evicted) > _MAX_EVICTIONS:
             return False
         movers = sorted(evicted, key=self._order_key)
         before_cost = float(self.cost[movers].sum() + self.cost[index])
+        before_end = int(self.slots[index][-1]) if self.slots[index] is not None else None
         saved = {k: self.remove(k) for k in [index, *movers]}
-        ok = self.place_best(index)
+        if late:
+            ok = self.place_earliest(index)
+            ok = ok and (before_end is None or int(self.slots[index][-1]) < before_end)
+        else:
+            ok = self.place_best(index)
         for mover in movers:
             if not ok:
                 break
@@ -352,6 +371,16 @@ def plan_queue(
             status[index] = UNPLACED
             continue
         queue.place(index, chosen)
+        if not queue.on_time(index) and time.perf_counter() < stop_at:
+            # Pull it forward past jobs that can move without turning late.
+            kept = queue.free
+            queue.free = queue.capacity
+            try:
+                target = queue.select(index, job.release, queue.n_slots, earliest=True)
+            finally:
+                queue.free = kept
+            if target is not None and target[0][-1] < queue.slots[index][-1]:
+                queue.evict_and_place(index, target[0], need_gain=False, late=True)
         status[index] = LATE if not queue.on_time(index) else ON_TIME
     gpus_used = queue.capacity - queue.free
     return JointResult(queue.slots, status, gpus_used, queue.runtime)
