@@ -27,6 +27,8 @@ class Worker(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     gpu_watts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # The interval this worker was told to keep; it is dead after three missed beats.
+    heartbeat_seconds: Mapped[int] = mapped_column(Integer)
 
     @property
     def slots(self) -> int:

@@ -1,0 +1,55 @@
+"""Artifact records and where their files live."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.artifacts.models import Artifact
+from scheduler.artifacts.storage import StoredUpload, check_name
+from scheduler.errors import NotFound
+from scheduler.settings import Settings
+
+
+def job_directory(settings: Settings, job_id: str) -> Path:
+    """The directory holding a job's artifacts."""
+    assert settings.artifact_dir is not None
+    return settings.artifact_dir / check_name(job_id)
+
+
+def record(
+    session: Session, *, job_id: str, name: str, attempt: int, upload: StoredUpload, now: datetime
+) -> Artifact:
+    """Create or replace the record of a stored artifact."""
+    artifact = session.scalar(
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
+    )
+    if artifact is None:
+        artifact = Artifact(job_id=job_id, name=name)
+        session.add(artifact)
+    artifact.attempt = attempt
+    artifact.size = upload.size
+    artifact.sha256 = upload.sha256
+    artifact.created_at = now
+    session.flush()
+    return artifact
+
+
+def list_artifacts(session: Session, job_id: str) -> list[Artifact]:
+    """A job's artifacts by name."""
+    return list(
+        session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name))
+    )
+
+
+def get_artifact(session: Session, job_id: str, name: str) -> Artifact:
+    """One artifact, or NotFound."""
+    artifact = session.scalar(
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
+    )
+    if artifact is None:
+        raise NotFound(f"job {job_id} has no artifact '{name}'", field="name")
+    return artifact

@@ -1,0 +1,205 @@
+"""Checks of an uploaded dataset zip: safe member names, bomb limits, the annotation list
+and every listed clip present and decodable."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import soundfile
+
+from worker.training.data.annotations import AUDIO_SUFFIXES, normalise_language, wav_basename
+
+MAX_MEMBERS = 50_000
+MAX_UNCOMPRESSED_BYTES = 16 * 1024**3
+# Audio barely compresses; a member that shrinks this much is a bomb, not a dataset.
+MAX_RATIO = 100.0
+RATIO_MIN_BYTES = 1024**2
+MAX_LIST_BYTES = 64 * 1024**2
+MAX_PROBLEMS = 20
+
+
+class DatasetInvalid(ValueError):
+    """The zip is not an acceptable dataset; the message names the problem."""
+
+    def __init__(self, message: str, *, field: str = "file") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Zip-bomb limits (tests use small ones)."""
+
+    max_members: int = MAX_MEMBERS
+    max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
+    max_ratio: float = MAX_RATIO
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What validation learned about a good dataset."""
+
+    list_name: str
+    utterances: int
+    audio_seconds: float
+    speakers: tuple[str, ...]
+    languages: tuple[str, ...]
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    mode = info.external_attr >> 16
+    return info.create_system == 3 and stat.S_ISLNK(mode)
+
+
+def check_member_name(name: str) -> None:
+    """Refuse names that would escape the dataset directory when unpacked."""
+    normalised = name.replace("\\", "/")
+    path = PurePosixPath(normalised)
+    if normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
+        raise DatasetInvalid(f"zip member '{name}' has an absolute path")
+    if ".." in path.parts:
+        raise DatasetInvalid(f"zip member '{name}' escapes the archive ('..' in its path)")
+    if "\x00" in name:
+        raise DatasetInvalid(f"zip member '{name!r}' has a NUL byte in its name")
+
+
+def check_members(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]:
+    """Safe names, no links, and totals within the bomb limits; returns the file members."""
+    members = archive.infolist()
+    if len(members) > limits.max_members:
+        raise DatasetInvalid(f"zip has {len(members)} members; at most {limits.max_members}")
+    total = 0
+    files = []
+    for info in members:
+        check_member_name(info.filename)
+        if _is_symlink(info):
+            raise DatasetInvalid(f"zip member '{info.filename}' is a symbolic link")
+        if info.is_dir():
+            continue
+        total += info.file_size
+        if total > limits.max_uncompressed_bytes:
+            raise DatasetInvalid(
+                f"zip unpacks to more than {limits.max_uncompressed_bytes} bytes (zip bomb?)"
+            )
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= RATIO_MIN_BYTES and ratio > limits.max_ratio:
+            raise DatasetInvalid(
+                f"zip member '{info.filename}' expands {ratio:.0f}x (limit "
+                f"{limits.max_ratio:.0f}x): refusing a likely zip bomb"
+            )
+        files.append(info)
+    return files
+
+
+def _is_noise(name: str) -> bool:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return any(part == "__MACOSX" or part.startswith("._") for part in parts)
+
+
+def find_list(files: list[zipfile.ZipInfo]) -> zipfile.ZipInfo:
+    """The one `.list` annotation file."""
+    lists = [f for f in files if f.filename.lower().endswith(".list") and not _is_noise(f.filename)]
+    if not lists:
+        raise DatasetInvalid("no .list annotation file (wav_path|speaker|language|text) in zip")
+    if len(lists) > 1:
+        names = ", ".join(sorted(f.filename for f in lists))
+        raise DatasetInvalid(f"exactly one .list annotation file expected, found {names}")
+    if lists[0].file_size > MAX_LIST_BYTES:
+        raise DatasetInvalid(f"{lists[0].filename} is larger than {MAX_LIST_BYTES} bytes")
+    return lists[0]
+
+
+@dataclass(frozen=True)
+class ListLine:
+    number: int
+    wav: str
+    speaker: str
+    language: str
+    text: str
+
+
+def parse_list(text: str, list_name: str) -> list[ListLine]:
+    """Lines of the annotation list; raises naming every bad line (up to a limit)."""
+    lines: list[ListLine] = []
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        fields = raw.split("|", 3)
+        if len(fields) != 4 or not all(f.strip() for f in fields):
+            problems.append(
+                f"line {number}: expected wav_path|speaker|language|text, got {raw[:120]!r}"
+            )
+            continue
+        wav, speaker, language, sentence = (f.strip() for f in fields)
+        if normalise_language(language) is None:
+            problems.append(f"line {number}: unknown language '{language}'")
+            continue
+        lines.append(ListLine(number, wav, speaker, language, sentence))
+    if problems:
+        shown = problems[:MAX_PROBLEMS]
+        more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+        raise DatasetInvalid(f"{list_name}: " + "; ".join(shown) + more, field="list")
+    if not lines:
+        raise DatasetInvalid(f"{list_name} has no annotated lines", field="list")
+    return lines
+
+
+def validate_zip(path: Path, limits: Limits | None = None) -> DatasetSummary:
+    """Validate a dataset zip on disk; raises DatasetInvalid naming the first problem found."""
+    limits = limits or Limits()
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetInvalid(f"not a readable zip file: {exc}") from None
+    with archive:
+        files = check_members(archive, limits)
+        list_info = find_list(files)
+        try:
+            text = archive.read(list_info).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise DatasetInvalid(f"{list_info.filename} is not UTF-8 text", field="list") from None
+        lines = parse_list(text, list_info.filename)
+        audio = {
+            PurePosixPath(f.filename.replace("\\", "/")).name: f
+            for f in files
+            if f.filename.lower().endswith(AUDIO_SUFFIXES) and not _is_noise(f.filename)
+        }
+        seconds = 0.0
+        for line in lines:
+            member = audio.get(wav_basename(line.wav))
+            if member is None:
+                raise DatasetInvalid(
+                    f"{list_info.filename} line {line.number}: audio file "
+                    f"'{wav_basename(line.wav)}' is not in the zip",
+                    field="list",
+                )
+            seconds += _duration(archive, member, list_info.filename, line.number)
+    return DatasetSummary(
+        list_name=list_info.filename,
+        utterances=len(lines),
+        audio_seconds=seconds,
+        speakers=tuple(sorted({line.speaker for line in lines})),
+        languages=tuple(sorted({normalise_language(line.language) or "" for line in lines})),
+    )
+
+
+def _duration(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, list_name: str, line: int
+) -> float:
+    try:
+        info = soundfile.info(io.BytesIO(archive.read(member)))
+    except (RuntimeError, soundfile.LibsndfileError, zipfile.BadZipFile) as exc:
+        raise DatasetInvalid(
+            f"{list_name} line {line}: '{member.filename}' is not decodable audio ({exc})",
+            field="list",
+        ) from None
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise DatasetInvalid(
+            f"{list_name} line {line}: '{member.filename}' holds no audio", field="list"
+        )
+    return info.frames / info.samplerate

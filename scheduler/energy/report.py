@@ -1,0 +1,131 @@
+"""The per-job energy report: kWh by component, kg CO2e by time bucket, and every attempt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from scheduler.energy import accounting
+from scheduler.energy import service as energy
+from scheduler.energy.models import JobAttempt
+from scheduler.jobs.models import Job
+
+
+def _method_summary(rows: list[JobAttempt], component: str) -> str | None:
+    """One word per component: the method all reported attempts share, or 'mixed'."""
+    methods = {
+        str((row.report or {}).get("methods", {}).get(component))
+        for row in rows
+        if (row.report or {}).get("methods")
+    }
+    if not methods:
+        return None
+    return methods.pop() if len(methods) == 1 else "mixed"
+
+
+def _attempt(row: JobAttempt) -> dict[str, Any]:
+    report = row.report or {}
+    duration = (row.ended_at - row.started_at).total_seconds() if row.ended_at else None
+    return {
+        "attempt": row.attempt,
+        "worker": row.worker_id,
+        "outcome": row.outcome,
+        "started_at": row.started_at,
+        "ended_at": row.ended_at,
+        "duration_s": report.get("duration_s", duration),
+        "kwh": {
+            "gpu": row.gpu_kwh,
+            "cpu": row.cpu_kwh,
+            "ram": row.ram_kwh,
+            "total": row.total_kwh,
+        },
+        "kg_co2e": row.kg_co2e,
+        "gpus": report.get("gpus", []),
+        "hardware": report.get("hardware", {}),
+        "methods": report.get("methods", {}),
+        "measurement_ok": bool(report.get("measurement_ok", False)),
+        "errors": list(report.get("errors", [])),
+        "signal": row.signal,
+    }
+
+
+def _timeline(rows: list[JobAttempt]) -> list[dict[str, Any]]:
+    """Every attempt's power samples with the intensity of the bucket each falls in."""
+    points = []
+    for row in rows:
+        intensity = {accounting.parse_time(b["start"]): b["g_per_kwh"] for b in row.buckets}
+        starts = sorted(intensity)
+        for moment, watts in accounting.parse_timeline((row.report or {}).get("timeline") or []):
+            bucket = max((s for s in starts if s <= moment), default=starts[0] if starts else None)
+            points.append(
+                {
+                    "t": moment,
+                    "watts": watts,
+                    "g_per_kwh": intensity.get(bucket) if bucket is not None else None,
+                }
+            )
+    return sorted(points, key=lambda p: p["t"])
+
+
+def _codecarbon(rows: list[JobAttempt]) -> dict[str, Any]:
+    """CodeCarbon's own figures, summed over the attempts where it worked (a cross-check)."""
+    ok = [
+        (row.report or {}).get("codecarbon") or {}
+        for row in rows
+        if ((row.report or {}).get("codecarbon") or {}).get("ok")
+    ]
+
+    def total(key: str) -> float:
+        return sum(float(c.get(key) or 0.0) for c in ok)
+
+    return {
+        "kg_co2e": total("kg_co2e") if ok else None,
+        "cpu_kwh": total("cpu_kwh") if ok else None,
+        "ram_kwh": total("ram_kwh") if ok else None,
+        "gpu_kwh": total("gpu_kwh") if ok else None,
+        "attempts": len(ok),
+        "note": "CodeCarbon's estimate with its own (country-average) intensity, for comparison",
+    }
+
+
+def _span(rows: list[JobAttempt]) -> float:
+    return sum(
+        (row.ended_at - row.started_at).total_seconds() for row in rows if row.ended_at is not None
+    )
+
+
+def energy_report(session: Session, job: Job, *, scheduling: Any) -> dict[str, Any]:
+    """The job's measured energy and emissions (consistent: kg = sum of bucket kWh x g/kWh)."""
+    rows = energy.attempts(session, job.id)
+    closed = [row for row in rows if row.outcome != "running"]
+    kwh = {
+        "gpu": sum(r.gpu_kwh for r in closed),
+        "cpu": sum(r.cpu_kwh for r in closed),
+        "ram": sum(r.ram_kwh for r in closed),
+        "total": sum(r.total_kwh for r in closed),
+    }
+    kg = sum(r.kg_co2e for r in closed)
+    signals = [r.signal for r in closed if r.signal]
+    signal: dict[str, Any] = {
+        "zone": job.zone,
+        "source": signals[-1]["source"] if signals else None,
+        "type": signals[-1]["type"] if signals else None,
+        "estimated": any(s.get("estimated") for s in signals) if signals else None,
+    }
+    counterfactual = energy.counterfactual_kg(scheduling, session, job, closed)
+    return {
+        "job_id": job.id,
+        "state": job.state,
+        "kwh": kwh,
+        "kg_co2e": kg,
+        "intensity_g_per_kwh_avg": 1000.0 * kg / kwh["total"] if kwh["total"] > 0 else None,
+        "signal": signal,
+        "methods": {c: _method_summary(closed, c) for c in ("gpu", "cpu", "ram")},
+        "attempts": [_attempt(row) for row in rows],
+        "timeline": _timeline(closed),
+        "codecarbon": _codecarbon(closed),
+        "saving_vs_run_now_kg_co2e": (counterfactual - kg) if counterfactual is not None else None,
+        "duration_s": _span(closed),
+    }
+

@@ -1,0 +1,23 @@
+"""HTTP endpoint of the per-job energy report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from scheduler.deps import SessionDep, UserDep
+from scheduler.energy.report import energy_report
+from scheduler.jobs import service as jobs
+
+router = APIRouter(prefix="/v1/jobs", tags=["energy"])
+
+
+@router.get("/{job_id}/energy")
+def job_energy(
+    job_id: str, request: Request, session: SessionDep, principal: UserDep
+) -> dict[str, Any]:
+    """Measured kWh (GPU, CPU, RAM), kg CO2e per time bucket, attempts and the power timeline."""
+    team_id = None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
+    job = jobs.get_job(session, job_id, team_id=team_id)
+    return energy_report(session, job, scheduling=request.app.state.scheduling)

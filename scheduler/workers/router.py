@@ -1,0 +1,224 @@
+"""HTTP endpoints of the worker protocol (docs/worker-protocol.md) and the worker list."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from scheduler.deps import AdminDep, NowDep, SessionDep, SettingsDep
+from scheduler.jobs.models import Job
+from scheduler.workers import service
+from scheduler.workers.auth import CurrentWorker, FleetDep
+from scheduler.workers.schemas import (
+    ClaimedJob,
+    ClaimResponse,
+    JobComplete,
+    JobFail,
+    JobFinished,
+    JobHeartbeat,
+    JobHeartbeatResponse,
+    JobRelease,
+    ResumeFrom,
+    WorkerHeartbeat,
+    WorkerRead,
+    WorkerRegister,
+    WorkerRegistered,
+)
+
+router = APIRouter(prefix="/v1/workers", tags=["workers"])
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=WorkerRegistered)
+def register(
+    body: WorkerRegister, session: SessionDep, now: NowDep, settings: SettingsDep, _: FleetDep
+) -> WorkerRegistered:
+    """Register a worker host with the fleet token; returns its own token (shown once)."""
+    worker, token = service.register(
+        session, body, now=now, heartbeat_seconds=settings.heartbeat_seconds
+    )
+    return WorkerRegistered(
+        worker_id=worker.id,
+        token=token,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        lease_seconds=settings.lease_seconds,
+    )
+
+
+@router.get("", response_model=list[WorkerRead])
+def list_workers(session: SessionDep, now: NowDep, _: AdminDep) -> list[WorkerRead]:
+    """Every registered worker, whether it is alive and what it runs (admin)."""
+    running = service.running_jobs_by_worker(session)
+    return [
+        WorkerRead(
+            id=w.id,
+            host=w.host,
+            zone=w.zone,
+            gpus=w.gpus,
+            gpu_count=w.gpu_count,
+            cpu_only=w.cpu_only,
+            version=w.version,
+            registered_at=w.registered_at,
+            last_seen_at=w.last_seen_at,
+            alive=service.is_alive(w, now),
+            gpu_watts=w.gpu_watts or [],
+            running_jobs=running.get(w.id, []),
+        )
+        for w in service.list_workers(session)
+    ]
+
+
+@router.post("/{worker_id}/heartbeat")
+def worker_heartbeat(
+    worker_id: str, body: WorkerHeartbeat, session: SessionDep, now: NowDep, worker: CurrentWorker
+) -> dict[str, bool]:
+    """The worker is alive; its GPUs draw these watts."""
+    service.heartbeat(session, worker, [g.model_dump() for g in body.gpu_watts], now=now)
+    return {"ok": True}
+
+
+@router.post("/{worker_id}/claim", response_model=ClaimResponse)
+def claim(
+    worker_id: str, session: SessionDep, now: NowDep, settings: SettingsDep, worker: CurrentWorker
+) -> ClaimResponse | Response:
+    """Claim the best ready job that fits this worker; 204 when none does."""
+    claimed = service.claim(session, worker, now=now, lease_seconds=settings.lease_seconds)
+    if claimed is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    job = claimed.job
+    assert job.lease_token is not None and job.lease_expires_at is not None
+    checkpoint = claimed.resume_from
+    return ClaimResponse(
+        job=_claimed_job(job),
+        attempt=job.attempt,
+        lease_token=job.lease_token,
+        lease_expires_at=job.lease_expires_at,
+        resume_from=(
+            ResumeFrom(
+                artifact=checkpoint.name, sha256=checkpoint.sha256, attempt=checkpoint.attempt
+            )
+            if checkpoint is not None
+            else None
+        ),
+    )
+
+
+def _claimed_job(job: Job) -> ClaimedJob:
+    return ClaimedJob(
+        id=job.id,
+        name=job.name,
+        kind=job.kind,
+        config=job.config,
+        dataset=job.dataset or None,
+        gpus=job.gpus,
+        interruptible=job.interruptible,
+        zone=job.zone,
+    )
+
+
+@router.post("/{worker_id}/jobs/{job_id}/heartbeat", response_model=JobHeartbeatResponse)
+def job_heartbeat(
+    worker_id: str,
+    job_id: str,
+    body: JobHeartbeat,
+    session: SessionDep,
+    now: NowDep,
+    settings: SettingsDep,
+    worker: CurrentWorker,
+) -> JobHeartbeatResponse:
+    """Renew the job's lease and report progress; the answer says continue, cancel or pause."""
+    job = service.fenced_job(
+        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
+    )
+    action = service.job_heartbeat(
+        session,
+        worker,
+        job,
+        progress=body.progress,
+        energy_so_far=body.energy,
+        now=now,
+        lease_seconds=settings.lease_seconds,
+    )
+    assert job.lease_expires_at is not None
+    return JobHeartbeatResponse(action=action, lease_expires_at=job.lease_expires_at)  # type: ignore[arg-type]
+
+
+@router.post("/{worker_id}/jobs/{job_id}/complete", response_model=JobFinished)
+def complete(
+    worker_id: str,
+    job_id: str,
+    body: JobComplete,
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    worker: CurrentWorker,
+) -> JobFinished:
+    """The job succeeded; its energy report is accounted and charged."""
+    job = service.fenced_job(
+        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
+    )
+    service.complete(
+        session,
+        job,
+        report=body.energy,
+        result=body.result,
+        now=now,
+        scheduling=request.app.state.scheduling,
+    )
+    return _finished(job)
+
+
+@router.post("/{worker_id}/jobs/{job_id}/fail", response_model=JobFinished)
+def fail(
+    worker_id: str,
+    job_id: str,
+    body: JobFail,
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    settings: SettingsDep,
+    worker: CurrentWorker,
+) -> JobFinished:
+    """The attempt failed or stopped on cancel; retryable failures are requeued."""
+    job = service.fenced_job(
+        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
+    )
+    service.fail(
+        session,
+        job,
+        report=body.energy,
+        error=body.error,
+        retryable=body.retryable,
+        cancelled=body.cancelled,
+        now=now,
+        scheduling=request.app.state.scheduling,
+        max_infra_restarts=settings.max_infra_restarts,
+    )
+    return _finished(job)
+
+
+@router.post("/{worker_id}/jobs/{job_id}/release", response_model=JobFinished)
+def release(
+    worker_id: str,
+    job_id: str,
+    body: JobRelease,
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    worker: CurrentWorker,
+) -> JobFinished:
+    """The worker checkpointed and let the job go (pause or shutdown)."""
+    job = service.fenced_job(
+        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
+    )
+    service.release(
+        session,
+        job,
+        report=body.energy,
+        reason=body.reason,
+        now=now,
+        scheduling=request.app.state.scheduling,
+    )
+    return _finished(job)
+
+
+def _finished(job: Job) -> JobFinished:
+    return JobFinished(job_id=job.id, state=job.state, state_reason=job.state_reason)

@@ -1,0 +1,127 @@
+"""Request and response bodies of the worker protocol (docs/worker-protocol.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int = Field(ge=0, le=1024)
+    uuid: str = Field(min_length=1, max_length=128)
+    name: str = Field(default="", max_length=200)
+    memory_mib: int | None = Field(default=None, ge=0)
+
+
+class WorkerRegister(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    host: str = Field(min_length=1, max_length=255)
+    zone: str = Field(min_length=1, max_length=64)
+    gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
+    cpu_only: bool = False
+    version: str = Field(default="", max_length=64)
+
+
+class WorkerRegistered(BaseModel):
+    worker_id: str
+    token: str
+    heartbeat_seconds: int
+    lease_seconds: int
+
+
+class GpuWatts(BaseModel):
+    uuid: str = Field(max_length=128)
+    watts: float = Field(ge=0)
+
+
+class WorkerHeartbeat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    gpu_watts: list[GpuWatts] = Field(default_factory=list, max_length=64)
+
+
+class WorkerRead(BaseModel):
+    id: str
+    host: str
+    zone: str
+    gpus: list[dict[str, Any]]
+    gpu_count: int
+    cpu_only: bool
+    version: str
+    registered_at: datetime
+    last_seen_at: datetime
+    alive: bool
+    gpu_watts: list[dict[str, Any]]
+    running_jobs: list[str]
+
+
+class ClaimedJob(BaseModel):
+    id: str
+    name: str
+    kind: str
+    config: dict[str, Any]
+    dataset: dict[str, Any] | None
+    gpus: int
+    interruptible: bool
+    zone: str
+
+
+class ResumeFrom(BaseModel):
+    artifact: str
+    sha256: str
+    attempt: int
+
+
+class ClaimResponse(BaseModel):
+    job: ClaimedJob
+    attempt: int
+    lease_token: str
+    lease_expires_at: datetime
+    resume_from: ResumeFrom | None = None
+
+
+class Fence(BaseModel):
+    """The fencing pair every job write carries."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    attempt: int = Field(ge=1)
+    lease_token: str = Field(min_length=1, max_length=64)
+
+
+class JobHeartbeat(Fence):
+    progress: dict[str, Any] | None = None
+    energy: dict[str, Any] | None = None
+
+
+class JobHeartbeatResponse(BaseModel):
+    action: Literal["continue", "cancel", "pause"]
+    lease_expires_at: datetime
+
+
+class JobComplete(Fence):
+    energy: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+class JobFail(Fence):
+    energy: dict[str, Any] | None = None
+    error: str = Field(default="", max_length=20_000)
+    retryable: bool = False
+    cancelled: bool = False
+
+
+class JobRelease(Fence):
+    energy: dict[str, Any] | None = None
+    reason: Literal["paused", "shutdown"] = "shutdown"
+
+
+class JobFinished(BaseModel):
+    job_id: str
+    state: str
+    state_reason: str

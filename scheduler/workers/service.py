@@ -1,0 +1,370 @@
+"""Workers: registration, liveness, capacity, fenced claims and the job lease life cycle."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from scheduler.artifacts.models import Artifact
+from scheduler.energy import service as energy
+from scheduler.errors import Conflict, NotFound
+from scheduler.jobs import service as jobs
+from scheduler.jobs.models import Job
+from scheduler.jobs.states import JobState
+from scheduler.workers.models import Worker
+from scheduler.workers.schemas import WorkerRegister
+
+TOKEN_PREFIX = "gww"
+# A worker is dead after this many heartbeat intervals without a word.
+MISSED_BEATS = 3
+CHECKPOINT_PREFIX = "checkpoint"
+PAUSED_REASON = "paused by planner: resumes in the next low-carbon window"
+SHUTDOWN_REASON = "worker shut down; resumes from checkpoint"
+
+
+def _hash_secret(secret: str) -> str:
+    # 256 random bits per token: a fast hash suffices, there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def register(
+    session: Session, spec: WorkerRegister, *, now: datetime, heartbeat_seconds: int
+) -> tuple[Worker, str]:
+    """Register a worker; returns it and its token in clear text (shown once)."""
+    secret = secrets.token_urlsafe(32)
+    worker = Worker(
+        host=spec.host,
+        zone=spec.zone,
+        gpus=[gpu.model_dump() for gpu in spec.gpus],
+        gpu_count=0 if spec.cpu_only else len(spec.gpus),
+        cpu_only=spec.cpu_only or not spec.gpus,
+        version=spec.version,
+        token_hash=_hash_secret(secret),
+        registered_at=now,
+        last_seen_at=now,
+        gpu_watts=[],
+        heartbeat_seconds=heartbeat_seconds,
+    )
+    session.add(worker)
+    session.flush()
+    return worker, f"{TOKEN_PREFIX}_{worker.id}_{secret}"
+
+
+def authenticate(session: Session, token: str) -> Worker | None:
+    """The worker a per-worker token belongs to, or None."""
+    prefix, _, rest = token.partition("_")
+    worker_id, _, secret = rest.partition("_")
+    if prefix != TOKEN_PREFIX or not worker_id or not secret:
+        return None
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        return None
+    if not hmac.compare_digest(worker.token_hash, _hash_secret(secret)):
+        return None
+    return worker
+
+
+def is_alive(worker: Worker, now: datetime) -> bool:
+    """Heard from within the last three heartbeat intervals."""
+    return now - worker.last_seen_at <= timedelta(seconds=MISSED_BEATS * worker.heartbeat_seconds)
+
+
+def heartbeat(
+    session: Session, worker: Worker, gpu_watts: list[dict[str, Any]], *, now: datetime
+) -> None:
+    """Note that the worker is alive, with its GPUs' latest power."""
+    worker.last_seen_at = now
+    worker.gpu_watts = gpu_watts
+
+
+def list_workers(session: Session) -> list[Worker]:
+    """Every registered worker, newest first."""
+    return list(session.scalars(select(Worker).order_by(Worker.registered_at.desc())))
+
+
+def alive_workers(session: Session, now: datetime) -> list[Worker]:
+    """Workers heard from recently enough to count."""
+    return [worker for worker in list_workers(session) if is_alive(worker, now)]
+
+
+def capacity_by_zone(session: Session, now: datetime) -> dict[str, int]:
+    """GPUs of alive workers per zone; a CPU-only worker counts as one."""
+    capacity: dict[str, int] = {}
+    for worker in alive_workers(session, now):
+        capacity[worker.zone] = capacity.get(worker.zone, 0) + worker.slots
+    return capacity
+
+
+def running_jobs_by_worker(session: Session) -> dict[str, list[str]]:
+    """Ids of running jobs per worker id."""
+    rows = session.execute(select(Job.worker_id, Job.id).where(Job.state == JobState.RUNNING.value))
+    held: dict[str, list[str]] = {}
+    for worker_id, job_id in rows:
+        if worker_id:
+            held.setdefault(worker_id, []).append(job_id)
+    return held
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker claimed, with its new lease and the checkpoint to resume from."""
+
+    job: Job
+    resume_from: Artifact | None
+
+
+def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int) -> Claim | None:
+    """Claim the best ready job that fits the worker, as one fenced UPDATE; None if none fits.
+
+    On PostgreSQL the candidate row is locked with SKIP LOCKED, so concurrent claims take
+    different jobs instead of waiting; SQLite serialises writers with BEGIN IMMEDIATE.
+    """
+    worker.last_seen_at = now
+    candidate = (
+        select(Job.id)
+        .where(
+            Job.state == JobState.READY.value,
+            Job.gpus <= worker.slots,
+            Job.zone == worker.zone,
+        )
+        .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
+        .limit(1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True)
+    token = secrets.token_hex(32)
+    statement = (
+        update(Job)
+        .where(Job.id == candidate.scalar_subquery(), Job.state == JobState.READY.value)
+        .values(
+            state=JobState.RUNNING.value,
+            state_reason=f"running on {worker.host}",
+            attempt=Job.attempt + 1,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            worker_id=worker.id,
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+            pause_requested=False,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    job_id = session.execute(statement).scalar_one_or_none()
+    if job_id is None:
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    jobs.record_event(
+        session,
+        job,
+        from_state=JobState.READY.value,
+        to_state=JobState.RUNNING.value,
+        reason=job.state_reason,
+        now=now,
+        data={"worker_id": worker.id, "host": worker.host},
+    )
+    energy.open_attempt(session, job, worker_id=worker.id, now=now)
+    return Claim(job, latest_checkpoint(session, job.id, before_attempt=job.attempt))
+
+
+def latest_checkpoint(session: Session, job_id: str, *, before_attempt: int) -> Artifact | None:
+    """The newest checkpoint an earlier attempt uploaded."""
+    return session.scalar(
+        select(Artifact)
+        .where(
+            Artifact.job_id == job_id,
+            Artifact.attempt < before_attempt,
+            Artifact.name.startswith(CHECKPOINT_PREFIX),
+        )
+        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+        .limit(1)
+    )
+
+
+def fenced_job(
+    session: Session, worker: Worker, job_id: str, *, attempt: int, lease_token: str
+) -> Job:
+    """The running job this worker holds under (attempt, lease token), locked; else 409."""
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if job is None:
+        raise NotFound(f"unknown job '{job_id}'", field="job_id")
+    holds = (
+        job.state == JobState.RUNNING.value
+        and job.attempt == attempt
+        and job.worker_id == worker.id
+        and job.lease_token is not None
+        and hmac.compare_digest(job.lease_token, lease_token)
+    )
+    if not holds:
+        raise Conflict(
+            f"lease lost: job {job_id} attempt {attempt} is no longer held by this worker "
+            f"(job is {job.state}, attempt {job.attempt})",
+            field="lease_token",
+        )
+    return job
+
+
+def job_heartbeat(
+    session: Session,
+    worker: Worker,
+    job: Job,
+    *,
+    progress: dict[str, Any] | None,
+    energy_so_far: dict[str, Any] | None,
+    now: datetime,
+    lease_seconds: int,
+) -> str:
+    """Renew the lease, keep progress and energy; returns the action for the worker."""
+    worker.last_seen_at = now
+    job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    job.updated_at = now
+    if progress is not None:
+        job.progress = progress
+    energy.note_heartbeat(session, job, energy_so_far, now=now)
+    if job.cancel_requested:
+        return "cancel"
+    if job.pause_requested and job.interruptible:
+        return "pause"
+    return "continue"
+
+
+def _clear_lease(job: Job) -> None:
+    job.lease_token = None
+    job.lease_expires_at = None
+
+
+def complete(
+    session: Session,
+    job: Job,
+    *,
+    report: dict[str, Any] | None,
+    result: dict[str, Any] | None,
+    now: datetime,
+    scheduling: Any,
+) -> Job:
+    """The attempt succeeded: account its energy, settle the budget."""
+    energy.close_attempt(
+        session, job, outcome="succeeded", report=report, now=now, scheduling=scheduling
+    )
+    _clear_lease(job)
+    jobs.transition(
+        session, job, JobState.SUCCEEDED, reason="succeeded", now=now, data=result or None
+    )
+    energy.settle_job(session, job, now=now, scheduling=scheduling)
+    return job
+
+
+def fail(
+    session: Session,
+    job: Job,
+    *,
+    report: dict[str, Any] | None,
+    error: str,
+    retryable: bool,
+    cancelled: bool,
+    now: datetime,
+    scheduling: Any,
+    max_infra_restarts: int,
+) -> Job:
+    """The attempt failed (or stopped on cancel); a retryable failure is requeued while
+    restarts remain."""
+    _clear_lease(job)
+    job.error = error or None
+    if cancelled:
+        energy.close_attempt(
+            session, job, outcome="cancelled", report=report, now=now, scheduling=scheduling
+        )
+        jobs.transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
+        energy.settle_job(session, job, now=now, scheduling=scheduling)
+        return job
+    energy.close_attempt(
+        session, job, outcome="failed", report=report, now=now, scheduling=scheduling
+    )
+    if retryable and job.infra_restarts < max_infra_restarts and not job.cancel_requested:
+        job.infra_restarts += 1
+        reason = (
+            f"attempt {job.attempt} failed ({_short(error)}): retry "
+            f"{job.infra_restarts} of {max_infra_restarts}, resumes from its last checkpoint"
+        )
+        jobs.transition(session, job, JobState.SCHEDULED, reason=reason, now=now)
+        return job
+    reason = f"failed: {_short(error)}" if error else "failed"
+    jobs.transition(session, job, JobState.FAILED, reason=reason, now=now)
+    energy.settle_job(session, job, now=now, scheduling=scheduling)
+    return job
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def release(
+    session: Session,
+    job: Job,
+    *,
+    report: dict[str, Any] | None,
+    reason: str,
+    now: datetime,
+    scheduling: Any,
+) -> Job:
+    """The worker checkpointed and let go (pause or shutdown): back to scheduled."""
+    energy.close_attempt(
+        session, job, outcome="released", report=report, now=now, scheduling=scheduling
+    )
+    _clear_lease(job)
+    job.pause_requested = False
+    text = PAUSED_REASON if reason == "paused" else SHUTDOWN_REASON
+    jobs.transition(session, job, JobState.SCHEDULED, reason=text, now=now)
+    return job
+
+
+def reap_expired_leases(
+    session: Session, *, now: datetime, max_infra_restarts: int, scheduling: Any
+) -> int:
+    """Take back running jobs whose lease expired: requeue, fail after too many restarts, or
+    cancel when asked. Idempotent: a reaped job is no longer running."""
+    expired = session.scalars(
+        select(Job)
+        .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
+        .order_by(Job.id)
+        .with_for_update(skip_locked=True)
+    )
+    reaped = 0
+    for job in list(expired):
+        expired_at = job.lease_expires_at
+        assert expired_at is not None
+        energy.close_attempt(
+            session, job, outcome="lost", report=None, now=now, scheduling=scheduling
+        )
+        _clear_lease(job)
+        lost = f"worker lost (lease expired at {expired_at.strftime('%Y-%m-%dT%H:%M:%SZ')})"
+        if job.cancel_requested:
+            jobs.transition(
+                session, job, JobState.CANCELLED, reason=f"cancelled by user; {lost}", now=now
+            )
+            energy.settle_job(session, job, now=now, scheduling=scheduling)
+        elif job.infra_restarts >= max_infra_restarts:
+            reason = f"{lost}: gave up after {job.infra_restarts} restarts"
+            job.error = reason
+            jobs.transition(session, job, JobState.FAILED, reason=reason, now=now)
+            energy.settle_job(session, job, now=now, scheduling=scheduling)
+        else:
+            job.infra_restarts += 1
+            reason = f"{lost}: resumes from its last checkpoint"
+            jobs.transition(session, job, JobState.SCHEDULED, reason=reason, now=now)
+        reaped += 1
+    return reaped
