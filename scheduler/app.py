@@ -14,9 +14,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scheduler.artifacts.router import router as artifacts_router
 from scheduler.budgets.router import router as budgets_router
+from scheduler.datasets.router import router as datasets_router
 from scheduler.db.base import utcnow
 from scheduler.db.session import make_engine, make_session_factory
+from scheduler.energy.router import router as energy_router
 from scheduler.errors import DomainError
 from scheduler.jobs.router import router as jobs_router
 from scheduler.jobs.states import IllegalTransition
@@ -24,6 +27,7 @@ from scheduler.metrics import add_metrics_endpoint
 from scheduler.scheduling.service import Scheduling
 from scheduler.settings import Settings
 from scheduler.teams.router import router as teams_router
+from scheduler.workers.router import router as workers_router
 
 log = logging.getLogger("greenwindow")
 
@@ -165,6 +169,10 @@ def create_app(
     app.include_router(teams_router)
     app.include_router(budgets_router)
     app.include_router(jobs_router)
+    app.include_router(workers_router)
+    app.include_router(datasets_router)
+    app.include_router(artifacts_router)
+    app.include_router(energy_router)
     add_metrics_endpoint(app)
 
     @app.get("/healthz", tags=["ops"])

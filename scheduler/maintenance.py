@@ -24,6 +24,7 @@ from scheduler.budgets.models import Budget
 from scheduler.db.session import session_scope
 from scheduler.jobs import service as jobs
 from scheduler.teams.models import Team
+from scheduler.workers import service as workers
 
 log = logging.getLogger("greenwindow.ticks")
 
@@ -82,6 +83,17 @@ def budget_notify(session: Session, app: FastAPI) -> int:
     return sent
 
 
+@tick("reap_leases")
+def reap_leases(session: Session, app: FastAPI) -> int:
+    """Requeue (or fail, or cancel) running jobs whose worker stopped renewing the lease."""
+    return workers.reap_expired_leases(
+        session,
+        now=app.state.clock(),
+        max_infra_restarts=app.state.settings.max_infra_restarts,
+        scheduling=app.state.scheduling,
+    )
+
+
 def _post_webhook(url: str, payload: dict[str, Any]) -> None:
     try:
         httpx.post(url, json={"event": "budget_threshold", **payload}, timeout=5.0)
@@ -96,6 +108,7 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
     intervals = {
         "readmit_held": settings.maintenance_seconds,
         "budget_notify": settings.maintenance_seconds,
+        "reap_leases": settings.maintenance_seconds,
     }
     intervals.update(getattr(app.state, "extra_tick_intervals", {}))
     scheduler = BackgroundScheduler(timezone="UTC")
