@@ -26,6 +26,9 @@ class FinetuneConfig(BaseModel):
     lora_rank: int = Field(default=32, ge=0, le=1024)
     lora_alpha: float = Field(default=32.0, gt=0)
     lora_ffn: bool = False
+    # Module paths trained in full next to the adapters; None = the stage defaults
+    # (stage 1: none; stage 2: the reference encoder `ref_enc`).
+    lora_trainable_modules: list[str] | None = None
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     grad_checkpointing: bool = False
     grad_clip: float = Field(default=1.0, gt=0)

@@ -1,0 +1,282 @@
+"""Entry point the worker calls: prepare data, train the requested stages, export adapters.
+
+With stage "both", stage 1 (GPT) trains first and stage 2 (SoVITS) second: the two are
+independent here (the quantizer is frozen, so the semantic codes stay valid), and the cheap stage
+finishing first means a pause during the longer GAN stage still leaves a usable GPT adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from worker.training.batches import EpochPlan
+from worker.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+from worker.training.config import FinetuneConfig
+from worker.training.distributed import DistContext, launch_distributed, pick_device
+from worker.training.lora import export_adapter, load_adapter, load_trainable_state
+from worker.training.stages import Stage, build_stage
+from worker.training.telemetry import TensorBoardLog
+from worker.training.trainer import Trainer, TrainerSettings, steps_for
+
+STAGE_ORDER: dict[str, list[str]] = {"s1": ["s1"], "s2": ["s2"], "both": ["s1", "s2"]}
+# Changing any of these between a checkpoint and a resume would change the model or data order.
+RESUME_KEYS = (
+    "stage",
+    "model_size",
+    "batch_size",
+    "grad_accum",
+    "lora_rank",
+    "lora_alpha",
+    "lora_ffn",
+    "lora_trainable_modules",
+    "seed",
+    "pretrained_s1",
+    "pretrained_s2",
+)
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tune produced and how it ended."""
+
+    status: Literal["succeeded", "paused", "stopped"]
+    steps: dict[str, int]
+    outputs: list[Path]
+    checkpoint: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def adapter_filename(stage: str, config: FinetuneConfig) -> str:
+    """File name of a stage's exported weights."""
+    return f"{stage}_{'lora' if config.lora_rank > 0 else 'full'}.safetensors"
+
+
+def build_finetuned_model(
+    stage: str,
+    config: FinetuneConfig,
+    weights: Path,
+    codebook: np.ndarray | None = None,
+    device: torch.device | None = None,
+) -> nn.Module:
+    """The exported model of a stage: base (pretrained or seeded init) plus the saved weights."""
+    seed_everything(config.seed)
+    built = build_stage(stage, config, device or torch.device("cpu"), codebook)
+    model = built.models[built.export_key]
+    load_adapter(model, weights)
+    return model.eval()
+
+
+def run_finetune(
+    config: FinetuneConfig,
+    dataset_dir: Path,
+    work_dir: Path,
+    *,
+    gpus: int = 1,
+    report: Callable[[dict], None] = lambda e: None,
+    stop_requested: Callable[[], str | None] = lambda: None,
+) -> FinetuneResult:
+    """Prepare the dataset (cached), train, checkpoint, resume and export; see the module doc."""
+    from worker.training.data import prepare_dataset
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    prepared_root = work_dir / "prepared"
+    prepare_dataset(Path(dataset_dir), prepared_root)
+    if gpus > 1:
+        return launch_distributed(
+            gpus,
+            _run_rank,
+            args=(config, prepared_root, work_dir),
+            main_args=(config, prepared_root, work_dir, report, stop_requested),
+        )
+    ctx = DistContext(device=pick_device(0))
+    return _run_rank(ctx, config, prepared_root, work_dir, report, stop_requested)
+
+
+def _check_resumable(saved: dict[str, Any], config: FinetuneConfig) -> None:
+    changed = [k for k in RESUME_KEYS if saved.get(k) != getattr(config, k)]
+    if changed:
+        raise ValueError(f"checkpoint was made with a different config ({', '.join(changed)})")
+
+
+def _run_rank(
+    ctx: DistContext,
+    config: FinetuneConfig,
+    prepared_root: Path,
+    work_dir: Path,
+    report: Callable[[dict], None] | None = None,
+    stop_requested: Callable[[], str | None] | None = None,
+) -> FinetuneResult:
+    from worker.training.data import PreparedDataset
+
+    dataset = PreparedDataset.load(prepared_root)
+    items = dataset.items
+    checkpoints = work_dir / "checkpoints"
+    outputs_dir = work_dir / "outputs"
+    report = report or (lambda event: None)
+    stop_requested = stop_requested or (lambda: None)
+
+    resume_path = latest_checkpoint(checkpoints)
+    resumed = load_checkpoint(resume_path) if resume_path is not None else None
+    completed: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    if resumed is not None:
+        _check_resumable(resumed["config"], config)
+        completed, current = resumed["completed"], resumed["current"]
+        if ctx.is_main:
+            report(
+                {"type": "event", "kind": "resumed", "message": f"resumed from {resume_path.name}"}
+            )
+
+    tensorboard = TensorBoardLog(work_dir / "tensorboard" if ctx.is_main else None)
+    steps: dict[str, int] = {}
+    metrics: dict[str, float] = {}
+    outputs: list[Path] = []
+
+    def save(stage_name: str, step: int, state: dict[str, Any] | None) -> Path:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "config": config.model_dump(),
+            "completed": completed,
+            "current": state,
+        }
+        return save_checkpoint(checkpoints, payload, stage_name, step, config.keep_last_checkpoints)
+
+    try:
+        for index, name in enumerate(STAGE_ORDER[config.stage]):
+            if name in completed:
+                done = completed[name]
+                steps[name] = done["steps"]
+                metrics.update(done["metrics"])
+                if ctx.is_main:
+                    outputs.append(_export_saved(name, config, done, dataset.codebook, outputs_dir))
+                continue
+            seed_everything(config.seed)  # the same base init on every rank and every resume
+            stage = build_stage(name, config, ctx.device, dataset.codebook)
+            plan = EpochPlan(
+                len(items),
+                config.batch_size * config.grad_accum * ctx.world_size,
+                config.seed,
+                ctx.world_size,
+            )
+            settings = TrainerSettings(
+                total_steps=steps_for(plan, config.epochs, config.max_steps),
+                micro_batch=config.batch_size,
+                grad_accum=config.grad_accum,
+                grad_clip=config.grad_clip,
+                save_every_steps=config.save_every_steps,
+                seed=config.seed,
+                precision=config.precision,
+            )
+            trainer = Trainer(
+                stage,
+                items,
+                settings,
+                ctx,
+                report=report,
+                stop_requested=stop_requested,
+                save=lambda state, n=name: save(n, state["step"], state),
+                tensorboard=tensorboard,
+            )
+            # Separate streams per rank and stage for dropout, noise and window choice.
+            seed_everything(config.seed + 7919 * ctx.rank + 104_729 * (index + 1))
+            if current is not None and current["stage"] == name:
+                trainer.load_state_dict(current)
+            if ctx.is_main:
+                report(
+                    {
+                        "type": "event",
+                        "kind": "stage_start",
+                        "stage": name,
+                        "message": f"stage {name}: {settings.total_steps} steps, "
+                        f"{len(stage.adapted)} adapted layers, precision {trainer.amp.precision}",
+                    }
+                )
+            outcome = trainer.run()
+            steps[name] = outcome.step
+            metrics.update({f"{name}/{k}": v for k, v in outcome.metrics.items()})
+            if outcome.status != "completed":
+                return FinetuneResult(
+                    outcome.status, steps, outputs, latest_checkpoint(checkpoints), metrics
+                )
+            model = stage.models[stage.export_key]
+            completed[name] = {
+                "steps": outcome.step,
+                "metrics": {f"{name}/{k}": v for k, v in outcome.metrics.items()},
+                "weights": {
+                    n: p.detach().cpu().clone()
+                    for n, p in model.named_parameters()
+                    if p.requires_grad
+                },
+            }
+            if ctx.is_main:
+                path = outputs_dir / adapter_filename(name, config)
+                outputs.append(export_adapter(model, path, _metadata(name, config, stage)))
+                save(name, outcome.step, None)
+    finally:
+        tensorboard.close()
+
+    if ctx.is_main:
+        outputs.append(_write_adapter_config(config, completed, outputs_dir))
+    return FinetuneResult("succeeded", steps, outputs, latest_checkpoint(checkpoints), metrics)
+
+
+def _metadata(name: str, config: FinetuneConfig, stage: Stage) -> dict[str, Any]:
+    return {
+        "stage": name,
+        "model_size": config.model_size,
+        "lora_rank": config.lora_rank,
+        "lora_alpha": config.lora_alpha,
+        "lora_ffn": config.lora_ffn,
+        "adapted_layers": len(stage.adapted),
+        "base": config.pretrained_s1 if name == "s1" else config.pretrained_s2,
+    }
+
+
+def _export_saved(
+    name: str,
+    config: FinetuneConfig,
+    done: dict[str, Any],
+    codebook: np.ndarray | None,
+    outputs_dir: Path,
+) -> Path:
+    """Re-export a stage finished before a resume, if its file is missing here."""
+    path = outputs_dir / adapter_filename(name, config)
+    if path.exists():
+        return path
+    seed_everything(config.seed)
+    stage = build_stage(name, config, torch.device("cpu"), codebook)
+    model = stage.models[stage.export_key]
+    load_trainable_state(model, done["weights"])
+    return export_adapter(model, path, _metadata(name, config, stage))
+
+
+def _write_adapter_config(
+    config: FinetuneConfig, completed: dict[str, dict[str, Any]], outputs_dir: Path
+) -> Path:
+    outputs_dir.mkdir(parents=True, exist_ok=True)
+    path = outputs_dir / "adapter_config.json"
+    body = {
+        "format": "greenwindow-gpt-sovits/1",
+        "config": config.model_dump(),
+        "stages": {
+            name: {"file": adapter_filename(name, config), "steps": done["steps"]}
+            for name, done in completed.items()
+        },
+    }
+    path.write_text(json.dumps(body, indent=2, sort_keys=True))
+    return path
