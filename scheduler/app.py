@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.artifacts.router import router as artifacts_router
 from scheduler.budgets.router import router as budgets_router
+from scheduler.carbon.router import router as carbon_router
 from scheduler.datasets.router import router as datasets_router
 from scheduler.db.base import utcnow
 from scheduler.db.session import make_engine, make_session_factory
@@ -173,6 +174,7 @@ def create_app(
     app.include_router(datasets_router)
     app.include_router(artifacts_router)
     app.include_router(energy_router)
+    app.include_router(carbon_router)
     add_metrics_endpoint(app)
 
     @app.get("/healthz", tags=["ops"])

@@ -11,6 +11,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget
+from scheduler.carbon import service as carbon
 from scheduler.db.session import session_scope
 from scheduler.jobs import service as jobs
 from scheduler.teams.models import Team
@@ -83,6 +85,28 @@ def budget_notify(session: Session, app: FastAPI) -> int:
     return sent
 
 
+@tick("refresh_forecasts")
+def refresh_forecasts(session: Session, app: FastAPI) -> int:
+    """Fetch and store each planned zone's forecast and recent history."""
+    scheduling = app.state.scheduling
+    now = app.state.clock()
+    return sum(
+        carbon.refresh_zone(session, scheduling.provider, zone, now=now)
+        for zone in sorted(scheduling.zones_to_plan(session))
+    )
+
+
+@tick("replan")
+def replan(session: Session, app: FastAPI) -> int:
+    """Re-plan every zone's queue jointly; jobs whose window opened become ready."""
+    scheduling = app.state.scheduling
+    now = app.state.clock()
+    return sum(
+        scheduling.replan_zone(session, zone, now=now)
+        for zone in sorted(scheduling.zones_to_plan(session))
+    )
+
+
 @tick("reap_leases")
 def reap_leases(session: Session, app: FastAPI) -> int:
     """Requeue (or fail, or cancel) running jobs whose worker stopped renewing the lease."""
@@ -109,10 +133,16 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
         "readmit_held": settings.maintenance_seconds,
         "budget_notify": settings.maintenance_seconds,
         "reap_leases": settings.maintenance_seconds,
+        "refresh_forecasts": settings.forecast_refresh_seconds,
+        "replan": settings.replan_seconds,
     }
+    # The signal and the plan are wanted at once after a start, not one interval later.
+    run_first = {"refresh_forecasts", "replan"}
     intervals.update(getattr(app.state, "extra_tick_intervals", {}))
     scheduler = BackgroundScheduler(timezone="UTC")
     for name, seconds in intervals.items():
+        # APScheduler reads an explicit next_run_time=None as "paused": only pass it to start now.
+        first = {"next_run_time": datetime.now(UTC)} if name in run_first else {}
         scheduler.add_job(
             _safe_tick,
             "interval",
@@ -121,6 +151,7 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
             id=name,
             max_instances=1,
             coalesce=True,
+            **first,
         )
     scheduler.start()
     return scheduler

@@ -68,3 +68,24 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def tiny_dataset_zip(utterances: int = 2, seconds: float = 1.0) -> bytes:
+    """A small valid GPT-SoVITS dataset zip: sine-tone wavs and their annotation list."""
+    import io
+    import zipfile
+
+    import numpy as np
+    import soundfile
+
+    buffer = io.BytesIO()
+    lines = []
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(utterances):
+            t = np.arange(int(32_000 * seconds)) / 32_000
+            wav = io.BytesIO()
+            soundfile.write(wav, 0.3 * np.sin(2 * np.pi * (180 + 20 * i) * t), 32_000, format="WAV")
+            archive.writestr(f"wavs/u{i}.wav", wav.getvalue())
+            lines.append(f"/home/someone/data/u{i}.wav|spk|en|hello number {i}")
+        archive.writestr("voice.list", "\n".join(lines) + "\n")
+    return buffer.getvalue()

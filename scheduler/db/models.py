@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scheduler.artifacts.models import Artifact
 from scheduler.budgets.models import Budget, LedgerEntry
+from scheduler.carbon.models import IntensityPoint, Tariff, ZoneSignalStatus
 from scheduler.datasets.models import Dataset
 from scheduler.db.base import Base
 from scheduler.energy.models import JobAttempt
@@ -18,11 +19,14 @@ __all__ = [
     "Artifact",
     "Budget",
     "Dataset",
+    "IntensityPoint",
     "Job",
     "JobAttempt",
     "JobEvent",
     "LedgerEntry",
+    "Tariff",
     "Team",
     "Worker",
+    "ZoneSignalStatus",
     "metadata",
 ]

@@ -1,18 +1,50 @@
-"""Live scheduling: estimates, placing jobs in windows, and the replanning tick."""
+"""Live scheduling: estimates, placing jobs in low-carbon windows, and the replanning tick.
+
+The planner (`scheduler/planning/`) is pure; this module feeds it from the database: the
+zone's carbon signal (with fallbacks, see `scheduler/carbon/service.py`), its tariff, the
+GPU capacity of live workers, and the jobs already planned or running. Plans use 15-minute
+slots starting at "now", so a job whose best window is now can start at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.carbon import service as carbon
+from scheduler.carbon.models import Tariff
+from scheduler.carbon.providers.base import CarbonProvider
+from scheduler.carbon.providers.factory import make_provider
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
+from scheduler.planning.estimate import EstimateModel
+from scheduler.planning.planner import plan
+from scheduler.planning.tariff import TariffSchedule, prices_for_slots, spain_2_0td_example
+from scheduler.planning.types import JobPlan, PlanJob, RunningJob, SlotGrid
 from scheduler.settings import Settings
+from worker.training.config import FinetuneConfig
 
-# A conservative grid intensity (g/kWh) for estimates when no signal is available.
-FALLBACK_INTENSITY = 500.0
+SLOT_MINUTES = 15
+MAX_HORIZON = timedelta(days=7)
+# Interruptible jobs: shortest chunk worth resuming for, and the cost of each resume
+# (reload model and data, warm up) counted as extra run time.
+MIN_CHUNK_MINUTES = 30.0
+RESUME_OVERHEAD_MINUTES = 5.0
+# Built-in tariffs, used until an operator sets one with PUT /v1/zones/{zone}/tariff.
+DEFAULT_TARIFFS: dict[str, Callable[[], TariffSchedule]] = {"ES": spain_2_0td_example}
+WAITING_STATES = (JobState.SCHEDULED.value, JobState.READY.value, JobState.PAUSED.value)
+
+
+def burn_in_seconds(config: dict) -> float:
+    """Expected run time of a burn-in job: matmul FLOPs at a modest CPU rate, plus sleeps."""
+    size, steps = int(config.get("size", 256)), int(config.get("steps", 200))
+    flops_per_step = 2.0 * size**3
+    return steps * (flops_per_step / 2e10 + float(config.get("step_sleep_s", 0.0))) + 10.0
 
 
 class Scheduling:
@@ -21,29 +53,228 @@ class Scheduling:
     def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.clock = clock
+        self.provider: CarbonProvider = make_provider(
+            settings.carbon_provider,
+            token=settings.carbon_token,
+            username=settings.carbon_username,
+            password=settings.carbon_password,
+            trace_path=str(settings.carbon_trace_path) if settings.carbon_trace_path else None,
+            clock=clock,
+        )
+        self.estimates = EstimateModel()
 
     @property
     def default_zone(self) -> str:
         return self.settings.zone
 
     def check_zone(self, zone: str) -> None:
-        """Accept any zone name; unknown zones plan on the fallback signal."""
+        """Any zone is accepted; one without a signal plans on the conservative fallback."""
 
     def validate_submission(self, session: Session, job: Job) -> None:
-        """Checks that need the database (e.g. that the dataset exists)."""
+        """Checks that need the database: the dataset must exist and belong to the team."""
+        if job.kind == "gpt-sovits-finetune":
+            from scheduler.datasets.service import require_dataset
+
+            require_dataset(session, job.team_id, job.dataset["id"])
+
+    # -- estimates ---------------------------------------------------------------------
+
+    def _gpu_model(self, session: Session, zone: str) -> str:
+        """The GPU model jobs in the zone will most likely get (the fleet's most common)."""
+        from scheduler.workers.service import alive_workers
+
+        names = [
+            "CPU" if worker.cpu_only else gpu.get("name", "")
+            for worker in alive_workers(session, self.clock())
+            if worker.zone == zone
+            for gpu in (worker.gpus or [{}])
+        ]
+        return max(set(names), key=names.count) if names else "A100"
 
     def estimate(self, session: Session, job: Job, *, now: datetime) -> None:
-        """Fill the job's expected duration and energy."""
-        steps = job.config.get("max_steps") or job.config.get("steps") or 100
-        duration_s = float(steps) * 2.0 + 120.0
-        job.estimated_duration_s = duration_s
-        job.estimated_kwh = job.gpus * self.settings.default_gpu_watts * duration_s / 3.6e6
+        """Fill the job's expected duration (s) and energy (kWh)."""
+        if job.kind == "burn-in":
+            seconds = burn_in_seconds(job.config)
+            job.estimated_duration_s = seconds
+            job.estimated_kwh = job.gpus * self.settings.default_gpu_watts * seconds / 3.6e6
+            return
+        from scheduler.datasets.service import audio_minutes
+
+        # A dataset of unknown length is estimated as the typical one-minute fine-tune.
+        minutes = audio_minutes(session, job.dataset["id"]) or 1.0
+        config = FinetuneConfig.model_validate(job.config)
+        estimate = self.estimates.estimate(
+            config, minutes, job.gpus, self._gpu_model(session, job.zone)
+        )
+        job.estimated_duration_s = estimate.duration_minutes * 60.0
+        job.estimated_kwh = estimate.kwh
+
+    # -- signal, tariff, capacity ------------------------------------------------------
+
+    def tariff(self, session: Session, zone: str) -> TariffSchedule | None:
+        """The zone's tariff: set by an operator, else a built-in example, else none."""
+        stored = session.get(Tariff, zone)
+        if stored is not None:
+            return TariffSchedule.model_validate(stored.schedule)
+        factory = DEFAULT_TARIFFS.get(zone)
+        return factory() if factory else None
+
+    def grid(
+        self, session: Session, zone: str, *, now: datetime, hours: float
+    ) -> tuple[SlotGrid, carbon.Signal]:
+        """A slot grid from `now` with the zone's intensity and prices."""
+        hours = min(max(hours, 1.0), MAX_HORIZON.total_seconds() / 3600)
+        signal = carbon.planning_signal(session, self.provider, zone, now=now, hours=hours + 1)
+        count = math.ceil(hours * 60 / SLOT_MINUTES)
+        step = timedelta(minutes=SLOT_MINUTES)
+        starts = [now + i * step for i in range(count)]
+        series = signal.series
+        offsets = np.array(
+            [(t + step / 2 - series.start) / timedelta(minutes=series.step_minutes) for t in starts]
+        )
+        index = np.clip(np.floor(offsets).astype(np.int64), 0, len(series) - 1)
+        tariff = self.tariff(session, zone)
+        prices = prices_for_slots(tariff, starts) if tariff else None
+        return SlotGrid(now, SLOT_MINUTES, series.values[index], prices), signal
+
+    def capacity(self, session: Session, zone: str, now: datetime) -> int:
+        """GPUs of live workers in the zone, or the configured default when none registered."""
+        from scheduler.workers.service import capacity_by_zone
+
+        return capacity_by_zone(session, now).get(zone) or self.settings.default_capacity_gpus
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _plan_job(self, job: Job, now: datetime) -> PlanJob:
+        progress = job.progress or {}
+        done = 0.0
+        if progress.get("total_steps"):
+            done = min(float(progress.get("step") or 0) / float(progress["total_steps"]), 0.95)
+        duration_s = max(job.estimated_duration_s * (1 - done), 60.0)
+        hours = max(job.estimated_duration_s, 60.0) / 3600.0
+        return PlanJob(
+            id=job.id,
+            duration_minutes=duration_s / 60.0,
+            power_kw=job.estimated_kwh / hours,
+            gpus=job.gpus,
+            earliest_start=now,
+            deadline=job.deadline,
+            interruptible=job.interruptible,
+            objective=job.objective,  # type: ignore[arg-type]
+            priority=job.priority,
+            min_chunk_minutes=MIN_CHUNK_MINUTES if job.interruptible else 0.0,
+            resume_overhead_minutes=RESUME_OVERHEAD_MINUTES if job.interruptible else 0.0,
+            running=job.state == JobState.RUNNING.value,
+        )
+
+    def _apply(self, job: Job, job_plan: JobPlan, signal: carbon.Signal, now: datetime) -> JobState:
+        """Write a plan onto a job; returns the waiting state it implies."""
+        intervals = job_plan.intervals or [(now, now + timedelta(seconds=job.estimated_duration_s))]
+        job.planned_intervals = [[a.isoformat(), b.isoformat()] for a, b in intervals]
+        job.planned_start, job.planned_end = intervals[0][0], intervals[-1][1]
+        kg = job_plan.kg_co2e or job.estimated_kwh * carbon.FALLBACK_G_PER_KWH / 1000.0
+        job.estimated_kg_co2e = kg
+        job.run_now_kg_co2e = kg + max(job_plan.saving_kg, 0.0)
+        note = (
+            ""
+            if signal.origin in ("provider", "stored_forecast")
+            else f" [signal: {signal.reason}]"
+        )
+        job.state_reason = job_plan.explanation + note
+        return JobState.READY if job.planned_start <= now else JobState.SCHEDULED
+
+    def _hours_needed(self, jobs: Sequence[Job], now: datetime) -> float:
+        latest = max(
+            max(j.deadline, now + timedelta(seconds=2 * j.estimated_duration_s)) for j in jobs
+        )
+        return (latest - now).total_seconds() / 3600 + 1
+
+    def _running(
+        self, session: Session, zone: str, now: datetime, exclude: set[str]
+    ) -> list[RunningJob]:
+        running = []
+        for job in session.scalars(select(Job).where(Job.zone == zone, Job.state == "running")):
+            if job.id in exclude:
+                continue
+            until = max(job.planned_end or now, now + timedelta(minutes=SLOT_MINUTES))
+            running.append(RunningJob(job.id, job.gpus, until))
+        return running
 
     def place_new_job(self, session: Session, job: Job, *, now: datetime) -> tuple[JobState, str]:
-        """Give a new job its planned window; returns the state and reason it should take."""
-        job.planned_start = now
-        job.planned_end = now + timedelta(seconds=job.estimated_duration_s)
-        job.planned_intervals = [[job.planned_start.isoformat(), job.planned_end.isoformat()]]
-        job.estimated_kg_co2e = job.estimated_kwh * FALLBACK_INTENSITY / 1000.0
-        job.run_now_kg_co2e = job.estimated_kg_co2e
-        return JobState.READY, "ready: runs as soon as a worker is free"
+        """Plan one new job around what is already planned; returns its state and reason."""
+        grid, signal = self.grid(session, job.zone, now=now, hours=self._hours_needed([job], now))
+        free = np.full(grid.n_slots, self.capacity(session, job.zone, now), dtype=np.int64)
+        others = session.scalars(
+            select(Job).where(Job.zone == job.zone, Job.state.in_(WAITING_STATES), Job.id != job.id)
+        )
+        for other in others:
+            for start, end in other.planned_intervals or []:
+                first = max(grid.floor_index(datetime.fromisoformat(start)), 0)
+                last = min(grid.ceil_index(datetime.fromisoformat(end)), grid.n_slots)
+                free[first:last] -= other.gpus
+        result = plan(
+            grid,
+            [self._plan_job(job, now)],
+            np.maximum(free, 0),
+            self._running(session, job.zone, now, set()),
+            now=now,
+        )
+        state = self._apply(job, result.jobs[job.id], signal, now)
+        return state, job.state_reason
+
+    def replan_zone(self, session: Session, zone: str, *, now: datetime) -> int:
+        """Plan the zone's whole queue jointly and move jobs whose window opened to `ready`."""
+        from scheduler.jobs.service import transition
+
+        waiting = list(
+            session.scalars(
+                select(Job).where(
+                    Job.zone == zone,
+                    Job.state.in_(WAITING_STATES)
+                    | ((Job.state == JobState.RUNNING.value) & Job.interruptible),
+                )
+            )
+        )
+        if not waiting:
+            return 0
+        grid, signal = self.grid(session, zone, now=now, hours=self._hours_needed(waiting, now))
+        running = self._running(session, zone, now, {j.id for j in waiting})
+        result = plan(
+            grid,
+            [self._plan_job(j, now) for j in waiting],
+            self.capacity(session, zone, now),
+            running,
+            now=now,
+        )
+        for job in waiting:
+            job_plan = result.jobs[job.id]
+            if job.state == JobState.RUNNING.value:
+                # An interruptible job the plan does not keep running now is paused by its
+                # worker at the next heartbeat (checkpoint, release, resume later).
+                job.pause_requested = bool(job_plan.slots) and job_plan.slots[0] > 0
+                continue
+            target = self._apply(job, job_plan, signal, now)
+            if job.state == JobState.PAUSED.value:
+                target = JobState.SCHEDULED if target == JobState.SCHEDULED else target
+            if target.value != job.state:
+                transition(session, job, target, reason=job.state_reason, now=now)
+        return len(waiting)
+
+    def zones_to_plan(self, session: Session) -> set[str]:
+        """Zones with jobs waiting or running, plus the default zone."""
+        zones = set(
+            session.scalars(
+                select(Job.zone)
+                .where(Job.state.in_((*WAITING_STATES, JobState.RUNNING.value)))
+                .distinct()
+            )
+        )
+        return zones | {self.settings.zone}
+
+    def accounting_signal(
+        self, session: Session, zone: str, start: datetime, end: datetime
+    ) -> carbon.Signal:
+        """Intensity over a past window for carbon accounting (see carbon.accounting_signal)."""
+        return carbon.accounting_signal(
+            session, self.provider, zone, start=start, end=end, now=self.clock()
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer, burn_in_job
+from helpers import FakeClock, admin_headers, bearer, burn_in_job, tiny_dataset_zip
 
 
 def test_submit_read_and_events(client: TestClient, team_key: str) -> None:
@@ -35,18 +35,27 @@ def test_submit_read_and_events(client: TestClient, team_key: str) -> None:
     assert events[0]["to_state"] == job["state"] and events[0]["reason"]
 
 
-def test_finetune_job_validates_its_config(client: TestClient, team_key: str) -> None:
+def test_finetune_job_validates_its_dataset_and_config(client: TestClient, team_key: str) -> None:
     body = {
         "name": "voice-a",
-        "dataset": {"id": "ds1"},
+        "dataset": {"id": "missing"},
         "config": {"stage": "s1", "max_steps": 40, "lora_rank": 8, "model_size": "tiny"},
         "deadline": "2026-03-03T09:00:00Z",
         "interruptible": True,
         "objective": "balanced",
     }
+    unknown = client.post("/v1/jobs", json=body, headers=bearer(team_key))
+    assert unknown.status_code == 422 and unknown.json()["field"] == "dataset.id"
+    uploaded = client.post(
+        "/v1/datasets",
+        content=tiny_dataset_zip(),
+        headers={**bearer(team_key), "content-type": "application/zip"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    body["dataset"] = {"id": uploaded.json()["id"]}
     ok = client.post("/v1/jobs", json=body, headers=bearer(team_key))
     assert ok.status_code == 201, ok.text
-    assert ok.json()["config"]["lora_rank"] == 8
+    assert ok.json()["config"]["lora_rank"] == 8 and ok.json()["estimated_kwh"] > 0
     bad = client.post(
         "/v1/jobs", json={**body, "config": {"stage": "s3"}}, headers=bearer(team_key)
     )
