@@ -1,0 +1,228 @@
+"""The agent end to end against the FAKE service (fake_worker_service.py), jobs in child processes.
+
+These run the real child processes (spawn) and the burn-in workload; only the service and,
+where GPUs appear, NVML are fakes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import tarfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_nvml import FakeGpu, FakeNvml
+from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
+
+from worker.agent import Agent, AgentOptions, run_agent, unpack_zip
+from worker.client import WorkerClient
+from worker.metering.nvml import Nvml
+
+UUID = "GPU-aaaaaaaa-1111-2222-3333-444444444444"
+
+
+def burnin(steps: int = 40, sleep: float = 0.02, **extra: Any) -> dict[str, Any]:
+    return {"steps": steps, "size": 8, "checkpoint_every": 5, "step_sleep_s": sleep, **extra}
+
+
+def make_agent(service: FakeService, tmp_path: Path, *, nvml: Nvml | None = None,
+               max_jobs: int = 1, **options: Any) -> Agent:
+    nvml = nvml or Nvml(None, error="no driver")
+    gpus = nvml.all_gpus()
+    client = WorkerClient("http://service", FLEET_TOKEN, transport=service.transport())
+    return Agent(
+        client,
+        AgentOptions(work_dir=tmp_path, zone="ES", cpu_only=not gpus, poll_seconds=0.05,
+                     max_jobs=max_jobs, **{"sample_seconds": 0.1, "codecarbon": False,
+                                           **options}),
+        nvml=nvml, gpus=gpus,
+    )
+
+
+def finish(job: FakeJob, index: int = -1) -> tuple[str, dict[str, Any]]:
+    return job.finishes[index]
+
+
+def step_at_least(n: int) -> Any:
+    def rule(job: FakeJob, body: dict[str, Any]) -> bool:
+        return body.get("progress", {}).get("step", 0) >= n
+    return rule
+
+
+def test_burnin_job_completes_with_artifacts_and_energy(tmp_path: Path) -> None:
+    service = FakeService()
+    job = service.add_job("burn-in", burnin(steps=20, sleep=0.01))
+    make_agent(service, tmp_path, codecarbon=True).run()
+    verb, body = finish(job)
+    assert verb == "complete" and job.state == "succeeded"
+    assert body["result"]["steps"] == 20
+    assert set(service.artifacts[job.id]) == {"burnin_state.pt", CHECKPOINT}
+    assert sorted(body["result"]["artifacts"]) == ["burnin_state.pt", CHECKPOINT]
+    energy = body["energy"]
+    assert energy["attempt"] == 1 and energy["gpus"] == [] and energy["methods"]["gpu"] == "none"
+    assert energy["measurement_ok"] is True, energy["errors"]
+    assert energy["cpu_kwh"] > 0 and energy["ram_kwh"] > 0
+    assert service.registrations[0]["cpu_only"] is True
+    with tarfile.open(fileobj=io.BytesIO(service.artifacts[job.id][CHECKPOINT])) as bundle:
+        assert bundle.getnames() == ["checkpoints/burnin.pt"]
+
+
+def test_heartbeats_carry_progress_and_energy(tmp_path: Path) -> None:
+    service = FakeService(heartbeat_seconds=0.1)
+    fake = FakeNvml([FakeGpu(UUID, power_mw=150_000)], clock=time.monotonic)
+    job = service.add_job("burn-in", burnin(steps=60))
+    agent = make_agent(service, tmp_path, nvml=Nvml.open(fake))
+    agent.run()
+    assert finish(job)[0] == "complete"
+    steps = job.steps_seen()
+    assert steps and steps == sorted(steps) and steps[-1] <= 60
+    last = job.heartbeats[-1]
+    assert set(last["progress"]) <= {"stage", "step", "total_steps", "loss", "steps_per_s"}
+    assert last["progress"]["total_steps"] == 60
+    assert last["energy"]["watts"] == pytest.approx(150.0)
+    assert last["energy"]["kwh_so_far"] > 0
+    assert service.registrations[0]["gpus"][0]["uuid"] == UUID
+    report = finish(job)[1]["energy"]
+    assert report["gpus"][0]["uuid"] == UUID
+    assert report["gpus"][0]["method"] == "nvml_energy_counter"
+    assert report["gpu_kwh"] == pytest.approx(150 * report["duration_s"] / 3.6e6, rel=0.1)
+
+
+def test_cancel_stops_the_child_and_fails_as_cancelled(tmp_path: Path) -> None:
+    service = FakeService()
+    reached = step_at_least(3)
+    job = service.add_job("burn-in", burnin(steps=10_000),
+                          action_rule=lambda j, b: "cancel" if reached(j, b) else "continue")
+    started = time.monotonic()
+    make_agent(service, tmp_path).run()
+    verb, body = finish(job)
+    assert verb == "fail" and body["cancelled"] is True and body["retryable"] is False
+    assert job.state == "cancelled" and len(job.finishes) == 1
+    assert time.monotonic() - started < 60  # it did not run the 10,000 steps
+    assert job.id not in service.artifacts
+
+
+def test_pause_releases_with_checkpoint_then_resumes(tmp_path: Path) -> None:
+    service = FakeService()
+    reached = step_at_least(8)
+
+    def pause_first_attempt(job: FakeJob, body: dict[str, Any]) -> str:
+        return "pause" if job.attempt == 1 and reached(job, body) else "continue"
+
+    job = service.add_job("burn-in", burnin(steps=30), action_rule=pause_first_attempt)
+    make_agent(service, tmp_path, max_jobs=2).run()
+    assert [verb for verb, _ in job.finishes] == ["release", "complete"]
+    assert job.finishes[0][1]["reason"] == "paused"
+    assert job.claims[1]["resume_from"]["artifact"] == CHECKPOINT
+    paused_at = max(job.steps_seen(attempt=1))
+    resumed_from = min(job.steps_seen(attempt=2))
+    assert resumed_from > 1  # the second attempt did not start over
+    messages = [event["message"] for event in job.events()]
+    assert any(m.startswith("resumed burn-in from step") for m in messages)
+    assert int(next(m for m in messages if "from step" in m).split()[-1]) >= min(8, paused_at)
+    assert finish(job)[1]["result"]["steps"] == 30
+
+
+def test_corrupted_checkpoint_is_refused_and_the_job_restarts(tmp_path: Path) -> None:
+    service = FakeService()
+    job = service.add_job("burn-in", burnin(steps=15, sleep=0.01), corrupt_resume=True)
+    service.artifacts[job.id] = {CHECKPOINT: b"an earlier attempt's checkpoint"}
+    make_agent(service, tmp_path).run()
+    assert finish(job)[0] == "complete"
+    kinds = [event["type"] for event in job.events()]
+    assert "checkpoint_rejected" in kinds and "resumed" not in kinds
+    # The workload found no checkpoint, so it started from scratch.
+    messages = [event["message"] for event in job.events()]
+    assert not any(m.startswith("resumed burn-in") for m in messages)
+    assert finish(job)[1]["result"]["steps"] == 15
+
+
+def test_child_crash_is_a_retryable_failure(tmp_path: Path) -> None:
+    service = FakeService()
+    hard = service.add_job("burn-in", burnin(steps=50, exit_at_step=4))
+    soft = service.add_job("burn-in", burnin(steps=50, fail_at_step=2))
+    agent = make_agent(service, tmp_path, max_jobs=2)
+    agent.run()
+    verb, body = finish(hard)
+    assert verb == "fail" and body["retryable"] is True and body["cancelled"] is False
+    assert "exited with code 3" in body["error"]
+    assert body["energy"]["attempt"] == 1  # metered in the agent, so the report survives
+    verb, body = finish(soft)
+    assert verb == "fail" and "injected at step 2" in body["error"]
+
+
+def test_lease_lost_stops_the_child_without_further_writes(tmp_path: Path) -> None:
+    service = FakeService()
+    reached = step_at_least(3)
+
+    def steal(job: FakeJob, body: dict[str, Any]) -> str:
+        if reached(job, body):
+            job.lease_token = "now-owned-by-someone-else"
+        return "continue"
+
+    job = service.add_job("burn-in", burnin(steps=10_000), action_rule=steal)
+    make_agent(service, tmp_path, lease_lost_grace_seconds=2).run()
+    assert job.finishes == [] and job.id not in service.artifacts
+    requests_after_loss = [p for _, p in service.requests if "/complete" in p or "/fail" in p
+                           or "/release" in p or "/artifacts/" in p]
+    assert requests_after_loss == []
+
+
+def test_unknown_kind_fails(tmp_path: Path) -> None:
+    service = FakeService()
+    job = service.add_job("mystery", {})
+    make_agent(service, tmp_path).run()
+    verb, body = finish(job)
+    assert verb == "fail" and "unknown job kind" in body["error"]
+
+
+def test_finetune_job_gets_its_dataset_unpacked(tmp_path: Path) -> None:
+    service = FakeService()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("list.txt", "a.wav|spk|en|hello\n")
+        bundle.writestr("wavs/a.wav", b"RIFF")
+    service.datasets["ds-1"] = archive.getvalue()
+    job = service.add_job("gpt-sovits-finetune", {"max_steps": 1, "model_size": "tiny"},
+                          dataset_id="ds-1")
+    make_agent(service, tmp_path).run()
+    dataset_dir = tmp_path / "jobs" / job.id / "attempt-1" / "dataset"
+    assert (dataset_dir / "list.txt").read_text() == "a.wav|spk|en|hello\n"
+    assert (dataset_dir / "wavs" / "a.wav").read_bytes() == b"RIFF"
+    assert job.finishes  # whatever the training core did, the agent reported an outcome
+
+
+def test_zip_members_cannot_escape(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("../outside.txt", "x")
+    with pytest.raises(ValueError, match="escapes"):
+        unpack_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "outside.txt").exists()
+
+
+def test_sigterm_checkpoints_releases_and_returns(tmp_path: Path) -> None:
+    service = FakeService()
+    job = service.add_job("burn-in", burnin(steps=10_000))
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate_once_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(s >= 3 for s in job.steps_seen()):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_running, daemon=True).start()
+    run_agent("http://service", FLEET_TOKEN, gpus=None, zone="ES", work_dir=tmp_path,
+              cpu_only=True, poll_seconds=0.05, transport=service.transport(),
+              options={"codecarbon": False, "sample_seconds": 0.1})
+    verb, body = finish(job)
+    assert verb == "release" and body["reason"] == "shutdown"
+    assert CHECKPOINT in service.artifacts[job.id]
+    assert signal.getsignal(signal.SIGTERM) is before

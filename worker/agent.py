@@ -1,0 +1,492 @@
+"""The GPU worker agent: register, heartbeat, claim jobs and run each one in a child process.
+
+One job at a time per agent. The agent meters the job (NVML + CodeCarbon) in its own
+process, so a crashed or killed child still gets an energy report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import socket
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from worker.child import KIND_FINETUNE, ChildJob, ChildSpec
+from worker.client import ChecksumMismatch, Claim, LeaseLost, ProtocolError, WorkerClient
+from worker.metering.codecarbon_meter import CodeCarbonMeter, country_for_zone
+from worker.metering.nvml import GpuInfo, Nvml, NvmlMeter
+from worker.metering.session import MeteringSession
+
+log = logging.getLogger("greenwindow.worker")
+
+PROGRESS_KEYS = ("stage", "step", "total_steps", "loss", "steps_per_s")
+CHECKPOINT_ARTIFACT = "checkpoint.tar"
+TENSORBOARD_ARTIFACT = "tensorboard.tar"
+
+
+def agent_version() -> str:
+    """The installed greenwindow version."""
+    try:
+        from importlib.metadata import version
+
+        return version("greenwindow")
+    except Exception:
+        return "0.0.0"
+
+
+def now_rfc3339() -> str:
+    """Current UTC time, RFC 3339."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def unpack_zip(archive: Path, dest: Path) -> Path:
+    """Unpack a dataset zip into ``dest``, refusing members that would land outside it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    with zipfile.ZipFile(archive) as bundle:
+        for member in bundle.namelist():
+            target = (dest / member).resolve()
+            if target != root and root not in target.parents:
+                raise ValueError(f"dataset archive member escapes the target: {member!r}")
+        bundle.extractall(dest)
+    return dest
+
+
+def pack_tar(paths: list[Path], base: Path, archive: Path) -> Path:
+    """Tar ``paths`` under names relative to ``base`` (or their own name when outside it)."""
+    with tarfile.open(archive, "w") as bundle:
+        for path in paths:
+            try:
+                name = path.resolve().relative_to(base.resolve()).as_posix()
+            except ValueError:
+                name = path.name
+            bundle.add(path, arcname=name)
+    return archive
+
+
+def unpack_tar(archive: Path, dest: Path) -> None:
+    """Unpack a checkpoint tar into ``dest`` with the safe ``data`` filter."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as bundle:
+        bundle.extractall(dest, filter="data")
+
+
+@dataclass
+class AgentOptions:
+    """How an agent runs."""
+
+    work_dir: Path
+    zone: str | None = None
+    cpu_only: bool = False
+    poll_seconds: float = 2.0
+    max_jobs: int | None = None
+    sample_seconds: float = 1.0
+    stop_grace_seconds: float = 120.0
+    lease_lost_grace_seconds: float = 10.0
+    codecarbon: bool = True
+    tracking_mode: str = "machine"
+
+
+@dataclass
+class _JobRun:
+    """What the agent learns while a child runs."""
+
+    claim: Claim
+    run_dir: Path
+    progress: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    pending_events: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    stop_reason: str | None = None  # cancel | pause | shutdown | lease_lost
+
+    def add_event(self, kind: str, message: str) -> None:
+        event = {"type": kind, "message": message, "at": now_rfc3339()}
+        self.events.append(event)
+        self.pending_events.append(event)
+
+
+class Agent:
+    """Claims and runs jobs until told to stop."""
+
+    def __init__(
+        self,
+        client: WorkerClient,
+        options: AgentOptions,
+        *,
+        nvml: Nvml,
+        gpus: list[tuple[GpuInfo, Any]],
+        cpu_meter_factory: Callable[[str], CodeCarbonMeter | None] | None = None,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self._nvml = nvml
+        self._gpus = gpus
+        self._cpu_meter_factory = cpu_meter_factory or self._default_cpu_meter
+        self._shutdown = threading.Event()
+        self._fleet_meter = NvmlMeter(nvml, gpus)
+        self.heartbeat_seconds = 15.0
+        self.jobs_run = 0
+
+    def _default_cpu_meter(self, country: str) -> CodeCarbonMeter | None:
+        if not self.options.codecarbon:
+            return None
+        return CodeCarbonMeter(
+            country_iso_code=country,
+            tracking_mode=self.options.tracking_mode,
+            measure_power_secs=max(1.0, self.options.sample_seconds),
+        )
+
+    def request_shutdown(self) -> None:
+        """Finish up: checkpoint and release a running job, then return from ``run``."""
+        self._shutdown.set()
+
+    def register(self) -> None:
+        """Register this host and its GPUs with the service."""
+        registration = self.client.register(
+            host=socket.gethostname(),
+            zone=self.options.zone,
+            gpus=[info.to_json() for info, _ in self._gpus],
+            cpu_only=self.options.cpu_only,
+            version=agent_version(),
+        )
+        self.heartbeat_seconds = registration.heartbeat_seconds
+        log.info("registered as worker %s", registration.worker_id)
+
+    def run(self) -> None:
+        """Register, then claim and run jobs until shutdown or ``max_jobs``."""
+        self.register()
+        beat = threading.Thread(target=self._worker_heartbeats, name="worker-heartbeat",
+                                daemon=True)
+        beat.start()
+        try:
+            while not self._shutdown.is_set():
+                if self.options.max_jobs is not None and self.jobs_run >= self.options.max_jobs:
+                    break
+                claim = self._claim()
+                if claim is None:
+                    self._shutdown.wait(self.options.poll_seconds)
+                    continue
+                self.run_job(claim)
+                self.jobs_run += 1
+        finally:
+            self._shutdown.set()
+            beat.join(timeout=5)
+
+    def _claim(self) -> Claim | None:
+        try:
+            return self.client.claim()
+        except (httpx.HTTPError, ProtocolError) as exc:
+            log.warning("claim failed: %s", exc)
+            return None
+
+    def _worker_heartbeats(self) -> None:
+        while not self._shutdown.wait(self.heartbeat_seconds):
+            try:
+                self._fleet_meter.sample()
+                self.client.heartbeat(self._fleet_meter.watts_by_gpu())
+            except Exception as exc:  # a missed beat is retried on the next tick
+                log.warning("worker heartbeat failed: %s", exc)
+
+    # --- one job -------------------------------------------------------------------------
+
+    def run_job(self, claim: Claim) -> str:
+        """Run one claimed job to its end; returns what was reported (complete, fail, ...)."""
+        job_dir = self.options.work_dir / "jobs" / claim.job_id / f"attempt-{claim.attempt}"
+        run = _JobRun(claim=claim, run_dir=job_dir / "run")
+        job_gpus = self._job_gpus(claim)
+        session = MeteringSession(
+            attempt=claim.attempt,
+            gpu_meter=NvmlMeter(self._nvml, job_gpus),
+            cpu_meter=self._cpu_meter_factory(
+                country_for_zone(self.options.zone or claim.job.get("zone"))
+            ),
+            sample_seconds=self.options.sample_seconds,
+        )
+        session.start()
+        try:
+            dataset_dir = self._prepare_inputs(run, job_dir)
+        except LeaseLost:
+            session.stop()
+            return "lease_lost"
+        except Exception as exc:
+            return self._report_failure(run, session, f"could not prepare inputs: {exc}",
+                                        retryable=True)
+        spec = ChildSpec(
+            kind=str(claim.job.get("kind")),
+            config=dict(claim.job.get("config") or {}),
+            work_dir=str(run.run_dir),
+            dataset_dir=str(dataset_dir) if dataset_dir else None,
+            gpus=max(1, len(job_gpus)),
+            cuda_visible_devices=",".join(info.uuid for info, _ in job_gpus),
+        )
+        child = ChildJob(spec)
+        child.start()
+        try:
+            self._supervise(run, child, session)
+        finally:
+            child.kill()
+            exitcode = child.exitcode
+            child.close()
+        return self._finish(run, exitcode, session)
+
+    def _job_gpus(self, claim: Claim) -> list[tuple[GpuInfo, Any]]:
+        if self.options.cpu_only:
+            return []
+        wanted = int(claim.job.get("gpus") or 1)
+        return self._gpus[:wanted]
+
+    def _prepare_inputs(self, run: _JobRun, job_dir: Path) -> Path | None:
+        claim = run.claim
+        if job_dir.exists():
+            shutil.rmtree(job_dir)  # a leftover from an earlier try of this very attempt
+        run.run_dir.mkdir(parents=True)
+        dataset_dir = None
+        dataset = claim.job.get("dataset") or {}
+        if claim.job.get("kind") == KIND_FINETUNE or dataset.get("id"):
+            if not dataset.get("id"):
+                raise ValueError("job has no dataset id")
+            archive = self.client.download_dataset(str(dataset["id"]), job_dir / "dataset.zip")
+            dataset_dir = unpack_zip(archive, job_dir / "dataset")
+            archive.unlink()
+        if claim.resume_from:
+            self._restore_checkpoint(run, job_dir, claim.resume_from)
+        return dataset_dir
+
+    def _restore_checkpoint(self, run: _JobRun, job_dir: Path, resume: dict[str, Any]) -> None:
+        name = str(resume.get("artifact") or CHECKPOINT_ARTIFACT)
+        archive = job_dir / "resume.tar"
+        try:
+            self.client.download_artifact(
+                run.claim.job_id, name, archive, expected_sha256=resume.get("sha256")
+            )
+            unpack_tar(archive, run.run_dir)
+        except (ChecksumMismatch, tarfile.TarError, OSError) as exc:
+            # Never train on a damaged checkpoint: start over and say so.
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+            run.run_dir.mkdir(parents=True)
+            run.add_event("checkpoint_rejected",
+                          f"checkpoint {name} refused, restarting from scratch: {exc}")
+            log.warning("checkpoint refused for job %s: %s", run.claim.job_id, exc)
+            return
+        finally:
+            archive.unlink(missing_ok=True)
+        run.add_event("resumed", f"restored checkpoint {name}")
+
+    def _supervise(self, run: _JobRun, child: ChildJob, session: MeteringSession) -> None:
+        next_beat = time.monotonic()
+        kill_at: float | None = None
+        while True:
+            alive = child.is_alive()
+            self._take_messages(run, child.messages(wait_seconds=0.2 if alive else 1.0))
+            if not alive:
+                self._take_messages(run, child.messages())
+                return
+            if self._shutdown.is_set() and run.stop_reason is None:
+                run.stop_reason = "shutdown"
+                child.request_stop("pause")
+                kill_at = time.monotonic() + self.options.stop_grace_seconds
+            if run.stop_reason != "lease_lost" and time.monotonic() >= next_beat:
+                self._job_heartbeat(run, child, session)
+                next_beat = time.monotonic() + self.heartbeat_seconds
+                if run.stop_reason is not None and kill_at is None:
+                    grace = (self.options.lease_lost_grace_seconds
+                             if run.stop_reason == "lease_lost"
+                             else self.options.stop_grace_seconds)
+                    kill_at = time.monotonic() + grace
+            if kill_at is not None and time.monotonic() >= kill_at:
+                log.warning("job %s did not stop in time; killing it", run.claim.job_id)
+                child.kill()
+
+    @staticmethod
+    def _take_messages(run: _JobRun, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            kind = message.get("type")
+            if kind == "progress":
+                run.progress = {k: message[k] for k in PROGRESS_KEYS if k in message}
+            elif kind == "event":
+                run.add_event("workload", str(message.get("message", "")))
+            elif kind == "result":
+                run.result = message
+            elif kind == "error":
+                run.error = str(message.get("error", "unknown error"))
+
+    def _job_heartbeat(self, run: _JobRun, child: ChildJob, session: MeteringSession) -> None:
+        energy = {"kwh_so_far": session.kwh_so_far(), "watts": session.watts_now()}
+        try:
+            answer = self.client.job_heartbeat(
+                run.claim, progress=run.progress, energy=energy, events=run.pending_events
+            )
+        except LeaseLost:
+            log.warning("lease lost for job %s; stopping it", run.claim.job_id)
+            run.stop_reason = "lease_lost"
+            child.request_stop("stop")
+            return
+        except (httpx.HTTPError, ProtocolError) as exc:
+            log.warning("job heartbeat failed: %s", exc)
+            return
+        run.pending_events = []
+        action = answer.get("action", "continue")
+        if run.stop_reason is not None:
+            return
+        if action == "cancel":
+            run.stop_reason = "cancel"
+            child.request_stop("stop")
+        elif action == "pause":
+            run.stop_reason = "pause"
+            child.request_stop("pause")
+
+    def _finish(self, run: _JobRun, exitcode: int | None, session: MeteringSession) -> str:
+        if run.stop_reason == "lease_lost":
+            session.stop()
+            return "lease_lost"  # the job has a new owner: write nothing
+        result = run.result
+        status = result.get("status") if result else None
+        try:
+            if run.stop_reason == "cancel":
+                self.client.fail(run.claim, energy=session.stop(), error="cancelled by the user",
+                                 retryable=False, cancelled=True)
+                return "cancelled"
+            if status == "succeeded":
+                return self._complete(run, result, session)
+            if run.stop_reason in ("pause", "shutdown"):
+                return self._release(run, result, session)
+            reason = run.error or (
+                f"job stopped with status {status!r}" if result
+                else f"job process exited with code {exitcode} without a result"
+            )
+            return self._report_failure(run, session, reason, retryable=True)
+        except LeaseLost:
+            log.warning("lease lost while finishing job %s", run.claim.job_id)
+            return "lease_lost"
+
+    def _complete(self, run: _JobRun, result: dict[str, Any], session: MeteringSession) -> str:
+        uploaded = self._upload_outputs(run, result)
+        uploaded += self._upload_checkpoint(run, result)
+        uploaded += self._upload_tensorboard(run)
+        self.client.complete(run.claim, energy=session.stop(), result={
+            "steps": result.get("steps"),
+            "metrics": result.get("metrics", {}),
+            "artifacts": uploaded,
+            "events": run.events,
+        })
+        return "completed"
+
+    def _release(self, run: _JobRun, result: dict[str, Any] | None,
+                 session: MeteringSession) -> str:
+        reason = "paused" if run.stop_reason == "pause" else "shutdown"
+        if result and result.get("checkpoint"):
+            self._upload_checkpoint(run, result)
+        else:
+            run.add_event("no_checkpoint", "the job stopped without a new checkpoint")
+        self.client.release(run.claim, energy=session.stop(), reason=reason)
+        return f"released:{reason}"
+
+    def _report_failure(self, run: _JobRun, session: MeteringSession, error: str, *,
+                        retryable: bool) -> str:
+        try:
+            self.client.fail(run.claim, energy=session.stop(), error=error[-4000:],
+                             retryable=retryable)
+        except LeaseLost:
+            return "lease_lost"
+        return "failed"
+
+    def _upload_outputs(self, run: _JobRun, result: dict[str, Any]) -> list[str]:
+        names = []
+        for output in result.get("outputs", []):
+            path = Path(output)
+            if path.is_dir():
+                archive = pack_tar([path], path.parent, run.run_dir.parent / f"{path.name}.tar")
+                names.append(self._upload(run, archive.name, archive))
+            elif path.is_file():
+                names.append(self._upload(run, path.name, path))
+        return names
+
+    def _upload_checkpoint(self, run: _JobRun, result: dict[str, Any]) -> list[str]:
+        checkpoint = result.get("checkpoint")
+        if not checkpoint or not Path(checkpoint).exists():
+            return []
+        archive = pack_tar([Path(checkpoint)], run.run_dir,
+                           run.run_dir.parent / CHECKPOINT_ARTIFACT)
+        return [self._upload(run, CHECKPOINT_ARTIFACT, archive)]
+
+    def _upload_tensorboard(self, run: _JobRun) -> list[str]:
+        event_files = sorted(run.run_dir.rglob("events.out.tfevents.*"))
+        if not event_files:
+            return []
+        archive = pack_tar(event_files, run.run_dir, run.run_dir.parent / TENSORBOARD_ARTIFACT)
+        return [self._upload(run, TENSORBOARD_ARTIFACT, archive)]
+
+    def _upload(self, run: _JobRun, name: str, path: Path) -> str:
+        self.client.upload_artifact(run.claim, name, path)
+        return name
+
+
+def resolve_worker_gpus(
+    nvml: Nvml, gpus: list[int] | None, cpu_only: bool
+) -> list[tuple[GpuInfo, Any]]:
+    """The GPUs this worker offers: NVML indices from ``--gpus``, else every GPU."""
+    if cpu_only:
+        return []
+    every = nvml.all_gpus()
+    if gpus is None:
+        chosen = every
+    else:
+        by_index = {info.index: (info, handle) for info, handle in every}
+        missing = [index for index in gpus if index not in by_index]
+        if missing:
+            raise SystemExit(f"GPU index {missing} not found (this host has {len(every)})")
+        chosen = [by_index[index] for index in gpus]
+    if not chosen:
+        reason = nvml.error or "no GPU found"
+        raise SystemExit(f"{reason}; start the worker with --cpu-only to run jobs on the CPU")
+    return chosen
+
+
+def run_agent(
+    server: str,
+    token: str,
+    *,
+    gpus: list[int] | None,
+    zone: str | None,
+    work_dir: Path,
+    cpu_only: bool,
+    poll_seconds: float,
+    max_jobs: int | None = None,
+    transport: httpx.BaseTransport | None = None,
+    nvml_module: Any | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Run a worker agent until SIGTERM/SIGINT (or ``max_jobs`` jobs); returns normally."""
+    nvml = Nvml.open(nvml_module, load=not cpu_only)
+    worker_gpus = resolve_worker_gpus(nvml, gpus, cpu_only)
+    client = WorkerClient(server, token, transport=transport)
+    agent = Agent(
+        client,
+        AgentOptions(work_dir=Path(work_dir), zone=zone, cpu_only=cpu_only,
+                     poll_seconds=poll_seconds, max_jobs=max_jobs, **(options or {})),
+        nvml=nvml,
+        gpus=worker_gpus,
+    )
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: agent.request_shutdown())
+    try:
+        agent.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        client.close()
+        nvml.shutdown()
