@@ -138,7 +138,7 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
         .limit(1)
     )
     if session.get_bind().dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
+        candidate = candidate.with_for_update(skip_locked=True, of=Job)
     token = secrets.token_hex(32)
     statement = (
         update(Job)
@@ -196,7 +196,7 @@ def fenced_job(
     job = session.scalar(
         select(Job)
         .where(Job.id == job_id)
-        .with_for_update()
+        .with_for_update(of=Job)
         .execution_options(populate_existing=True)
     )
     if job is None:
@@ -341,7 +341,7 @@ def reap_expired_leases(
         select(Job)
         .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
         .order_by(Job.id)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Job)
     )
     reaped = 0
     for job in list(expired):
