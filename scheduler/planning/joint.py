@@ -24,6 +24,8 @@ from scheduler.planning.types import SlotJob
 
 ON_TIME, LATE, UNPLACED = "on_time", "late", "unplaced"
 _MAX_EVICTIONS = 12
+_MAX_REPAIR_EVICTIONS = 40
+_REPAIR_WINDOWS = 24
 _EPS = 1e-9
 
 
@@ -132,7 +134,10 @@ class _Queue:
         for length in lengths:
             if end - lo < length:
                 continue
-            fits = placement.fitting_starts(free, job.gpus, length)
+            if int(free.min()) >= job.gpus:
+                fits = np.ones(end - lo - length + 1, dtype=bool)
+            else:
+                fits = placement.fitting_starts(free, job.gpus, length)
             if length != job.duration:
                 fits[0] = False  # a running job pays the resume only when it pauses first
             elif job.running and job.interruptible and job.overhead > 0:
@@ -150,15 +155,20 @@ class _Queue:
                 best = (slots, cost, float(length))
         if job.interruptible and job.duration >= 2 * max(job.min_chunk, 1):
             window_cost = np.arange(end - lo, dtype=np.float64) if earliest else score[lo:end]
-            mask = placement.chunked_selection(
-                window_cost,
-                free >= job.gpus,
-                job.duration,
-                job.min_chunk,
-                job.overhead,
-                job.running,
-            )
-            if mask is not None:
+            masks = [
+                select_chunks(
+                    window_cost,
+                    free >= job.gpus,
+                    job.duration,
+                    job.min_chunk,
+                    job.overhead,
+                    job.running,
+                )
+                for select_chunks in self._chunk_rules(job, earliest)
+            ]
+            for mask in masks:
+                if mask is None:
+                    continue
                 slots = np.flatnonzero(mask) + lo
                 starts, _ = placement.runs_of(mask)
                 runtime = job.duration + placement.resumes_of(starts, job.running) * job.overhead
@@ -170,6 +180,14 @@ class _Queue:
                 if better:
                     best = (slots, cost, runtime)
         return best
+
+    @staticmethod
+    def _chunk_rules(job: SlotJob, earliest: bool) -> list:
+        # Without a minimum chunk or overhead the cheapest slots are optimal; otherwise the
+        # two heuristics fail in different places, so both are tried.
+        if earliest or (job.min_chunk <= 1 and job.overhead == 0):
+            return [placement.chunked_selection]
+        return [placement.chunked_selection, placement.chunk_greedy_selection]
 
     def ideal_cost(self, index: int) -> float:
         """Lower bound on a job's cost on time, ignoring other jobs."""
@@ -229,7 +247,12 @@ class _Queue:
         return True
 
     def evict_and_place(
-        self, index: int, target: np.ndarray, need_gain: bool, late: bool = False
+        self,
+        index: int,
+        target: np.ndarray,
+        need_gain: bool,
+        late: bool = False,
+        exact: bool = False,
     ) -> bool:
         """Free `target` for a job by re-placing its occupants; keep it only if it pays.
 
@@ -237,13 +260,19 @@ class _Queue:
         time and (with `need_gain`) the total cost falls. Evicted jobs must stay on time.
         """
         evicted = set().union(*(self.occupants[slot] for slot in target)) - {index}
-        if not evicted or len(evicted) > _MAX_EVICTIONS:
+        if not evicted or len(evicted) > (_MAX_EVICTIONS if need_gain else _MAX_REPAIR_EVICTIONS):
             return False
         movers = sorted(evicted, key=self._order_key)
         before_cost = float(self.cost[movers].sum() + self.cost[index])
         before_end = int(self.slots[index][-1]) if self.slots[index] is not None else None
         saved = {k: self.remove(k) for k in [index, *movers]}
-        if late:
+        if exact:
+            ok = bool(np.all(self.free[target] >= self.jobs[index].gpus))
+            if ok:
+                runtime = float(target.shape[0])
+                cost = placement.selection_cost(self.score(index), target, runtime)
+                self.place(index, (target, cost, runtime))
+        elif late:
             ok = self.place_earliest(index)
             ok = ok and (before_end is None or int(self.slots[index][-1]) < before_end)
         else:
@@ -290,6 +319,33 @@ def _greedy(
     return queue, unplaced
 
 
+def _repair(queue: _Queue, index: int, stop_at: float) -> bool:
+    """Make room before its deadline for a job that did not fit, moving others."""
+    job = queue.jobs[index]
+    end = queue.end_of(index)
+    if end - job.release < job.duration:
+        return False
+    # Its cheapest window first, then its whole window (everything that competes for it),
+    # then each window of its duration in order of cost, taken exactly.
+    first = max(job.release, 0)
+    targets: list[tuple[np.ndarray | None, bool]] = [
+        (queue.ideal_target(index), False),
+        (np.arange(first, end), False),
+    ]
+    if job.duration < end - first:
+        sums = queue.sums(index, job.duration)[first : end - job.duration + 1]
+        for start in np.argsort(sums, kind="stable")[:_REPAIR_WINDOWS]:
+            targets.append((np.arange(first + start, first + start + job.duration), True))
+    for target, exact in targets:
+        if time.perf_counter() > stop_at:
+            return False
+        if target is not None and queue.evict_and_place(
+            index, target, need_gain=False, exact=exact
+        ):
+            return True
+    return False
+
+
 def _improve(queue: _Queue, order: list[int], stop_at: float) -> int:
     """One pass of eviction moves toward capacity-free optima; returns the moves accepted."""
     placed = [i for i in order if queue.slots[i] is not None]
@@ -310,8 +366,53 @@ def _improve(queue: _Queue, order: list[int], stop_at: float) -> int:
     return accepted
 
 
+def _ruin_and_recreate(queue: _Queue, stop_at: float, iterations: int, seed: int = 0) -> int:
+    """Remove a few jobs that compete for the same hours and place them again in another
+    order; keep the result when it costs no more and everyone stays on time."""
+    rng = np.random.default_rng(seed)
+    accepted = 0
+    placed = [i for i in range(len(queue.jobs)) if queue.slots[i] is not None]
+    if len(placed) < 2:
+        return 0
+    for _ in range(iterations):
+        if time.perf_counter() > stop_at:
+            break
+        pivot = placed[int(rng.integers(len(placed)))]
+        job = queue.jobs[pivot]
+        lo, hi = job.release, queue.end_of(pivot)
+        rivals = [
+            i for i in placed if i != pivot and queue.jobs[i].release < hi and queue.end_of(i) > lo
+        ]
+        count = min(len(rivals), int(rng.integers(1, _MAX_EVICTIONS)))
+        group = [pivot, *(rivals[k] for k in rng.choice(len(rivals), count, replace=False))]
+        before = float(queue.cost[group].sum())
+        saved = {k: queue.remove(k) for k in group}
+        rule = int(rng.integers(3))
+        if rule == 0:
+            group.sort(key=lambda i: -queue.jobs[i].power_kw * queue.jobs[i].duration)
+        elif rule == 1:
+            group.sort(key=queue._order_key)
+        else:
+            rng.shuffle(group)
+        ok = True
+        for index in group:
+            if not queue.place_best(index):
+                ok = False
+                break
+        if ok and float(queue.cost[group].sum()) <= before + 1e-9:
+            accepted += 1
+            continue
+        for index in group:
+            queue.remove(index)
+        for index in group:
+            if saved[index] is not None:
+                queue.place(index, saved[index])
+    return accepted
+
+
 # Small queues are cheap to plan, so several greedy orders are tried and the best kept.
 _MULTI_ORDER_LIMIT = 200_000
+_RUIN_ITERATIONS_PER_JOB = 20
 
 
 def plan_queue(
@@ -346,14 +447,12 @@ def plan_queue(
         # Repair: make room before their deadlines for jobs that did not fit.
         still_unplaced = []
         for index in unplaced:
-            job = queue.jobs[index]
-            target = None
-            if queue.end_of(index) - job.release >= job.duration and time.perf_counter() < stop_at:
-                target = queue.ideal_target(index)
-            if target is None or not queue.evict_and_place(index, target, need_gain=False):
+            if not _repair(queue, index, stop_at):
                 still_unplaced.append(index)
         while time.perf_counter() < stop_at and _improve(queue, order, stop_at):
             pass
+        if len(orders) > 1:
+            _ruin_and_recreate(queue, stop_at, _RUIN_ITERATIONS_PER_JOB * len(jobs))
         score = (len(still_unplaced), float(queue.cost.sum()))
         if best is None or score < (len(best[1]), float(best[0].cost.sum())):
             best = (queue, still_unplaced)

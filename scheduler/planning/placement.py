@@ -157,6 +157,70 @@ def chunked_selection(
     return None
 
 
+def chunk_greedy_selection(
+    cost: np.ndarray,
+    available: np.ndarray,
+    work: float,
+    min_chunk: int,
+    overhead: float,
+    running: bool = False,
+) -> np.ndarray | None:
+    """Grow a selection by the cheaper per unit of progress of two moves, then trim.
+
+    The moves: extend a chunk by one adjacent slot, or open a new chunk of `min_chunk`
+    slots (its progress reduced by the resume overhead). Returns a mask, or None.
+    """
+    masked = np.where(available, cost, np.inf)
+    size = masked.shape[0]
+    length = max(min_chunk, 1)
+    if size < length:
+        return None
+    opening = window_sums(np.where(available, cost, 0.0), length)
+    opening[~fitting_starts(available.astype(np.int64), 1, length)] = np.inf
+    selected = np.zeros(size, dtype=bool)
+    progress = 0.0
+    for _ in range(size):
+        if progress >= work - _EPS:
+            break
+        neighbours = np.zeros(size, dtype=bool)
+        neighbours[1:] |= selected[:-1]
+        neighbours[:-1] |= selected[1:]
+        extend = np.where(neighbours & ~selected, masked, np.inf)
+        extend_slot = int(np.argmin(extend))
+        extend_rate = float(extend[extend_slot])
+        # A new chunk may neither overlap nor touch the chunks already chosen.
+        blocked = np.concatenate(([0], np.cumsum(neighbours | selected)))
+        clear = (blocked[length:] - blocked[:-length]) == 0
+        open_costs = np.where(clear, opening, np.inf)
+        open_start = int(np.argmin(open_costs)) if open_costs.shape[0] else 0
+        gain = float(length)
+        if selected.any() or (running and open_start != 0):
+            gain -= overhead  # opening this chunk is a resume
+        open_rate = np.inf
+        if gain > 0 and open_costs.shape[0]:
+            open_rate = float(open_costs[open_start]) / gain
+        if not (np.isfinite(extend_rate) or np.isfinite(open_rate)):
+            return None
+        if extend_rate <= open_rate:
+            selected[extend_slot] = True
+            progress += 1
+        else:
+            selected[open_start : open_start + length] = True
+            progress += gain
+    starts, ends = runs_of(selected)
+    if starts.shape[0] == 0:
+        return None
+    need = slots_needed(work, resumes_of(starts, running), overhead)
+    surplus = int(selected.sum()) - need
+    if surplus > 0:
+        _trim_runs(selected, masked, min_chunk, surplus)
+    starts, ends = runs_of(selected)
+    need = slots_needed(work, resumes_of(starts, running), overhead)
+    if int(selected.sum()) != need or bool(np.any(ends - starts < min(min_chunk, need))):
+        return None
+    return selected
+
+
 def selection_cost(
     score: np.ndarray, selected_slots: np.ndarray, work_with_overhead: float
 ) -> float:

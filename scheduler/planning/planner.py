@@ -100,12 +100,23 @@ def intervals_of(
     return intervals
 
 
-def _mean_over(values: np.ndarray, slots: np.ndarray) -> float:
-    """Mean of `values` at `slots`; slots past the grid take the grid's last value."""
-    last = values.shape[0] - 1
-    if slots[-1] > last or slots[0] < 0:
-        slots = np.minimum(np.maximum(slots, 0), last)
-    return float(values[slots].sum()) / slots.shape[0]
+class _Signal:
+    """A per-slot signal with prefix sums, for fast means over slot sets."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.last = values.shape[0] - 1
+        self.cumulative = np.concatenate(([0.0], np.cumsum(values)))
+
+    def mean(self, slots: np.ndarray) -> float:
+        """Mean over `slots` (sorted); slots outside the grid take the nearest edge value."""
+        first, final, count = int(slots[0]), int(slots[-1]), slots.shape[0]
+        if first < 0 or final > self.last:
+            slots = np.minimum(np.maximum(slots, 0), self.last)
+            return float(self.values[slots].sum()) / count
+        if final - first + 1 == count:
+            return float(self.cumulative[final + 1] - self.cumulative[first]) / count
+        return float(self.values[slots].sum()) / count
 
 
 def _clock(grid: SlotGrid, moment: datetime) -> str:
@@ -181,6 +192,8 @@ def build_plan(
     """Turn chosen slots per job into a Plan with energy, emissions, cost and explanations."""
     plans: dict[str, JobPlan] = {}
     used = np.zeros(grid.n_slots, dtype=np.int64)
+    intensity = _Signal(grid.intensity)
+    price = None if grid.price is None else _Signal(grid.price)
     for index, (job, slot_job) in enumerate(zip(jobs, slot_jobs, strict=True)):
         found = chosen[index]
         slots = np.empty(0, dtype=np.int64) if found is None else np.asarray(found)
@@ -193,35 +206,43 @@ def build_plan(
         resumes = 0
         if slots.size and runtimes is not None and slot_job.overhead > 0:
             resumes = max(0, round((runtimes[index] - slot_job.duration) / slot_job.overhead))
-        job_plan = _job_plan(grid, job, slot_job, slots, job_status, resumes)
+        job_plan = _job_plan(grid, intensity, price, job, slot_job, slots, job_status, resumes)
         plans[job.id] = job_plan
-        inside = slots[(slots >= 0) & (slots < grid.n_slots)]
-        used[inside] += job.gpus
+        if slots.size:
+            inside = slots[(slots >= 0) & (slots < grid.n_slots)]
+            used[inside] += job.gpus
     return Plan(jobs=plans, gpus_used=used, grid=grid)
 
 
 def _job_plan(
-    grid: SlotGrid, job: PlanJob, slot_job: SlotJob, slots: np.ndarray, status: str, resumes: int
+    grid: SlotGrid,
+    intensity: _Signal,
+    price: _Signal | None,
+    job: PlanJob,
+    slot_job: SlotJob,
+    slots: np.ndarray,
+    status: str,
+    resumes: int,
 ) -> JobPlan:
     runtime_h = (job.duration_minutes + resumes * job.resume_overhead_minutes) / 60.0
     kwh = job.power_kw * runtime_h if slots.size else 0.0
     now_slots = np.arange(slot_job.release, slot_job.release + slot_job.duration)
     now_kwh = job.power_kw * job.duration_minutes / 60.0
-    now_kg = now_kwh * _mean_over(grid.intensity, now_slots) / 1000.0
-    kg = kwh * _mean_over(grid.intensity, slots) / 1000.0 if slots.size else 0.0
+    now_kg = now_kwh * intensity.mean(now_slots) / 1000.0
+    kg = kwh * intensity.mean(slots) / 1000.0 if slots.size else 0.0
     cost = None
-    if grid.price is not None and slots.size:
-        cost = kwh * _mean_over(grid.price, slots)
+    if price is not None and slots.size:
+        cost = kwh * price.mean(slots)
     saving_kg = now_kg - kg if slots.size else 0.0
     saving_percent = 100.0 * saving_kg / now_kg if now_kg > 0 else 0.0
     objective_saving = saving_percent
-    if job.objective == "cost" and cost is not None and grid.price is not None:
-        now_cost = now_kwh * _mean_over(grid.price, now_slots)
+    if job.objective == "cost" and cost is not None and price is not None:
+        now_cost = now_kwh * price.mean(now_slots)
         objective_saving = 100.0 * (now_cost - cost) / now_cost if now_cost > 0 else 0.0
     job_plan = JobPlan(
         job_id=job.id,
         intervals=intervals_of(grid, slots),
-        slots=[int(s) for s in slots],
+        slots=slots.tolist(),
         kwh=kwh,
         kg_co2e=kg,
         cost=cost,
