@@ -11,10 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import httpx
 import typer
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
@@ -42,7 +41,7 @@ KeyOption = Annotated[
 
 @dataclass
 class ClientHooks:
-    """What a caller (the tests, an embedding program) may inject through click's ctx.obj."""
+    """What a caller (the tests, an embedding program) may inject as the command context's obj."""
 
     transport: httpx.BaseTransport | None = None
     env: dict[str, str] | None = None
@@ -50,10 +49,8 @@ class ClientHooks:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _hooks() -> ClientHooks:
-    context = click.get_current_context(silent=True)
-    found = context.find_object(ClientHooks) if context is not None else None
-    return found or ClientHooks()
+def _hooks(ctx: typer.Context) -> ClientHooks:
+    return ctx.find_object(ClientHooks) or ClientHooks()
 
 
 def _console(stderr: bool = False) -> Console:
@@ -72,8 +69,8 @@ def _one_line_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _client(server: str | None, key: str | None) -> Iterator[GreenwindowClient]:
-    hooks = _hooks()
+def _client(ctx: typer.Context, server: str | None, key: str | None) -> Iterator[GreenwindowClient]:
+    hooks = _hooks(ctx)
     config = resolve_config(server=server, api_key=key, env=hooks.env)
     with GreenwindowClient(config, transport=hooks.transport) as client:
         yield client
@@ -85,6 +82,7 @@ def _newest_job(client: GreenwindowClient) -> dict[str, Any] | None:
 
 
 def submit(
+    ctx: typer.Context,
     file: Annotated[
         Path | None, typer.Argument(help="A YAML or JSON job file.", show_default=False)
     ] = None,
@@ -131,7 +129,7 @@ def submit(
             },
             parse_assignments(set_ or []),
         )
-        with _client(server, key) as client:
+        with _client(ctx, server, key) as client:
             job = client.submit(body, idempotency_key=idempotency_key)
     console = _console()
     console.print(f"submitted [bold]{job['id']}[/bold]")
@@ -149,6 +147,7 @@ def submit(
 
 
 def jobs(
+    ctx: typer.Context,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Every page, not just the first.")] = (
         False
@@ -159,7 +158,7 @@ def jobs(
     key: KeyOption = None,
 ) -> None:
     """List your jobs, newest first."""
-    with _one_line_errors(), _client(server, key) as client:
+    with _one_line_errors(), _client(ctx, server, key) as client:
         found = list(client.iter_jobs(state=state, limit=limit, all_pages=all_pages))
     if as_json:
         for job in found:
@@ -172,13 +171,14 @@ def jobs(
 
 
 def status(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="The raw job as JSON.")] = False,
     server: ServerOption = None,
     key: KeyOption = None,
 ) -> None:
     """Show one job."""
-    with _one_line_errors(), _client(server, key) as client:
+    with _one_line_errors(), _client(ctx, server, key) as client:
         job = client.job(job_id)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
@@ -187,12 +187,13 @@ def status(
 
 
 def cancel(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     server: ServerOption = None,
     key: KeyOption = None,
 ) -> None:
     """Cancel a job (a running one stops through its worker)."""
-    with _one_line_errors(), _client(server, key) as client:
+    with _one_line_errors(), _client(ctx, server, key) as client:
         job = client.cancel(job_id)
     if job["state"] == "cancelled":
         typer.echo(f"{job['id']} cancelled")
@@ -214,41 +215,78 @@ def _poll(
             sleep(interval)
 
 
+def _running_report(client: GreenwindowClient, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The energy report of a running job (kWh so far); None when unavailable."""
+    if job["state"] != "running":
+        return None
+    try:
+        return client.energy(job["id"])
+    except ClientError:
+        # Progress without energy figures beats no progress: the bar keeps going.
+        return None
+
+
+def _follow(
+    client: GreenwindowClient, job_id: str, hooks: ClientHooks, interval: float
+) -> Iterator[tuple[dict[str, Any], dict[str, float | None]]]:
+    """Each poll's job and live energy, the last one being the terminal state."""
+    job = client.job(job_id)
+    while True:
+        yield job, render.live_energy(job, _running_report(client, job))
+        if job["state"] in render.TERMINAL_STATES:
+            return
+        hooks.sleep(interval)
+        job = _poll(client, job_id, hooks.sleep, interval)
+
+
+def _step_text(job: dict[str, Any]) -> str:
+    progress = job.get("progress") or {}
+    if progress.get("step") is None:
+        return ""
+    total = progress.get("total_steps")
+    return f"step {progress['step']}/{total if total is not None else '?'} · "
+
+
 def watch(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     interval: Annotated[float, typer.Option(min=0.0, help="Seconds between polls.")] = 2.0,
     server: ServerOption = None,
     key: KeyOption = None,
 ) -> None:
     """Follow a job live until it ends (exit status 0 only if it succeeded)."""
-    hooks = _hooks()
+    hooks = _hooks(ctx)
     console = _console()
-    with _one_line_errors(), _client(server, key) as client:
-        job = client.job(job_id)
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[line]}"),
-            console=console,
-            transient=False,
-        )
-        task = bar.add_task(job["name"], total=None, line="")
-        reason = Text("")
-        with Live(Group(bar, reason), console=console, refresh_per_second=4):
-            while True:
-                progress = job.get("progress") or {}
-                bar.update(
-                    task,
-                    total=progress.get("total_steps"),
-                    completed=progress.get("step") or 0,
-                    line=render.progress_line(job),
-                )
-                reason.plain = job.get("state_reason") or ""
-                if job["state"] in render.TERMINAL_STATES:
-                    break
-                hooks.sleep(interval)
-                job = _poll(client, job_id, hooks.sleep, interval)
+    job: dict[str, Any] = {}
+    with _one_line_errors(), _client(ctx, server, key) as client:
+        updates = _follow(client, job_id, hooks, interval)
+        if console.is_terminal:
+            bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[line]}"),
+                console=console,
+            )
+            task = bar.add_task(job_id, total=None, line="")
+            with Live(bar, console=console, refresh_per_second=4):
+                for job, energy in updates:
+                    progress = job.get("progress") or {}
+                    bar.update(
+                        task,
+                        description=job["name"],
+                        total=progress.get("total_steps"),
+                        completed=progress.get("step") or 0,
+                        line=render.progress_line(job, energy),
+                    )
+        else:
+            # Piped or logged: one plain line per change instead of a redrawn bar.
+            last = ""
+            for job, energy in updates:
+                line = f"{job['name']}: {_step_text(job)}{render.progress_line(job, energy)}"
+                if line != last:
+                    console.print(line)
+                    last = line
     summary = f"{job['id']} {job['state']}"
     if job.get("actual_kwh") is not None:
         summary += f": {render.fmt_number(job['actual_kwh'], 'kWh', 5)}"
@@ -261,13 +299,14 @@ def watch(
 
 
 def energy(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="The raw report as JSON.")] = False,
     server: ServerOption = None,
     key: KeyOption = None,
 ) -> None:
     """Show a job's energy and emissions report."""
-    with _one_line_errors(), _client(server, key) as client:
+    with _one_line_errors(), _client(ctx, server, key) as client:
         report = client.energy(job_id)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -278,6 +317,7 @@ def energy(
 
 
 def budget(
+    ctx: typer.Context,
     team: Annotated[
         str | None, typer.Argument(help="Team name (default: your team).", show_default=False)
     ] = None,
@@ -286,7 +326,7 @@ def budget(
     key: KeyOption = None,
 ) -> None:
     """Show a team's carbon budget: actual and committed against the limit."""
-    with _one_line_errors(), _client(server, key) as client:
+    with _one_line_errors(), _client(ctx, server, key) as client:
         name = team or client.config.team or _team_of_newest_job(client)
         figures = client.budget(name)
     if as_json:
@@ -332,6 +372,7 @@ def _planned_jobs(client: GreenwindowClient, zone: str) -> list[dict[str, Any]]:
 
 
 def forecast(
+    ctx: typer.Context,
     zone: Annotated[
         str | None, typer.Argument(help="Grid zone (default: your newest job's).")
     ] = None,
@@ -341,7 +382,7 @@ def forecast(
     key: KeyOption = None,
 ) -> None:
     """Show the zone's carbon-intensity forecast as a sparkline, with your planned windows."""
-    with _one_line_errors(), _client(server, key) as client:
+    with _one_line_errors(), _client(ctx, server, key) as client:
         if zone is None:
             newest = None if client.config.zone else _newest_job(client)
             zone = client.config.zone or (newest["zone"] if newest else FALLBACK_ZONE)

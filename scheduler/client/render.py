@@ -55,6 +55,9 @@ def fmt_kg(value: float | None) -> str:
     """kg CO2e with enough precision for the small figures of short jobs."""
     if value is None:
         return "-"
+    if 0 < abs(value) < 0.001:
+        # Short jobs emit grams; a kg figure would round to zero.
+        return f"{value * 1000:.3g} g CO2e"
     return fmt_number(value, "kg CO2e", 4 if abs(value) < 1 else 2)
 
 
@@ -218,52 +221,126 @@ def key_value_table(rows: Iterable[tuple[str, str]], title: str | None = None) -
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return fmt_number(value, digits=6)
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items() if v is not None) or "-"
     if isinstance(value, list):
-        return f"{len(value)} items"
+        return ", ".join(_cell(v) for v in value) if value else "-"
     return "-" if value is None else str(value)
 
 
-def energy_tables(report: Mapping[str, Any]) -> list[Table]:
-    """The energy report: its scalar figures, then one table per list of records (attempts...)."""
-    # The timeline can hold 2,000 points: it belongs in --json, not in a terminal table.
-    skipped = {"timeline"}
-    scalars = [
-        (key, _cell(value))
-        for key, value in report.items()
-        if key not in skipped and not isinstance(value, list)
+def _kwh_with_method(kwh: Mapping[str, Any], methods: Mapping[str, Any], part: str) -> str:
+    figure = fmt_number(kwh.get(part), "kWh", 6)
+    method = methods.get(part)
+    return f"{figure} ({method})" if method else figure
+
+
+def energy_summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The report's headline figures: kWh per component with its method, CO2e and the signal."""
+    kwh = report.get("kwh") or {}
+    methods = report.get("methods") or {}
+    signal = report.get("signal") or {}
+    intensity = report.get("intensity_g_per_kwh_avg")
+    rows = [
+        ("job", _cell(report.get("job_id"))),
+        ("state", _cell(report.get("state"))),
+        ("energy", fmt_number(kwh.get("total"), "kWh", 6)),
+        ("  gpu", _kwh_with_method(kwh, methods, "gpu")),
+        ("  cpu", _kwh_with_method(kwh, methods, "cpu")),
+        ("  ram", _kwh_with_method(kwh, methods, "ram")),
+        ("emissions", fmt_kg(report.get("kg_co2e"))),
+        ("intensity", fmt_number(intensity, "g/kWh", 1)),
+        ("signal", _cell({k: signal.get(k) for k in ("zone", "source", "type", "estimated")})),
+        ("saving vs run now", fmt_kg(report.get("saving_vs_run_now_kg_co2e"))),
+        ("duration", fmt_number(report.get("duration_s"), "s", 1)),
     ]
-    tables = [key_value_table(scalars, title="energy")]
-    for key, value in report.items():
-        if key in skipped or not isinstance(value, list) or not value:
-            continue
-        if not all(isinstance(item, dict) for item in value):
-            continue
-        columns = [c for c in dict.fromkeys(k for item in value for k in item) if c not in skipped]
-        table = Table(title=key, header_style="bold")
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for item in value:
-            table.add_row(*(_cell(item.get(column)) for column in columns))
-        tables.append(table)
+    codecarbon = report.get("codecarbon") or {}
+    if codecarbon.get("kg_co2e") is not None:
+        rows.append(("codecarbon cross-check", fmt_kg(codecarbon["kg_co2e"])))
+    return rows
+
+
+ATTEMPT_COLUMNS = (
+    "attempt",
+    "worker",
+    "outcome",
+    "started_at",
+    "duration_s",
+    "kwh",
+    "kg_co2e",
+    "measurement_ok",
+    "errors",
+)
+
+
+def attempts_table(attempts: Sequence[Mapping[str, Any]]) -> Table:
+    """One row per attempt: where and how it ran, and what it used."""
+    table = Table(title="attempts", header_style="bold")
+    for column in ATTEMPT_COLUMNS:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for attempt in attempts:
+        kwh = attempt.get("kwh")
+        total = kwh.get("total") if isinstance(kwh, dict) else kwh
+        table.add_row(
+            _cell(attempt.get("attempt")),
+            _cell(attempt.get("worker")),
+            _cell(attempt.get("outcome")),
+            fmt_time(attempt.get("started_at")),
+            fmt_number(attempt.get("duration_s"), "s", 1),
+            fmt_number(total, "kWh", 6),
+            fmt_kg(attempt.get("kg_co2e")),
+            _cell(attempt.get("measurement_ok")),
+            _cell(attempt.get("errors")),
+        )
+    return table
+
+
+def energy_tables(report: Mapping[str, Any]) -> list[Table]:
+    """The energy report as tables: the headline figures, then the attempts.
+
+    The power timeline (up to thousands of points) is left to `--json`.
+    """
+    tables = [key_value_table(energy_summary_rows(report), title="energy")]
+    attempts = [a for a in report.get("attempts") or [] if isinstance(a, dict)]
+    if attempts:
+        tables.append(attempts_table(attempts))
     return tables
 
 
-def progress_line(job: Mapping[str, Any]) -> str:
-    """Loss, watts, kWh so far and state of a running job, for the live view."""
+def live_energy(
+    job: Mapping[str, Any], report: Mapping[str, Any] | None = None
+) -> dict[str, float | None]:
+    """Watts and kWh so far of a running job, from its progress or its running attempt."""
     progress = job.get("progress") or {}
-    energy = progress.get("energy") if isinstance(progress.get("energy"), dict) else {}
-    watts = progress.get("watts", energy.get("watts"))
-    kwh = progress.get("kwh_so_far", energy.get("kwh_so_far"))
-    parts = [
-        f"state {job.get('state', '?')}",
-        f"loss {fmt_number(progress.get('loss'), digits=4)}",
-        f"{fmt_number(watts, 'W', 1)}",
-        f"{fmt_number(kwh, 'kWh', 5)} so far",
-    ]
+    nested = progress.get("energy") if isinstance(progress.get("energy"), dict) else {}
+    watts = progress.get("watts", nested.get("watts"))
+    kwh = progress.get("kwh_so_far", nested.get("kwh_so_far"))
+    running = [a for a in (report or {}).get("attempts") or [] if a.get("outcome") == "running"]
+    if running:
+        attempt = running[-1]
+        watts = attempt.get("watts", watts)
+        kwh = attempt.get("kwh_so_far", kwh)
+    return {"watts": watts, "kwh_so_far": kwh}
+
+
+def progress_line(job: Mapping[str, Any], energy: Mapping[str, Any] | None = None) -> str:
+    """The live view's text: loss, watts, kWh so far and state; why it waits when it waits."""
+    state = str(job.get("state", "?"))
+    if state in WAITING_STATES or (state in TERMINAL_STATES and not job.get("progress")):
+        return f"{state} · {job.get('state_reason') or ''}".rstrip(" ·")
+    progress = job.get("progress") or {}
+    energy = energy or live_energy(job)
+    parts = [state]
     if progress.get("stage"):
-        parts.insert(1, f"stage {progress['stage']}")
+        parts.append(f"stage {progress['stage']}")
+    if progress.get("loss") is not None:
+        parts.append(f"loss {fmt_number(progress['loss'], digits=4)}")
+    # Live power and energy only mean something while the job runs.
+    if state == "running" and energy.get("watts") is not None:
+        parts.append(fmt_number(energy["watts"], "W", 1))
+    if state == "running" and energy.get("kwh_so_far") is not None:
+        parts.append(f"{fmt_number(energy['kwh_so_far'], 'kWh', 5)} so far")
     return " · ".join(parts)
