@@ -69,11 +69,18 @@ def run_workload(
     return {
         "type": "result",
         "status": result.status,
-        "steps": int(result.steps),
+        "steps": _steps(result.steps),
         "outputs": [str(path) for path in result.outputs],
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "metrics": _plain(result.metrics),
     }
+
+
+def _steps(steps: Any) -> int | dict[str, int]:
+    # The fine-tune counts steps per stage ({"s1": 40, "s2": 60}); burn-in has one counter.
+    if isinstance(steps, dict):
+        return {str(stage): int(count) for stage, count in steps.items()}
+    return int(steps)
 
 
 def _plain(metrics: Any) -> dict[str, Any]:
