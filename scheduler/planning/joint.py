@@ -374,6 +374,10 @@ def _ruin_and_recreate(queue: _Queue, stop_at: float, iterations: int, seed: int
     placed = [i for i in range(len(queue.jobs)) if queue.slots[i] is not None]
     if len(placed) < 2:
         return 0
+    # With every job at its capacity-free optimum there is nothing to gain.
+    ideal = {i: queue.ideal_cost(i) * queue.jobs[i].power_kw for i in placed}
+    if all(queue.cost[i] <= ideal[i] + 1e-6 for i in placed):
+        return 0
     for _ in range(iterations):
         if time.perf_counter() > stop_at:
             break
@@ -412,7 +416,7 @@ def _ruin_and_recreate(queue: _Queue, stop_at: float, iterations: int, seed: int
 
 # Small queues are cheap to plan, so several greedy orders are tried and the best kept.
 _MULTI_ORDER_LIMIT = 200_000
-_RUIN_ITERATIONS_PER_JOB = 20
+_RUIN_ITERATIONS_PER_JOB = 30
 
 
 def plan_queue(
@@ -421,8 +425,14 @@ def plan_queue(
     price: np.ndarray | None,
     capacity: np.ndarray,
     improve_budget_s: float = 0.5,
+    search_iterations: int | None = None,
 ) -> JointResult:
-    """Plan a queue jointly on a slot grid; capacity is the GPUs free per slot."""
+    """Plan a queue jointly on a slot grid; capacity is the GPUs free per slot.
+
+    Repair and improvement stop after `improve_budget_s` seconds; the ruin-and-recreate
+    search (small queues only) also after `search_iterations` moves (default 20 per job),
+    which makes the result reproducible whenever the time budget is not the limit.
+    """
     intensity = np.asarray(intensity, dtype=np.float64)
     stop_at = time.perf_counter() + improve_budget_s
     probe = _Queue(jobs, intensity, price, capacity)
@@ -451,13 +461,15 @@ def plan_queue(
                 still_unplaced.append(index)
         while time.perf_counter() < stop_at and _improve(queue, order, stop_at):
             pass
-        if len(orders) > 1:
-            _ruin_and_recreate(queue, stop_at, _RUIN_ITERATIONS_PER_JOB * len(jobs))
         score = (len(still_unplaced), float(queue.cost.sum()))
         if best is None or score < (len(best[1]), float(best[0].cost.sum())):
             best = (queue, still_unplaced)
     assert best is not None
     queue = best[0]
+    if len(orders) > 1:
+        if search_iterations is None:
+            search_iterations = _RUIN_ITERATIONS_PER_JOB * len(jobs)
+        _ruin_and_recreate(queue, stop_at, search_iterations)
 
     # What still has no on-time place runs as soon as possible after the rest.
     status = [ON_TIME] * len(jobs)

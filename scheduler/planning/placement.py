@@ -136,6 +136,8 @@ def chunked_selection(
     order = np.argsort(masked, kind="stable")
     selected = np.zeros(cost.shape[0], dtype=bool)
     selected[order[:duration]] = True
+    if min_chunk <= 1 and overhead <= 0:
+        return selected  # free chunking: the cheapest slots are the optimum
     if min_chunk > 1:
         _grow_to_min_chunk(selected, masked, min_chunk)
     for _ in range(duration + 2):

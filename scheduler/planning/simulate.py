@@ -35,7 +35,10 @@ POLICIES = ("greenwindow", "run-now", "sdk-window")
 FORECASTS = ("perfect", "forecaster")
 # Extra hours planned past the latest deadline, so late jobs still find a place.
 _LATE_MARGIN_HOURS = 24
-_STEP_BUDGET_S = 0.05
+# Per re-plan: a fixed number of search moves per queued job keeps backtests reproducible;
+# the time budget is only a safety net.
+_SEARCH_PER_JOB = 3
+_STEP_BUDGET_S = 5.0
 
 View = Callable[[int, int], np.ndarray]
 
@@ -113,7 +116,9 @@ def online_greenwindow(
             for i, r in zip(active, remaining, strict=True)
         ]
         free = np.maximum(capacity - used[now:end], 0)
-        result = plan_queue(queue, view(now, end), None, free, _STEP_BUDGET_S)
+        result = plan_queue(
+            queue, view(now, end), None, free, _STEP_BUDGET_S, _SEARCH_PER_JOB * len(queue)
+        )
         for i, slots in zip(active, result.slots, strict=True):
             if slots is None or int(slots.min()) != 0:
                 continue
