@@ -7,6 +7,7 @@ process, so a crashed or killed child still gets an energy report.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -187,9 +188,20 @@ class Agent:
     def _claim(self) -> Claim | None:
         try:
             return self.client.claim()
-        except (httpx.HTTPError, ProtocolError) as exc:
+        except ProtocolError as exc:
             log.warning("claim failed: %s", exc)
-            return None
+            if exc.status_code == 401:
+                self._register_again()
+        except httpx.HTTPError as exc:
+            log.warning("claim failed: %s", exc)
+        return None
+
+    def _register_again(self) -> None:
+        # The service forgot this worker (e.g. a fresh database): join the fleet anew.
+        try:
+            self.register()
+        except (httpx.HTTPError, ProtocolError) as exc:
+            log.warning("registering again failed: %s", exc)
 
     def _worker_heartbeats(self) -> None:
         while not self._shutdown.wait(self.heartbeat_seconds):
@@ -351,6 +363,15 @@ class Agent:
         if run.stop_reason == "lease_lost":
             session.stop()
             return "lease_lost"  # the job has a new owner: write nothing
+        keeper = _LeaseKeeper(self.client, run, session, self.heartbeat_seconds)
+        keeper.start()
+        try:
+            return self._report_outcome(run, exitcode, session)
+        finally:
+            keeper.stop()
+
+    def _report_outcome(self, run: _JobRun, exitcode: int | None,
+                        session: MeteringSession) -> str:
         result = run.result
         status = result.get("status") if result else None
         try:
@@ -433,6 +454,40 @@ class Agent:
         return name
 
 
+class _LeaseKeeper:
+    """Keeps renewing a job's lease while the agent uploads artifacts after the child ended."""
+
+    def __init__(self, client: WorkerClient, run: _JobRun, session: MeteringSession,
+                 every_seconds: float) -> None:
+        self._client = client
+        self._run = run
+        self._session = session
+        self._every = every_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        """Start renewing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (before or after the final call)."""
+        self._done.set()
+        self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._every):
+            try:
+                self._client.job_heartbeat(
+                    self._run.claim, progress=self._run.progress,
+                    energy={"kwh_so_far": self._session.kwh_so_far(),
+                            "watts": self._session.watts_now()},
+                )
+            except Exception as exc:  # the final call reports a lost lease itself
+                log.warning("lease renewal during upload failed: %s", exc)
+                return
+
+
 def resolve_worker_gpus(
     nvml: Nvml, gpus: list[int] | None, cpu_only: bool
 ) -> list[tuple[GpuInfo, Any]]:
@@ -469,6 +524,9 @@ def run_agent(
     options: dict[str, Any] | None = None,
 ) -> None:
     """Run a worker agent until SIGTERM/SIGINT (or ``max_jobs`` jobs); returns normally."""
+    zone = zone or os.environ.get("GREENWINDOW_ZONE")
+    if not zone:
+        raise SystemExit("the worker needs its grid zone: pass --zone (or set GREENWINDOW_ZONE)")
     nvml = Nvml.open(nvml_module, load=not cpu_only)
     worker_gpus = resolve_worker_gpus(nvml, gpus, cpu_only)
     client = WorkerClient(server, token, transport=transport)

@@ -111,6 +111,7 @@ class WorkerClient:
             transport=transport,
             follow_redirects=True,
         )
+        self._fleet_token = token
         self._token = token
         self._retries = retries
         self._backoff = backoff_seconds
@@ -122,8 +123,10 @@ class WorkerClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token}", **(extra or {})}
+    def _headers(
+        self, extra: dict[str, str] | None = None, *, token: str | None = None
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self._token}", **(extra or {})}
 
     def _delay(self, attempt: int) -> float:
         # Full jitter keeps a fleet of workers from retrying in lockstep after an outage.
@@ -150,10 +153,12 @@ class WorkerClient:
             attempt += 1
 
     def _json_call(
-        self, method: str, url: str, body: dict[str, Any] | None, *, idempotent: bool
+        self, method: str, url: str, body: dict[str, Any] | None, *, idempotent: bool,
+        token: str | None = None,
     ) -> httpx.Response:
         response = self._send(
-            lambda: self._http.build_request(method, url, json=body, headers=self._headers()),
+            lambda: self._http.build_request(method, url, json=body,
+                                             headers=self._headers(token=token)),
             idempotent=idempotent,
         )
         self._check(response, url)
@@ -183,7 +188,8 @@ class WorkerClient:
         """Register with the fleet token; later calls use the returned worker token."""
         body = {"host": host, "zone": zone, "gpus": gpus, "cpu_only": cpu_only,
                 "version": version}
-        data = self._json_call("POST", "/v1/workers/register", body, idempotent=False).json()
+        data = self._json_call("POST", "/v1/workers/register", body, idempotent=False,
+                               token=self._fleet_token).json()
         registration = Registration(
             worker_id=str(data["worker_id"]),
             token=data["token"],

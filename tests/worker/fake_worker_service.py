@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,7 @@ class FakeService:
         self.datasets: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.server_errors_before_claim = 0
+        self.upload_delay_seconds = 0.0
         self._ids = itertools.count(1)
 
     def add_job(self, kind: str, config: dict[str, Any], **fields: Any) -> FakeJob:
@@ -84,6 +86,8 @@ class FakeService:
         return httpx.MockTransport(self._handle)
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and self.upload_delay_seconds:
+            time.sleep(self.upload_delay_seconds)  # a slow link, outside the lock
         with self.lock:
             self.requests.append((request.method, request.url.path))
             try:

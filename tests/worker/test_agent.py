@@ -20,7 +20,7 @@ import pytest
 from fake_nvml import FakeGpu, FakeNvml
 from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
 
-from worker.agent import Agent, AgentOptions, run_agent, unpack_zip
+from worker.agent import Agent, AgentOptions, resolve_worker_gpus, run_agent, unpack_zip
 from worker.client import WorkerClient
 from worker.metering.nvml import Nvml
 
@@ -226,3 +226,55 @@ def test_sigterm_checkpoints_releases_and_returns(tmp_path: Path) -> None:
     assert verb == "release" and body["reason"] == "shutdown"
     assert CHECKPOINT in service.artifacts[job.id]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_lease_is_renewed_while_artifacts_upload(tmp_path: Path) -> None:
+    service = FakeService(heartbeat_seconds=0.1)
+    service.upload_delay_seconds = 0.5
+    job = service.add_job("burn-in", burnin(steps=5, sleep=0.0))
+    make_agent(service, tmp_path).run()
+    assert finish(job)[0] == "complete"
+    calls = [path for _, path in service.requests]
+    first_upload = next(i for i, p in enumerate(calls) if "/artifacts/" in p)
+    completed = next(i for i, p in enumerate(calls) if p.endswith("/complete"))
+    beats_during_upload = [p for p in calls[first_upload:completed]
+                           if p.endswith(f"/jobs/{job.id}/heartbeat")]
+    assert beats_during_upload
+
+
+def test_agent_registers_again_when_the_service_forgets_it(tmp_path: Path) -> None:
+    service = FakeService()
+    agent = make_agent(service, tmp_path)
+    runner = threading.Thread(target=agent.run, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not service.registrations and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with service.lock:
+        service.worker_tokens.clear()  # e.g. the service's database was reset
+        job = service.add_job("burn-in", burnin(steps=3, sleep=0.0))
+    runner.join(timeout=60)
+    assert len(service.registrations) == 2
+    assert finish(job)[0] == "complete"
+
+
+def test_worker_needs_a_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GREENWINDOW_ZONE", raising=False)
+    with pytest.raises(SystemExit, match="zone"):
+        run_agent("http://service", FLEET_TOKEN, gpus=None, zone=None, work_dir=tmp_path,
+                  cpu_only=True, poll_seconds=0.05, transport=FakeService().transport())
+
+
+def test_worker_gpus_from_nvml_indices() -> None:
+    fake = FakeNvml([FakeGpu(UUID), FakeGpu("GPU-bbbbbbbb-0000-0000-0000-000000000000")])
+    nvml = Nvml.open(fake)
+    assert [info.uuid for info, _ in resolve_worker_gpus(nvml, [1], cpu_only=False)] == [
+        "GPU-bbbbbbbb-0000-0000-0000-000000000000"
+    ]
+    assert len(resolve_worker_gpus(nvml, None, cpu_only=False)) == 2
+    assert resolve_worker_gpus(nvml, None, cpu_only=True) == []
+    with pytest.raises(SystemExit, match="not found"):
+        resolve_worker_gpus(nvml, [5], cpu_only=False)
+    without_driver = Nvml.open(FakeNvml([], library_missing=True))
+    with pytest.raises(SystemExit, match="--cpu-only"):
+        resolve_worker_gpus(without_driver, None, cpu_only=False)
