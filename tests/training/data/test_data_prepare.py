@@ -173,3 +173,15 @@ def test_our_directory_reads_like_the_original_expects(tmp_path: Path) -> None:
     rate, samples = wavfile.read(str(out / "5-wav32k" / name))
     assert rate == 32000 and samples.dtype == np.int16
     assert layout.read_codebook(out) is not None
+
+
+def test_requested_codebook_larger_than_the_data_is_shrunk(tmp_path: Path) -> None:
+    dataset_dir = tmp_path / "dataset"
+    write_sample_dataset(dataset_dir, n_utterances=1, engine="synthetic")
+    prepared = prepare_dataset(dataset_dir, tmp_path / "prepared", codebook_size=1024)
+    n_frames = len(prepared.items[0].semantic)
+    assert prepared.codebook is not None and prepared.codebook.shape == (n_frames, 768)
+    assert n_frames < 1024
+    # One code per frame: only identical frames (the silent lead-in) may share a code.
+    assert max(prepared.items[0].semantic) < n_frames
+    assert len(set(prepared.items[0].semantic)) > 0.8 * n_frames

@@ -7,9 +7,9 @@ deterministic feature on the same grid: 80 log-mel bins with per-utterance mean
 removed (so loudness and channel do not move the codes, as HuBERT's group-norm
 front makes it roughly scale-invariant), plus deltas and delta-deltas, 240
 values in all, mapped to 768 dims by a fixed seeded matrix with orthonormal
-columns. Orthonormal columns keep every distance, so k-means on the 768-d frames
-is k-means on the log-mel frames, while the shapes are those the real stage-2
-model expects. Mel frames carry speaker timbre that HuBERT mostly drops, so this
+columns (DCT-based). Orthonormal columns keep every distance, so k-means on the
+768-d frames is k-means on the log-mel frames, while the shapes are those the
+real stage-2 model expects. Mel frames carry speaker timbre that HuBERT mostly drops, so this
 is good for scheduling, tests and small fine-tunes, not a quality claim.
 Precomputed cnhubert features in the original layout are used as they are.
 
@@ -65,11 +65,18 @@ def mel_filterbank() -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def projection() -> np.ndarray:
-    """Fixed [768, 240] matrix with orthonormal columns (seeded, so features are reproducible)."""
+    """Fixed [768, 240] matrix with orthonormal columns (seeded, so features are reproducible).
+
+    Built from seeded-chosen columns of the orthonormal DCT-II basis with seeded
+    row signs, which needs no LAPACK call (a QR here is slow on busy small hosts
+    and its signs vary between builds).
+    """
     rng = np.random.default_rng(PROJECTION_SEED)
-    q, r = np.linalg.qr(rng.standard_normal((SSL_DIM, 3 * N_MELS)))
-    # Sign-fix so the basis does not depend on the LAPACK build.
-    return q * np.sign(np.diag(r))[None, :]
+    frequencies = np.sort(rng.choice(np.arange(1, SSL_DIM), 3 * N_MELS, replace=False))
+    positions = np.arange(SSL_DIM)[:, None] + 0.5
+    basis = np.sqrt(2.0 / SSL_DIM) * np.cos(np.pi / SSL_DIM * positions * frequencies[None, :])
+    signs = rng.choice(np.array([-1.0, 1.0]), SSL_DIM)
+    return signs[:, None] * basis
 
 
 def log_mel(wav16k: np.ndarray) -> np.ndarray:

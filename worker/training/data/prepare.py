@@ -234,6 +234,9 @@ def prepare_semantic(
             log.warning("semantic tokens for %d items lack a codebook; re-encoding", len(missing))
             missing, semantic = list(names), {}
         frames = np.concatenate([pool_frames(features) for features in ssl.values()], axis=0)
+        if codebook_size is not None and codebook_size > frames.shape[0]:
+            log.warning("only %d frames; codebook shrunk from %d", frames.shape[0], codebook_size)
+            codebook_size = frames.shape[0]
         codebook = fit_codebook(frames, codebook_size, seed=seed)
         layout.write_codebook(out_dir, codebook)
     for index, name in enumerate(missing, 1):

@@ -61,9 +61,11 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
         centre = points[chosen]
         distance = np.maximum(norms - 2.0 * (points @ centre) + float(centre @ centre), 0.0)
         closest = np.minimum(closest, distance)
-        total = float(closest.sum())
-        if total > 0.0:
-            chosen = int(rng.choice(points.shape[0], p=closest / total))
+        cumulative = np.cumsum(closest)
+        if cumulative[-1] > 0.0:
+            # Draw a point with probability proportional to its squared distance.
+            target = rng.random() * cumulative[-1]
+            chosen = min(int(np.searchsorted(cumulative, target, side="right")), len(closest) - 1)
         else:
             chosen = int(rng.integers(points.shape[0]))
     return centres

