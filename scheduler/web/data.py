@@ -1,0 +1,130 @@
+"""What the dashboard shows, computed by the same service functions the API calls.
+
+Every figure here comes from the function behind the matching API endpoint (forecast, job
+list, budget status, energy report), so the dashboard and the API cannot disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy.orm import Session
+
+from scheduler.budgets import service as budgets
+from scheduler.budgets.schemas import Threshold
+from scheduler.carbon.router import get_forecast
+from scheduler.deps import Principal
+from scheduler.energy.report import energy_report
+from scheduler.errors import NotFound
+from scheduler.jobs import service as jobs
+from scheduler.jobs.router import to_read
+from scheduler.jobs.schemas import JobEventRead
+from scheduler.teams.models import Team
+from scheduler.teams.service import list_teams
+
+# Jobs listed on the overview: the newest ones, one API page's worth.
+OVERVIEW_JOBS = 100
+# Jobs drawn on the timeline: those that still hold or use a window.
+TIMELINE_STATES = frozenset({"scheduled", "ready", "running", "paused"})
+
+
+def team_scope(principal: Principal) -> str | None:
+    """None for the admin (every team); the team's id for a team key."""
+    return None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
+
+
+def _points(points: list[Any]) -> list[list[Any]]:
+    return [[p.t.isoformat(), p.g_per_kwh] for p in points]
+
+
+def overview(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    *,
+    zone: str,
+    now: datetime,
+    hours: float,
+    history_hours: float,
+) -> dict[str, Any]:
+    """The zone's intensity (history and forecast), the jobs on it and the job table."""
+    forecast = get_forecast(
+        zone, request, session, now, principal, hours=hours, history_hours=history_hours
+    )
+    listed, _ = jobs.list_jobs(
+        session, team_id=team_scope(principal), state=None, cursor=None, limit=OVERVIEW_JOBS
+    )
+    rows = [jsonable_encoder(to_read(job)) for job in listed]
+    timeline = [
+        row for row in rows if row["zone"] == zone and row["state"] in TIMELINE_STATES
+    ]
+    return {
+        "zone": zone,
+        "now": now.isoformat(),
+        "source": forecast.source,
+        "signal_type": forecast.signal_type,
+        "origin": forecast.origin,
+        "reason": forecast.reason,
+        "step_minutes": forecast.step_minutes,
+        "history": _points(forecast.history),
+        "forecast": _points(forecast.points),
+        "jobs": rows,
+        "timeline": timeline,
+        "counts": _counts(rows),
+    }
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return counts
+
+
+def _budget_row(session: Session, team: Team, now: datetime) -> dict[str, Any]:
+    try:
+        budget = budgets.get_budget(session, team)
+    except NotFound:
+        return {"team": team.name, "budget": None}
+    status = budgets.budget_status(session, budget, now=now)
+    return {
+        "team": team.name,
+        "budget": {
+            "period": budget.period,
+            "period_start": status.period_start.isoformat(),
+            "period_end": status.period_end.isoformat(),
+            "limit_kg_co2e": budget.limit_kg_co2e,
+            "mode": budget.mode,
+            "thresholds": [Threshold.model_validate(t).model_dump() for t in budget.thresholds],
+            "actual_kg_co2e": status.actual_kg_co2e,
+            "committed_kg_co2e": status.committed_kg_co2e,
+            "forecast_kg_co2e": status.forecast_kg_co2e,
+            "remaining_kg_co2e": status.remaining_kg_co2e,
+            "used_percent": status.used_percent,
+            "state": status.state,
+        },
+    }
+
+
+def budget_overview(session: Session, principal: Principal, *, now: datetime) -> dict[str, Any]:
+    """Each visible team's budget burn this period (the admin sees every team)."""
+    teams = list_teams(session) if principal.is_admin else [principal.team]
+    return {
+        "now": now.isoformat(),
+        "teams": [_budget_row(session, team, now) for team in teams if team is not None],
+    }
+
+
+def job_detail(
+    request: Request, session: Session, principal: Principal, job_id: str
+) -> dict[str, Any]:
+    """One job, its energy report and its events; another team's job is NotFound."""
+    job = jobs.get_job(session, job_id, team_id=team_scope(principal))
+    report = energy_report(session, job, scheduling=request.app.state.scheduling)
+    events = [
+        JobEventRead.model_validate(e, from_attributes=True) for e in jobs.events(session, job)
+    ]
+    return jsonable_encoder({"job": to_read(job), "energy": report, "events": events})

@@ -1,0 +1,230 @@
+"""Dashboard pages (overview, budgets, one job), their JSON data, and the login flow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from scheduler.deps import NowDep, Principal, SessionDep
+from scheduler.errors import NotFound
+from scheduler.web import auth, data
+from scheduler.web.format import TEMPLATE_FILTERS
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters.update(TEMPLATE_FILTERS)
+
+# Scripts and styles only from our own static files: embedded JSON data is never executed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+ZoneQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+HoursQuery = Annotated[float, Query(gt=0, le=168)]
+HistoryQuery = Annotated[float, Query(ge=0, le=336)]
+
+
+def _page(
+    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _login_page(request: Request, *, error: str | None = None, status_code: int = 401) -> Response:
+    response = _page(
+        request, "login.html", {"error": error, "next": request.url.path}, status_code
+    )
+    if error is not None:
+        auth.forget(response)
+    return response
+
+
+def _without_token(request: Request) -> str:
+    """The current path and query, minus `token`, so the secret leaves the address bar."""
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+    query = urlencode(rest)
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _viewer(request: Request, session: SessionDep, now: datetime) -> Principal | Response:
+    """The principal behind the cookie (or a first-load `?token=`), or the response to send."""
+    settings = request.app.state.settings
+    presented = request.query_params.get("token")
+    if presented is not None:
+        if auth.principal_for_token(session, settings, presented, now=now) is None:
+            return _login_page(request, error="That token was not accepted.")
+        redirect = RedirectResponse(_without_token(request), status_code=303)
+        auth.remember(redirect, presented, secure=request.url.scheme == "https")
+        return redirect
+    token = auth.cookie_token(request)
+    if token is None:
+        return _login_page(request)
+    principal = auth.principal_for_token(session, settings, token, now=now)
+    if principal is None:
+        return _login_page(request, error="Your session is no longer valid; sign in again.")
+    return principal
+
+
+def _api_viewer(request: Request, session: SessionDep, now: datetime) -> Principal | Response:
+    token = auth.cookie_token(request)
+    principal = (
+        auth.principal_for_token(session, request.app.state.settings, token, now=now)
+        if token
+        else None
+    )
+    if principal is None:
+        return JSONResponse({"detail": "sign in to the dashboard first"}, status_code=401)
+    return principal
+
+
+def _who(principal: Principal) -> str:
+    return "admin" if principal.is_admin else f"team {principal.team.name}"  # type: ignore[union-attr]
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> Response:
+    """The sign-in form."""
+    return _login_page(request, status_code=200)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    token: Annotated[str, Form(max_length=512)],
+    next_path: Annotated[str, Form(alias="next", max_length=300)] = "/dashboard",
+) -> Response:
+    """Check the token and keep it in an HttpOnly cookie."""
+    if auth.principal_for_token(session, request.app.state.settings, token, now=now) is None:
+        return _login_page(request, error="That token was not accepted.")
+    # Only redirect inside the dashboard, never to an address someone slipped into the form.
+    target = next_path if next_path.startswith("/dashboard") and "//" not in next_path else ""
+    if not target or target.startswith("/dashboard/login"):
+        target = "/dashboard"
+    response = RedirectResponse(target, status_code=303)
+    auth.remember(response, token, secure=request.url.scheme == "https")
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    """Forget the dashboard cookie."""
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    auth.forget(response)
+    return response
+
+
+@router.get("", response_class=HTMLResponse)
+def overview_page(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    zone: ZoneQuery = None,
+    hours: HoursQuery = 36,
+    history_hours: HistoryQuery = 24,
+) -> Response:
+    """Carbon intensity with the planned and running jobs on it, and the job table."""
+    viewer = _viewer(request, session, now)
+    if isinstance(viewer, Response):
+        return viewer
+    zone = zone or request.app.state.settings.zone
+    view = data.overview(
+        request, session, viewer, zone=zone, now=now, hours=hours, history_hours=history_hours
+    )
+    api = f"/dashboard/api/overview?zone={zone}&hours={hours:g}&history_hours={history_hours:g}"
+    return _page(
+        request,
+        "overview.html",
+        {"view": view, "who": _who(viewer), "active": "overview", "api": api},
+    )
+
+
+@router.get("/budgets", response_class=HTMLResponse)
+def budgets_page(request: Request, session: SessionDep, now: NowDep) -> Response:
+    """Each team's budget burn: actual, committed and forecast against the limit."""
+    viewer = _viewer(request, session, now)
+    if isinstance(viewer, Response):
+        return viewer
+    view = data.budget_overview(session, viewer, now=now)
+    return _page(
+        request,
+        "budgets.html",
+        {"view": view, "who": _who(viewer), "active": "budgets", "api": "/dashboard/api/budgets"},
+    )
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+    """One job: power and intensity timelines, energy breakdown, attempts and events."""
+    viewer = _viewer(request, session, now)
+    if isinstance(viewer, Response):
+        return viewer
+    try:
+        view = data.job_detail(request, session, viewer, job_id)
+    except NotFound:
+        return _page(
+            request,
+            "not_found.html",
+            {"who": _who(viewer), "active": "", "what": "job"},
+            status_code=404,
+        )
+    return _page(
+        request,
+        "job.html",
+        {"view": view, "who": _who(viewer), "active": "", "api": f"/dashboard/api/jobs/{job_id}"},
+    )
+
+
+@router.get("/api/overview")
+def overview_data(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    zone: ZoneQuery = None,
+    hours: HoursQuery = 36,
+    history_hours: HistoryQuery = 24,
+) -> Response:
+    """The overview's data as JSON (the page refreshes its chart from it)."""
+    viewer = _api_viewer(request, session, now)
+    if isinstance(viewer, Response):
+        return viewer
+    zone = zone or request.app.state.settings.zone
+    view = data.overview(
+        request, session, viewer, zone=zone, now=now, hours=hours, history_hours=history_hours
+    )
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/budgets")
+def budgets_data(request: Request, session: SessionDep, now: NowDep) -> Response:
+    """The budgets page's data as JSON."""
+    viewer = _api_viewer(request, session, now)
+    if isinstance(viewer, Response):
+        return viewer
+    return JSONResponse(
+        data.budget_overview(session, viewer, now=now), headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/api/jobs/{job_id}")
+def job_data(job_id: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+    """The job page's data as JSON."""
+    viewer = _api_viewer(request, session, now)
+    if isinstance(viewer, Response):
+        return viewer
+    view = data.job_detail(request, session, viewer, job_id)
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})
