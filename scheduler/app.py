@@ -28,6 +28,7 @@ from scheduler.metrics import add_metrics_endpoint
 from scheduler.scheduling.service import Scheduling
 from scheduler.settings import Settings
 from scheduler.teams.router import router as teams_router
+from scheduler.web import mount_dashboard
 from scheduler.workers.router import router as workers_router
 
 log = logging.getLogger("greenwindow")
@@ -176,6 +177,7 @@ def create_app(
     app.include_router(energy_router)
     app.include_router(carbon_router)
     add_metrics_endpoint(app)
+    mount_dashboard(app)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:
