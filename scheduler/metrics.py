@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -165,25 +165,30 @@ def workers(session: Session, now: datetime) -> Iterator[Metric]:
     yield watts
 
 
-FORECAST_TIME_COLUMNS = ("generated_at", "fetched_at", "created_at")
-
-
 def forecast_age(session: Session, now: datetime) -> Iterator[Metric]:
-    """greenwindow_forecast_age_seconds{zone,source}: time since the newest cached forecast."""
-    model = _optional("scheduler.carbon.models", "Forecast")
-    stamp = next(getattr(model, c) for c in FORECAST_TIME_COLUMNS if hasattr(model, c))
+    """greenwindow_forecast_age_seconds{zone,source}: time since the newest stored forecast."""
+    point = _optional("scheduler.carbon.models", "IntensityPoint")
     family = GaugeMetricFamily(
         "greenwindow_forecast_age_seconds",
-        "Seconds since the newest cached forecast of each zone and source.",
+        "Seconds since the provider generated the newest stored forecast of each zone and source.",
         labels=["zone", "source"],
     )
     rows = session.execute(
-        select(model.zone, model.source, func.max(stamp)).group_by(model.zone, model.source)
+        select(point.zone, point.source, func.max(point.generated_at))
+        .where(point.kind == "forecast")
+        .group_by(point.zone, point.source)
     ).all()
     for zone, source, newest in rows:
         if newest is not None:
-            family.add_metric([zone, source], max((now - newest).total_seconds(), 0.0))
+            family.add_metric([zone, source], max((now - _aware(newest)).total_seconds(), 0.0))
     yield family
+
+
+def _aware(moment: datetime) -> datetime:
+    # func.max() bypasses the UTC column type, so SQLite hands back a naive (UTC) datetime.
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 PARTS: dict[str, Part] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Cli
+from cli_driver import Cli
 from fastapi.testclient import TestClient
 from helpers import admin_headers, bearer, burn_in_job
 

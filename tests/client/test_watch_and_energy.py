@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Cli
+from cli_driver import Cli
 from fastapi.testclient import TestClient
 from helpers import FakeClock, bearer, burn_in_job
 from worker_driver import ProtocolWorker, attempt_report
