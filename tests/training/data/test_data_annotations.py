@@ -71,3 +71,17 @@ def test_find_list_refuses_ambiguous_datasets(tmp_path: Path) -> None:
     (tmp_path / "b.list").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="several"):
         find_list(tmp_path)
+
+
+def test_package_exports_without_importing_torch_for_list_parsing() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import worker.training.data.annotations\n"
+        "assert 'torch' not in sys.modules, 'annotations pulled in torch'\n"
+        "from worker.training.data import PreparedDataset, prepare_dataset\n"
+        "assert callable(prepare_dataset) and hasattr(PreparedDataset, 'load')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
