@@ -96,7 +96,11 @@ class AgentOptions:
     stop_grace_seconds: float = 120.0
     lease_lost_grace_seconds: float = 10.0
     codecarbon: bool = True
+    # "machine": one job per host at a time, so the whole host's CPU and RAM are the job's.
+    # "process" would count only the agent and its children (RAM then floors at 10 W).
     tracking_mode: str = "machine"
+    # CodeCarbon's country (ISO alpha-3) for its own CO2e cross-check; default: from the zone.
+    country_iso_code: str | None = None
 
 
 @dataclass
@@ -144,7 +148,7 @@ class Agent:
         if not self.options.codecarbon:
             return None
         return CodeCarbonMeter(
-            country_iso_code=country,
+            country_iso_code=self.options.country_iso_code or country,
             tracking_mode=self.options.tracking_mode,
             measure_power_secs=max(1.0, self.options.sample_seconds),
         )
@@ -167,7 +171,8 @@ class Agent:
 
     def run(self) -> None:
         """Register, then claim and run jobs until shutdown or ``max_jobs``."""
-        self.register()
+        if not self._register_when_reachable():
+            return
         beat = threading.Thread(target=self._worker_heartbeats, name="worker-heartbeat",
                                 daemon=True)
         beat.start()
@@ -184,6 +189,24 @@ class Agent:
         finally:
             self._shutdown.set()
             beat.join(timeout=5)
+
+    def _register_when_reachable(self) -> bool:
+        # A worker host may boot before the service: keep trying until it answers.
+        # A refused fleet token (a 4xx) is a configuration error and ends the agent.
+        wait = self.options.poll_seconds
+        while not self._shutdown.is_set():
+            try:
+                self.register()
+                return True
+            except ProtocolError as exc:
+                if exc.status_code is not None and exc.status_code < 500:
+                    raise
+                log.warning("registration failed: %s", exc)
+            except httpx.HTTPError as exc:
+                log.warning("service unreachable, retrying registration: %s", exc)
+            self._shutdown.wait(wait)
+            wait = min(wait * 2, 60.0)
+        return False
 
     def _claim(self) -> Claim | None:
         try:

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +25,9 @@ STOP_REASONS = {code: reason for reason, code in STOP_CODES.items()}
 KIND_BURNIN = "burn-in"
 KIND_FINETUNE = "gpt-sovits-finetune"
 JOB_KINDS = (KIND_BURNIN, KIND_FINETUNE)
+# The agent reads the queue a few times a second; more progress messages would only cost
+# pickling in the training loop.
+PROGRESS_EVERY_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,22 @@ def _plain(metrics: Any) -> dict[str, Any]:
     }
 
 
+def _throttled(send: Callable[[dict[str, Any]], None],
+               every_seconds: float = PROGRESS_EVERY_SECONDS) -> Callable[[dict[str, Any]], None]:
+    """Forward every event but at most one progress message per ``every_seconds``."""
+    last = [float("-inf")]
+
+    def report(message: dict[str, Any]) -> None:
+        if message.get("type") == "progress":
+            now = time.monotonic()
+            if now - last[0] < every_seconds:
+                return
+            last[0] = now
+        send(message)
+
+    return report
+
+
 def child_main(spec_data: dict[str, Any], messages: Any, stop_flag: Any) -> None:
     """Entry point of the child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -104,7 +124,7 @@ def child_main(spec_data: dict[str, Any], messages: Any, stop_flag: Any) -> None
     try:
         outcome = run_workload(
             spec,
-            report=messages.put,
+            report=_throttled(messages.put),
             stop_requested=lambda: STOP_REASONS.get(stop_flag.value),
         )
     except BaseException:

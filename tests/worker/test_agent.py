@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fake_nvml import FakeGpu, FakeNvml
 from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
@@ -278,3 +279,30 @@ def test_worker_gpus_from_nvml_indices() -> None:
     without_driver = Nvml.open(FakeNvml([], library_missing=True))
     with pytest.raises(SystemExit, match="--cpu-only"):
         resolve_worker_gpus(without_driver, None, cpu_only=False)
+
+
+class Unreachable(httpx.BaseTransport):
+    """Refuses the first ``failures`` connections, then forwards to the fake service."""
+
+    def __init__(self, inner: httpx.BaseTransport, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.failures > 0:
+            self.failures -= 1
+            raise httpx.ConnectError("connection refused")
+        return self.inner.handle_request(request)
+
+
+def test_agent_waits_for_the_service_to_come_up(tmp_path: Path) -> None:
+    service = FakeService()
+    job = service.add_job("burn-in", burnin(steps=3, sleep=0.0))
+    client = WorkerClient("http://service", FLEET_TOKEN, retries=0,
+                          transport=Unreachable(service.transport(), failures=3))
+    agent = Agent(client, AgentOptions(work_dir=tmp_path, zone="ES", cpu_only=True,
+                                       poll_seconds=0.01, max_jobs=1, codecarbon=False),
+                  nvml=Nvml(None), gpus=[])
+    agent.run()
+    assert len(service.registrations) == 1
+    assert finish(job)[0] == "complete"
