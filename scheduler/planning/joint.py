@@ -323,7 +323,7 @@ def _repair(queue: _Queue, index: int, stop_at: float) -> bool:
     """Make room before its deadline for a job that did not fit, moving others."""
     job = queue.jobs[index]
     end = queue.end_of(index)
-    if end - job.release < job.duration:
+    if end - job.release < job.duration or time.perf_counter() > stop_at:
         return False
     # Its cheapest window first, then its whole window (everything that competes for it),
     # then each window of its duration in order of cost, taken exactly.
