@@ -83,6 +83,9 @@ def _init(rank: int, world_size: int, addr: str, port: int) -> DistContext:
     device = pick_device(rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    else:
+        # CPU ranks share one host's cores; oversubscribed threads spin against each other.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(
         backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size

@@ -90,21 +90,27 @@ def run_finetune(
     stop_requested: Callable[[], str | None] = lambda: None,
 ) -> FinetuneResult:
     """Prepare the dataset (cached), train, checkpoint, resume and export; see the module doc."""
-    from worker.training.data import prepare_dataset
+    from worker.training.data.prepare import prepare_dataset
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     prepared_root = work_dir / "prepared"
-    prepare_dataset(Path(dataset_dir), prepared_root)
+
+    def progress(step: str, done: int, total: int) -> None:
+        if done == total:  # one event per preparation step, not per clip
+            report({"type": "event", "kind": "prepare", "message": f"prepared {step}: {total}"})
+
+    dataset = prepare_dataset(Path(dataset_dir), prepared_root, progress=progress)
+    names = [item.name for item in dataset.items]
     if gpus > 1:
         return launch_distributed(
             gpus,
             _run_rank,
-            args=(config, prepared_root, work_dir),
-            main_args=(config, prepared_root, work_dir, report, stop_requested),
+            args=(config, prepared_root, names, work_dir),
+            main_args=(config, prepared_root, names, work_dir, report, stop_requested),
         )
     ctx = DistContext(device=pick_device(0))
-    return _run_rank(ctx, config, prepared_root, work_dir, report, stop_requested)
+    return _run_rank(ctx, config, prepared_root, names, work_dir, report, stop_requested)
 
 
 def _check_resumable(saved: dict[str, Any], config: FinetuneConfig) -> None:
@@ -117,13 +123,14 @@ def _run_rank(
     ctx: DistContext,
     config: FinetuneConfig,
     prepared_root: Path,
+    names: list[str],
     work_dir: Path,
     report: Callable[[dict], None] | None = None,
     stop_requested: Callable[[], str | None] | None = None,
 ) -> FinetuneResult:
-    from worker.training.data import PreparedDataset
+    from worker.training.data.prepare import PreparedDataset
 
-    dataset = PreparedDataset.load(prepared_root)
+    dataset = PreparedDataset.load(prepared_root, names)
     items = dataset.items
     checkpoints = work_dir / "checkpoints"
     outputs_dir = work_dir / "outputs"
