@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.artifacts.router import router as artifacts_router
@@ -119,6 +120,17 @@ def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
+def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # Connection loss, a restarting PostgreSQL or a busy SQLite: nothing was committed, so
+    # the client can retry safely (with an Idempotency-Key for submissions).
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse(
+        {"detail": "database unavailable or busy; retry shortly", "field": "database"},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
 def _illegal_transition(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "field": "state"}, status_code=409)
 
@@ -162,6 +174,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(IllegalTransition, _illegal_transition)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

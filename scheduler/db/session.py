@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_LOCK_TIMEOUT_S = 30.0
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -39,11 +43,32 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    # SQLite has one writer at a time, and its busy handler polls with growing sleeps, so
+    # under load some requests starve for seconds. Queue writers on a process-wide lock
+    # instead (blocked threads wake in turn), keeping busy_timeout for other processes.
+    write_lock = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Take the write lock up front: two readers upgrading to writers would otherwise
-        # deadlock into SQLITE_BUSY instead of waiting on busy_timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not write_lock.acquire(timeout=SQLITE_LOCK_TIMEOUT_S):
+            raise OperationalError("BEGIN IMMEDIATE", {}, TimeoutError("database is busy"))
+        connection.info["holds_write_lock"] = True
+        try:
+            # Take the write lock up front: two readers upgrading to writers would otherwise
+            # fail with SQLITE_BUSY instead of waiting.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection.info)
+            raise
+
+    def _release(info: dict[str, Any]) -> None:
+        if info.pop("holds_write_lock", False):
+            write_lock.release()
+
+    event.listen(engine, "commit", lambda connection: _release(connection.info))
+    event.listen(engine, "rollback", lambda connection: _release(connection.info))
+    # A connection returned to the pool mid-transaction must not keep the lock.
+    event.listen(engine.pool, "reset", lambda _dbapi, record, *_: _release(record.info))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

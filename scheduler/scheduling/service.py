@@ -204,14 +204,20 @@ class Scheduling:
         """Plan one new job around what is already planned; returns its state and reason."""
         grid, signal = self.grid(session, job.zone, now=now, hours=self._hours_needed([job], now))
         free = np.full(grid.n_slots, self.capacity(session, job.zone, now), dtype=np.int64)
-        others = session.scalars(
-            select(Job).where(Job.zone == job.zone, Job.state.in_(WAITING_STATES), Job.id != job.id)
+        # Only the windows of other queued jobs matter here, not whole rows.
+        others = session.execute(
+            select(Job.planned_intervals, Job.gpus).where(
+                Job.zone == job.zone,
+                Job.state.in_(WAITING_STATES),
+                Job.id != job.id,
+                Job.planned_end > now,
+            )
         )
-        for other in others:
-            for start, end in other.planned_intervals or []:
+        for intervals, gpus in others:
+            for start, end in intervals or []:
                 first = max(grid.floor_index(datetime.fromisoformat(start)), 0)
                 last = min(grid.ceil_index(datetime.fromisoformat(end)), grid.n_slots)
-                free[first:last] -= other.gpus
+                free[first:last] -= gpus
         result = plan(
             grid,
             [self._plan_job(job, now)],

@@ -20,7 +20,7 @@ class Team(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
 
-    keys: Mapped[list[ApiKey]] = relationship(back_populates="team", lazy="selectin")
+    keys: Mapped[list[ApiKey]] = relationship(back_populates="team")
 
 
 class ApiKey(Base):
