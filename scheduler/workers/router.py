@@ -33,7 +33,11 @@ def register(
 ) -> WorkerRegistered:
     """Register a worker host with the fleet token; returns its own token (shown once)."""
     worker, token = service.register(
-        session, body, now=now, heartbeat_seconds=settings.heartbeat_seconds
+        session,
+        body,
+        now=now,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        default_zone=settings.zone,
     )
     return WorkerRegistered(
         worker_id=worker.id,

@@ -21,7 +21,8 @@ class WorkerRegister(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     host: str = Field(min_length=1, max_length=255)
-    zone: str = Field(min_length=1, max_length=64)
+    # Without a zone the worker is placed in the service's default zone.
+    zone: str | None = Field(default=None, min_length=1, max_length=64)
     gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
     cpu_only: bool = False
     version: str = Field(default="", max_length=64)

@@ -35,13 +35,18 @@ def _hash_secret(secret: str) -> str:
 
 
 def register(
-    session: Session, spec: WorkerRegister, *, now: datetime, heartbeat_seconds: int
+    session: Session,
+    spec: WorkerRegister,
+    *,
+    now: datetime,
+    heartbeat_seconds: int,
+    default_zone: str,
 ) -> tuple[Worker, str]:
     """Register a worker; returns it and its token in clear text (shown once)."""
     secret = secrets.token_urlsafe(32)
     worker = Worker(
         host=spec.host,
-        zone=spec.zone,
+        zone=spec.zone or default_zone,
         gpus=[gpu.model_dump() for gpu in spec.gpus],
         gpu_count=0 if spec.cpu_only else len(spec.gpus),
         cpu_only=spec.cpu_only or not spec.gpus,

@@ -1,0 +1,199 @@
+"""End to end: a real uvicorn server with its ticks, and real worker agent processes.
+
+Short leases and one-second ticks keep it fast; burn-in jobs are tiny. Jobs go through the
+real planner (tight deadlines make it start them at once), claims, heartbeats, metering,
+artifact uploads, lease expiry after kill -9, and the energy report and budget charge.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
+
+from scheduler.app import create_app
+from scheduler.energy import accounting
+from scheduler.settings import Settings
+
+pytestmark = pytest.mark.slow
+AGENT = Path(__file__).with_name("agent_process.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Agents:
+    """Worker agent processes, each in its own process group so kill -9 takes its children."""
+
+    def __init__(self, url: str, work_dir: Path) -> None:
+        self.url = url
+        self.work_dir = work_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        log = (self.work_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, str(AGENT), self.url, WORKER_TOKEN, str(self.work_dir / name)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def kill_9(self, process: subprocess.Popen[bytes]) -> None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+@pytest.fixture
+def service(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str, Agents]]:
+    # The lease must outlast the agent's start of metering (CodeCarbon takes a few seconds)
+    # before its first job heartbeat.
+    fast = settings.model_copy(
+        update={
+            "lease_seconds": 10,
+            "heartbeat_seconds": 1,
+            "maintenance_seconds": 1,
+            "replan_seconds": 1,
+        }
+    )
+    app = create_app(fast, run_ticks=True)
+    with serve_in_thread(app) as url:
+        team = httpx.post(f"{url}/v1/teams", json={"name": "alpha"}, headers=admin_headers())
+        key = team.json()["api_key"]
+        budget = httpx.put(
+            f"{url}/v1/teams/alpha/budget",
+            json={"period": "month", "limit_kg_co2e": 100.0},
+            headers=admin_headers(),
+        )
+        assert budget.status_code == 200, budget.text
+        agents = Agents(url, tmp_path)
+        try:
+            yield url, key, agents
+        finally:
+            agents.stop_all()
+
+
+def submit(url: str, key: str, config: dict[str, Any]) -> str:
+    body = {"name": "burn-in", "kind": "burn-in", "config": config, "max_delay_minutes": 2}
+    response = httpx.post(f"{url}/v1/jobs", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def get(url: str, key: str, path: str) -> Any:
+    response = httpx.get(f"{url}{path}", headers=bearer(key), timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_burn_in_runs_to_success_with_energy_and_budget_charge(
+    service: tuple[str, str, Agents],
+) -> None:
+    url, key, agents = service
+    before = get(url, key, "/v1/teams/alpha/budget")["actual_kg_co2e"]
+    agents.start("worker-a")
+    job_id = submit(
+        url, key, {"steps": 40, "size": 64, "checkpoint_every": 10, "step_sleep_s": 0.1}
+    )
+    wait_for(lambda: get(url, key, f"/v1/jobs/{job_id}")["state"] == "succeeded", 45, "success")
+
+    job = get(url, key, f"/v1/jobs/{job_id}")
+    report = get(url, key, f"/v1/jobs/{job_id}/energy")
+    total = report["kwh"]["total"]
+    assert total > 0 and report["kg_co2e"] > 0
+    assert report["kwh"]["cpu"] > 0 and report["kwh"]["gpu"] == 0  # a CPU-only worker
+    (attempt,) = report["attempts"]
+    assert attempt["outcome"] == "succeeded" and attempt["kg_co2e"] == pytest.approx(
+        report["kg_co2e"]
+    )
+    # The power timeline integrates to the measured total (same meter, sampled).
+    timeline = [(accounting.parse_time(p["t"]), p["watts"]) for p in report["timeline"]]
+    ended = accounting.parse_time(attempt["ended_at"])
+    assert len(timeline) >= 3
+    assert accounting.timeline_kwh(timeline, ended) == pytest.approx(total, rel=0.35)
+    assert all(p["g_per_kwh"] > 0 for p in report["timeline"])
+    assert report["intensity_g_per_kwh_avg"] == pytest.approx(1000 * report["kg_co2e"] / total)
+
+    assert job["actual_kg_co2e"] == pytest.approx(report["kg_co2e"])
+    after = get(url, key, "/v1/teams/alpha/budget")
+    assert after["actual_kg_co2e"] - before == pytest.approx(job["actual_kg_co2e"])
+    assert after["committed_kg_co2e"] == pytest.approx(0.0)
+    artifacts = {a["name"] for a in get(url, key, f"/v1/jobs/{job_id}/artifacts")}
+    assert "checkpoint.tar" in artifacts
+
+
+def test_kill_9_then_lease_expiry_then_another_worker_finishes(
+    service: tuple[str, str, Agents],
+) -> None:
+    url, key, agents = service
+    first = agents.start("worker-a")
+    job_id = submit(
+        url, key, {"steps": 80, "size": 32, "checkpoint_every": 5, "step_sleep_s": 0.05}
+    )
+
+    def stepped() -> bool:
+        progress = get(url, key, f"/v1/jobs/{job_id}")["progress"] or {}
+        return (progress.get("step") or 0) >= 10
+
+    wait_for(stepped, 40, "the first worker's progress")
+    agents.kill_9(first)
+    agents.start("worker-b")
+    wait_for(lambda: get(url, key, f"/v1/jobs/{job_id}")["state"] == "succeeded", 45, "success")
+
+    job = get(url, key, f"/v1/jobs/{job_id}")
+    assert job["attempt"] == 2
+    reasons = [e["reason"] for e in get(url, key, f"/v1/jobs/{job_id}/events")]
+    assert any(r.startswith("worker lost (lease expired at") for r in reasons), reasons
+    report = get(url, key, f"/v1/jobs/{job_id}/energy")
+    attempts = report["attempts"]
+    assert [a["outcome"] for a in attempts] == ["lost", "succeeded"]
+    assert attempts[0]["worker"] != attempts[1]["worker"]
+    assert not attempts[0]["measurement_ok"] and attempts[0]["kwh"]["total"] > 0
+    assert report["kwh"]["total"] == pytest.approx(sum(a["kwh"]["total"] for a in attempts))
+    assert report["kg_co2e"] == pytest.approx(sum(a["kg_co2e"] for a in attempts))
+    assert job["actual_kg_co2e"] == pytest.approx(report["kg_co2e"])
+
+
+def test_cancel_of_a_running_job_stops_the_worker(service: tuple[str, str, Agents]) -> None:
+    url, key, agents = service
+    agents.start("worker-a")
+    job_id = submit(
+        url, key, {"steps": 100_000, "size": 32, "checkpoint_every": 50, "step_sleep_s": 0.01}
+    )
+    wait_for(lambda: get(url, key, f"/v1/jobs/{job_id}")["state"] == "running", 40, "running")
+    cancel = httpx.post(f"{url}/v1/jobs/{job_id}/cancel", headers=bearer(key))
+    assert cancel.status_code == 200 and cancel.json()["cancel_requested"]
+    wait_for(lambda: get(url, key, f"/v1/jobs/{job_id}")["state"] == "cancelled", 20, "cancel")
+    job = get(url, key, f"/v1/jobs/{job_id}")
+    assert job["state_reason"] == "cancelled by user"
+    report = get(url, key, f"/v1/jobs/{job_id}/energy")
+    assert [a["outcome"] for a in report["attempts"]] == ["cancelled"]
+    assert job["actual_kwh"] == pytest.approx(report["kwh"]["total"])
