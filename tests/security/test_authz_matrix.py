@@ -8,7 +8,6 @@ matrix runs on SQLite only (the protocol tests cover PostgreSQL).
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sqlite_settings_in
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, burn_in_job
+from helpers import FakeClock, admin_headers, burn_in_job
 from helpers import tiny_dataset_zip as dataset_zip
 from world import PRINCIPALS, World, build_world
 
@@ -308,17 +308,6 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     return found
 
 
-def _settings(directory: Path, template: Path) -> Settings:
-    path = directory / "greenwindow.db"
-    shutil.copy(template, path)
-    return Settings(
-        database_url=f"sqlite:///{path}",
-        data_dir=directory / "data",
-        admin_token=ADMIN_TOKEN,
-        worker_token=WORKER_TOKEN,
-    )
-
-
 @contextmanager
 def _world(settings: Settings) -> Iterator[World]:
     app = create_app(settings, clock=FakeClock(), run_ticks=False)
@@ -328,17 +317,12 @@ def _world(settings: Settings) -> Iterator[World]:
         yield world
 
 
-@pytest.fixture
-def sqlite_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
-    return _settings(tmp_path, sqlite_template)
-
-
 @pytest.fixture(scope="module")
 def shared_world(
     tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[World]:
     """One world for the rows that only read (building one takes about a second)."""
-    with _world(_settings(tmp_path_factory.mktemp("authz"), sqlite_template)) as world:
+    with _world(sqlite_settings_in(tmp_path_factory.mktemp("authz"), sqlite_template)) as world:
         yield world
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -12,6 +14,20 @@ from sqlalchemy import update
 
 from scheduler.db.session import session_scope
 from scheduler.jobs.models import Job
+from scheduler.settings import Settings
+
+
+def sqlite_settings_in(directory: Path, template: Path) -> Settings:
+    """Settings for a copy of the migrated SQLite template inside `directory`."""
+    path = directory / "greenwindow.db"
+    shutil.copy(template, path)
+    return Settings(
+        database_url=f"sqlite:///{path}",
+        data_dir=directory / "data",
+        admin_token=ADMIN_TOKEN,
+        worker_token=WORKER_TOKEN,
+    )
+
 
 # The callers every route is tried with.
 PRINCIPALS = ("none", "wrong", "revoked", "other", "own", "fleet", "worker", "admin")
