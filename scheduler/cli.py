@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -69,6 +71,87 @@ def serve(
             "warning: GREENWINDOW_ADMIN_TOKEN is not set; admin endpoints are closed", err=True
         )
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+DEFAULT_WORKER_DIR = Path(".greenwindow/worker")
+
+
+class ForecastMode(StrEnum):
+    perfect = "perfect"
+    forecaster = "forecaster"
+
+
+class Policy(StrEnum):
+    greenwindow = "greenwindow"
+    run_now = "run-now"
+    sdk_window = "sdk-window"
+
+
+@app.command()
+def simulate(
+    trace: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Intensity CSV.")],
+    workload: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Workload JSON.")],
+    out: Annotated[Path, typer.Option(help="Where to write the plan JSON.")],
+    forecast: ForecastMode = ForecastMode.perfect,
+    policy: Policy = Policy.greenwindow,
+) -> None:
+    """Backtest a policy online on a trace: jobs appear at submission, plans revise each slot."""
+    from scheduler.planning.simulate import main as run_simulation
+
+    try:
+        run_simulation(trace, workload, out, forecast=forecast.value, policy=policy.value)
+    except (ValueError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    server: Annotated[str, typer.Option(envvar="GREENWINDOW_SERVER", help="Service URL.")],
+    token: Annotated[
+        str | None, typer.Option(envvar="GREENWINDOW_WORKER_TOKEN", help="Fleet worker token.")
+    ] = None,
+    gpus: Annotated[str | None, typer.Option(help="GPU indices to use, e.g. 0,1.")] = None,
+    zone: Annotated[str | None, typer.Option(help="Grid zone of this host.")] = None,
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch space for datasets and runs.")
+    ] = DEFAULT_WORKER_DIR,
+    cpu_only: Annotated[bool, typer.Option(help="Run jobs on the CPU (no GPU needed).")] = False,
+    poll_seconds: float = 2.0,
+    max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
+) -> None:
+    """Run a GPU worker: register, claim jobs, train, meter energy, report."""
+    from worker.agent import run_agent
+
+    if not token:
+        typer.echo("error: set GREENWINDOW_WORKER_TOKEN or pass --token", err=True)
+        raise typer.Exit(2)
+    gpu_list = [int(g) for g in gpus.split(",")] if gpus else None
+    run_agent(
+        server.rstrip("/"),
+        token,
+        gpus=gpu_list,
+        zone=zone,
+        work_dir=work_dir,
+        cpu_only=cpu_only,
+        poll_seconds=poll_seconds,
+        max_jobs=max_jobs,
+    )
+
+
+@app.command("sample-dataset")
+def sample_dataset(
+    out_dir: Path,
+    utterances: Annotated[int, typer.Option(min=1, max=200)] = 12,
+    zip_to: Annotated[Path | None, typer.Option("--zip", help="Also write a zip.")] = None,
+) -> None:
+    """Write a small speech dataset (espeak-ng when installed, else labelled synthetic)."""
+    from worker.training.sample import write_sample_dataset, zip_dataset
+
+    list_path = write_sample_dataset(out_dir, n_utterances=utterances)
+    typer.echo(f"wrote {list_path}")
+    if zip_to is not None:
+        typer.echo(f"wrote {zip_dataset(out_dir, zip_to)}")
 
 
 def main() -> None:
