@@ -75,6 +75,9 @@ def test_mixed_mandarin_and_english_is_split_by_script() -> None:
     assert "P" in result.phones and "AY1" in result.phones
     assert result.word2ph[2] == len(g2p("Python", "en").phones)
     assert len(result.word2ph) == 7  # 我 用 Python 训 练 模 型
+    english_line = g2p("Say 你好 twice", "en")
+    assert english_line.phones[2:6] == ["n", "i2", "h", "ao3"]
+    assert english_line.norm_text == "Say 你好 twice"
 
 
 def test_other_scripts_fall_back_to_hashed_characters() -> None:

@@ -355,6 +355,8 @@ def _units(text: str) -> list[tuple[str, str]]:
                 units.append(("punct", mark))
         elif kind in ("kana", "hangul", "digit") or (kind == "other" and char.isalnum()):
             units.append(("char", char))
+        elif kind == "space" and units and units[-1][0] != "space":
+            units.append(("space", " "))
         index += 1
     return units
 
@@ -366,14 +368,24 @@ def g2p(text: str, language: str) -> G2PResult:
     word2ph: list[int] = []
     pieces: list[str] = []
     previous_kind = ""
+    pending_space = False
     for kind, unit in _units(cleaned):
-        if kind == "han" and language == "zh":
+        if kind == "space":
+            pending_space = True
+            continue
+        # Spaces survive only next to English words (Mandarin text has none).
+        if pending_space and pieces and "word" in (kind, previous_kind):
+            pieces.append(" ")
+        pending_space = False
+        # Han characters inside an English line are most likely Mandarin.
+        if kind == "han" and language in ("zh", "en"):
             for char, syllable in zip(unit, mandarin_syllables(unit), strict=True):
                 phones += pinyin_to_phones(syllable)
                 word2ph.append(2)
                 pieces.append(char)
         elif kind == "han":
-            # No phone-level front-end for Cantonese/Japanese kanji: one hashed symbol each.
+            # Kanji, hanja and Cantonese have no phone-level front-end here: one hashed
+            # symbol per character.
             phones += list(unit)
             word2ph += [1] * len(unit)
             pieces.append(unit)
@@ -381,8 +393,6 @@ def g2p(text: str, language: str) -> G2PResult:
             word_phones = english_word_phones(unit)
             if not word_phones:
                 continue
-            if previous_kind in ("word", "punct") and pieces:
-                pieces.append(" ")
             phones += word_phones
             word2ph.append(len(word_phones))
             pieces.append(unit)
