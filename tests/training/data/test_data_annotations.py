@@ -31,6 +31,11 @@ def test_parse_resolves_relative_absolute_and_foreign_paths(tmp_path: Path) -> N
     assert utterances[2].wav_path == tmp_path / "deep" / "nested" / "c.flac"
     assert all(u.wav_path.is_file() for u in utterances)
     assert find_list(tmp_path) == tmp_path / "train.list"
+    # macOS zip debris is not a second list.
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "._train.list").write_bytes(b"\x00\x05")
+    (tmp_path / "._train.list").write_bytes(b"\x00\x05")
+    assert find_list(tmp_path) == tmp_path / "train.list"
 
 
 def test_every_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:

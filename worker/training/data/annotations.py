@@ -149,9 +149,14 @@ def parse_list(
     return utterances
 
 
+def _is_archive_debris(path: Path) -> bool:
+    # Zips made on macOS carry `__MACOSX/` copies and `._name` resource forks.
+    return path.name.startswith("._") or "__MACOSX" in path.parts
+
+
 def find_list(dataset_dir: Path) -> Path:
     """The dataset's single `*.list` file (searched recursively); raises if none or several."""
-    lists = sorted(dataset_dir.rglob("*.list"))
+    lists = [p for p in sorted(dataset_dir.rglob("*.list")) if not _is_archive_debris(p)]
     if not lists:
         raise FileNotFoundError(f"no *.list annotation file in {dataset_dir}")
     if len(lists) > 1:
