@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
 from scheduler.client import render
-from scheduler.client.config import ClientConfig, ClientConfigError, resolve_config
+from scheduler.client.config import ClientConfigError, resolve_config
 from scheduler.client.http import ClientError, ConnectionFailed, GreenwindowClient
 from scheduler.client.jobfile import build_submission, load_job_file, parse_assignments
 
@@ -46,15 +46,15 @@ class ClientHooks:
     transport: httpx.BaseTransport | None = None
     env: dict[str, str] | None = None
     sleep: Callable[[float], None] = time.sleep
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _hooks(ctx: typer.Context) -> ClientHooks:
     return ctx.find_object(ClientHooks) or ClientHooks()
 
 
-def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+def _console() -> Console:
+    # No markup: job names, reasons and errors are user data and may contain brackets.
+    return Console(highlight=False, markup=False, soft_wrap=False)
 
 
 @contextmanager
@@ -132,7 +132,7 @@ def submit(
         with _client(ctx, server, key) as client:
             job = client.submit(body, idempotency_key=idempotency_key)
     console = _console()
-    console.print(f"submitted [bold]{job['id']}[/bold]")
+    console.print(Text.assemble("submitted ", (str(job["id"]), "bold")))
     console.print(
         render.key_value_table(
             [
@@ -262,10 +262,10 @@ def watch(
         updates = _follow(client, job_id, hooks, interval)
         if console.is_terminal:
             bar = Progress(
-                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.description}", style="bold", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[line]}"),
+                TextColumn("{task.fields[line]}", markup=False),
                 console=console,
             )
             task = bar.add_task(job_id, total=None, line="")
@@ -334,9 +334,11 @@ def budget(
         return
     console = _console()
     console.print(
-        f"[bold]{name}[/bold] {figures['period']} budget "
-        f"{render.fmt_time(figures['period_start'])} → {render.fmt_time(figures['period_end'])}"
-        f" ({figures['mode']}, {figures['state']})"
+        Text.assemble(
+            (name, "bold"),
+            f" {figures['period']} budget {render.fmt_time(figures['period_start'])}"
+            f" → {render.fmt_time(figures['period_end'])} ({figures['mode']}, {figures['state']})",
+        )
     )
     console.print(
         render.budget_bar(
@@ -432,5 +434,5 @@ def register_client_commands(app: typer.Typer) -> None:
         app.command(name=command.__name__)(command)
 
 
-# Re-exported for the tests and for programs that embed the client.
-__all__ = ["ClientConfig", "ClientHooks", "forecast_view", "register_client_commands"]
+# The names other modules (and programs embedding the client) use.
+__all__ = ["ClientHooks", "forecast_view", "register_client_commands"]

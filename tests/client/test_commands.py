@@ -174,3 +174,17 @@ def test_forecast_sparkline_marks_the_planned_window(
     # A job in another zone is not marked on this zone's line.
     _submit(client, team_key, name="elsewhere", zone="DE")
     assert "your planned jobs: 1" in cli("forecast", "ES").stdout
+
+
+def test_names_with_brackets_are_printed_verbatim(
+    cli: Cli, client: TestClient, team_key: str
+) -> None:
+    # Rich would read these as markup (and fail on the stray closing tag) if it were enabled.
+    name = "voice [/oops] [red]take 2"
+    job = _submit(client, team_key, name=name)
+    for args in (("jobs",), ("status", str(job["id"]))):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        assert name in result.stdout
+    submitted = cli("submit", "--name", name, "--kind", "burn-in")
+    assert submitted.exit_code == 0, submitted.output
