@@ -159,7 +159,11 @@ def jobs(
 ) -> None:
     """List your jobs, newest first."""
     with _one_line_errors(), _client(ctx, server, key) as client:
-        found = list(client.iter_jobs(state=state, limit=limit, all_pages=all_pages))
+        if all_pages:
+            found, more = list(client.iter_jobs(state=state, limit=limit, all_pages=True)), False
+        else:
+            page = client.jobs_page(state=state, limit=limit)
+            found, more = page["items"], bool(page.get("next_cursor"))
     if as_json:
         for job in found:
             typer.echo(json.dumps(job))
@@ -168,6 +172,8 @@ def jobs(
         typer.echo("no jobs" + (f" in state {state}" if state else ""))
         return
     _console().print(render.jobs_table(found))
+    if more:
+        typer.echo(f"showing the newest {len(found)}; --all lists every job", err=True)
 
 
 def status(

@@ -85,6 +85,10 @@ def test_jobs_lists_filters_and_pages(cli: Cli, client: TestClient, team_key: st
     cancelled = cli("jobs", "--state", "cancelled")
     assert ids[0] in cancelled.stdout and ids[1] not in cancelled.stdout
 
+    table_page = cli("jobs", "--limit", "2")
+    assert "--all lists every job" in table_page.stderr
+    assert "--all" not in cli("jobs", "--limit", "3").stderr
+
     first_page = cli("jobs", "--limit", "2", "--json")
     assert len(first_page.stdout.splitlines()) == 2
     every_page = cli("jobs", "--limit", "2", "--all", "--json")
