@@ -36,8 +36,6 @@ log = logging.getLogger("greenwindow.metrics")
 # Queue wait = submission to start, over the jobs that started within this window.
 QUEUE_WAIT_WINDOW = timedelta(hours=24)
 QUEUE_WAIT_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0, 48 * 3600.0)
-# Used when a worker row predates the per-worker heartbeat interval.
-MISSED_BEATS = 3
 
 Part = Callable[[Session, datetime], Iterable[Metric]]
 
@@ -145,22 +143,19 @@ def _optional(module: str, attribute: str) -> Any:
 
 def workers(session: Session, now: datetime) -> Iterator[Metric]:
     """greenwindow_workers_alive and greenwindow_worker_gpu_watts{worker} (live workers only)."""
-    worker_model = _optional("scheduler.workers.models", "Worker")
-    alive_count = 0
+    # The worker service's own liveness rule, so the metric and the planner agree.
+    alive_workers = _optional("scheduler.workers.service", "alive_workers")
+    alive = alive_workers(session, now)
     watts = GaugeMetricFamily(
         "greenwindow_worker_gpu_watts",
         "GPU power a live worker reported in its last heartbeat, summed over its GPUs.",
         labels=["worker"],
     )
-    for worker in session.scalars(select(worker_model)):
-        beat = getattr(worker, "heartbeat_seconds", None) or 15
-        if worker.last_seen_at < now - timedelta(seconds=MISSED_BEATS * beat):
-            continue
-        alive_count += 1
+    for worker in alive:
         total = sum(float(g.get("watts") or 0.0) for g in (worker.gpu_watts or []))
         watts.add_metric([worker.id], total)
     yield GaugeMetricFamily(
-        "greenwindow_workers_alive", "Workers heard from within three heartbeats.", alive_count
+        "greenwindow_workers_alive", "Workers heard from within three heartbeats.", len(alive)
     )
     yield watts
 
