@@ -128,4 +128,3 @@ def energy_report(session: Session, job: Job, *, scheduling: Any) -> dict[str, A
         "saving_vs_run_now_kg_co2e": (counterfactual - kg) if counterfactual is not None else None,
         "duration_s": _span(closed),
     }
-

@@ -172,7 +172,36 @@ def close_attempt(
     row.buckets = [bucket.to_json() for bucket in buckets]
     row.kg_co2e = accounting.total_kg(buckets)
     row.signal = signal.to_json()
+    _charge_attempt(session, job, row, now=now)
     return row
+
+
+def _charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetime) -> None:
+    """Charge an attempt as soon as it is measured, so no energy goes uncharged even when the
+    job later ends without running again; the same amount of its reservation is released so
+    that committed + actual never counts it twice."""
+    budgets.charge(
+        session,
+        team_id=job.team_id,
+        job_id=job.id,
+        kg=row.kg_co2e,
+        kwh=row.total_kwh,
+        now=now,
+        note=f"measured emissions of job {job.id} attempt {row.attempt} ({row.outcome})",
+    )
+    covered = min(row.kg_co2e, job.reserved_kg_co2e)
+    if covered > 0:
+        budgets.release(
+            session,
+            team_id=job.team_id,
+            job_id=job.id,
+            kg=covered,
+            now=now,
+            note=f"attempt {row.attempt} measured: that much of the reservation released",
+        )
+        job.reserved_kg_co2e -= covered
+    job.actual_kwh = (job.actual_kwh or 0.0) + row.total_kwh
+    job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + row.kg_co2e
 
 
 def _time_or(value: Any, default: datetime) -> datetime:
@@ -192,22 +221,12 @@ def attempts(session: Session, job_id: str) -> list[JobAttempt]:
 
 
 def settle_job(session: Session, job: Job, *, now: datetime, scheduling: Any) -> None:
-    """At a job's end: release its reservation and charge what its attempts emitted."""
+    """At a job's end: release what is left of its reservation; its actual totals are the sum
+    of its attempts, each charged when it was measured."""
     rows = attempts(session, job.id)
-    kwh = sum(row.total_kwh for row in rows)
-    kg = sum(row.kg_co2e for row in rows)
-    job.actual_kwh = kwh
-    job.actual_kg_co2e = kg
+    job.actual_kwh = sum(row.total_kwh for row in rows)
+    job.actual_kg_co2e = sum(row.kg_co2e for row in rows)
     jobs.release_reservation(session, job, now=now, note=f"job {job.state}: reservation released")
-    budgets.charge(
-        session,
-        team_id=job.team_id,
-        job_id=job.id,
-        kg=kg,
-        kwh=kwh,
-        now=now,
-        note=f"measured emissions of job {job.id} ({len(rows)} attempt(s))",
-    )
     _observe(scheduling, session, job, rows)
 
 

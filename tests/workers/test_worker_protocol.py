@@ -282,3 +282,34 @@ def test_capacity_and_worker_list(client: TestClient, team_key: str, clock: Fake
     assert by_host["de-4"]["gpu_watts"] == [{"uuid": "GPU-de-4-0", "watts": 312.5}]
     assert by_host["cpu"]["id"] == cpu["worker_id"]
     assert client.get("/v1/workers", headers=bearer(team_key)).status_code == 403
+
+
+def test_lost_attempt_is_charged_even_if_the_job_never_runs_again(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    client.put(
+        "/v1/teams/alpha/budget",
+        json={"period": "month", "limit_kg_co2e": 100.0},
+        headers=admin_headers(),
+    )
+    job_id = submit(client, team_key)
+    reserved = client.get("/v1/teams/alpha/budget", headers=bearer(team_key)).json()
+    make_ready(client.app, job_id)
+    worker = WorkerSession(client, register(client))
+    worker.claim()
+    worker.job_call(job_id, "heartbeat", energy={"kwh_so_far": 0.004})
+    clock.advance(seconds=91)
+    run_tick(client.app, "reap_leases")
+    budget = client.get("/v1/teams/alpha/budget", headers=bearer(team_key)).json()
+    charged = budget["actual_kg_co2e"]
+    assert charged > 0
+    # The measured share moved from committed to actual: nothing is counted twice.
+    assert budget["committed_kg_co2e"] == pytest.approx(
+        max(reserved["committed_kg_co2e"] - charged, 0.0)
+    )
+    # Cancelled while waiting: the lost attempt stays charged, the rest is released.
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=bearer(team_key)).status_code == 200
+    budget = client.get("/v1/teams/alpha/budget", headers=bearer(team_key)).json()
+    assert budget["actual_kg_co2e"] == pytest.approx(charged)
+    assert budget["committed_kg_co2e"] == pytest.approx(0.0)
+    assert read(client, team_key, job_id)["actual_kwh"] == pytest.approx(0.004)
