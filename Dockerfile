@@ -30,6 +30,8 @@ RUN pip install . \
     && chown greenwindow "${GREENWINDOW_DATA_DIR}"
 
 USER greenwindow
+# Relative defaults (.greenwindow/...) then land in the writable data volume, not in /app.
+WORKDIR /var/lib/greenwindow
 VOLUME ["/var/lib/greenwindow"]
 EXPOSE 8000
 
