@@ -58,26 +58,39 @@ def _progress(events: list, key: str = "loss") -> list[float]:
     return [e[key] for e in events if e["type"] == "progress"]
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def test_gradient_checkpointing_gives_the_same_step() -> None:
+    items = synthetic_items(4, seconds=0.4)
+    results = []
+    for name in ("s1", "s2"):
+        for checkpointing in (False, True):
+            events: list = []
+            stage = _stage(name, grad_checkpointing=checkpointing, lora_rank=0)
+            _trainer(stage, items, 1, events).run()
+            results.append((name, checkpointing, _progress(events)[0], stage))
+    for plain, checkpointed in (results[0:2], results[2:4]):
+        assert plain[2] == pytest.approx(checkpointed[2], rel=1e-5)
+        model_key = plain[3].export_key
+        ref = dict(plain[3].models[model_key].named_parameters())
+        for name, param in checkpointed[3].models[model_key].named_parameters():
+            torch.testing.assert_close(param, ref[name], rtol=1e-4, atol=1e-6)
 
 
-def test_stage1_loss_decreases_with_lora() -> None:
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_stay_finite(precision: str) -> None:
     events: list = []
-    _trainer(_stage("s1"), synthetic_items(8), 30, events, micro_batch=4).run()
-    losses = _progress(events)
-    assert len(losses) == 30
-    assert _mean(losses[-5:]) < 0.9 * _mean(losses[:5])
-
-
-def test_stage2_mel_loss_decreases() -> None:
-    events: list = []
-    stage = _stage("s2", lora_rank=0, s2_learning_rate=1e-3)
-    _trainer(stage, synthetic_items(4, seconds=0.4), 20, events).run()
-    mel = _progress(events, "loss_mel_l1")
-    assert len(mel) == 20
-    assert _mean(mel[-4:]) < 0.8 * _mean(mel[:4])
-    assert all(torch.isfinite(torch.tensor(_progress(events, "loss_discriminator"))))
+    stage = _stage("s1")
+    trainer = Trainer(
+        stage,
+        synthetic_items(4),
+        TrainerSettings(3, 2, 1, 1.0, 1000, 0, precision),
+        DistContext(),
+        report=events.append,
+    )
+    trainer.run()
+    progress = [e for e in events if e["type"] == "progress"]
+    assert [e["precision"] for e in progress] == [precision] * 3
+    assert trainer.amp.scaler.is_enabled() == (precision == "fp16")
+    assert torch.isfinite(torch.tensor([e["loss"] for e in progress])).all()
 
 
 def test_non_finite_loss_skips_the_step_without_touching_weights() -> None:

@@ -67,6 +67,54 @@ def _losses(events: list[dict]) -> list[tuple[str, int, float]]:
     return [(e["stage"], e["step"], e["loss"]) for e in events if e["type"] == "progress"]
 
 
+def _trainer_on(items: list, name: str, steps: int, micro_batch: int, **config: object) -> list:
+    from worker.training.checkpoint import seed_everything
+    from worker.training.distributed import DistContext
+    from worker.training.stages import build_stage
+    from worker.training.trainer import Trainer, TrainerSettings
+
+    stage_config = FinetuneConfig(stage=name, model_size="tiny", **config)
+    seed_everything(0)
+    stage = build_stage(name, stage_config, torch.device("cpu"))
+    events: list[dict] = []
+    settings = TrainerSettings(steps, micro_batch, 1, 1.0, 1000, 0)
+    Trainer(stage, items, settings, DistContext(), report=events.append).run()
+    return [e for e in events if e["type"] == "progress"]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ratio"),
+    [({}, 0.96), ({"lora_rank": 0}, 0.75)],
+    ids=["lora-on-random-base", "full"],
+)
+def test_stage1_loss_decreases_on_the_sample_data(
+    sample_dataset: tuple[Path, Path], overrides: dict, ratio: float
+) -> None:
+    from worker.training.data.prepare import PreparedDataset
+
+    items = PreparedDataset.load(sample_dataset[1]).items
+    # Per-token loss: the summed loss also moves with the lengths that happen to be drawn.
+    losses = [e["loss_per_token"] for e in _trainer_on(items, "s1", 30, 4, **overrides)]
+    assert len(losses) == 30
+    assert _mean(losses[-5:]) < ratio * _mean(losses[:5])
+
+
+def test_stage2_mel_loss_decreases_on_the_sample_data(sample_dataset: tuple[Path, Path]) -> None:
+    from worker.training.data.prepare import PreparedDataset
+
+    items = PreparedDataset.load(sample_dataset[1]).items
+    for item in items:  # the first second of every clip keeps the test quick
+        item.ssl, item.wav32k = item.ssl[:, :50], item.wav32k[:32_000]
+    progress = _trainer_on(items, "s2", 16, 2, lora_rank=0, s2_learning_rate=1e-3)
+    mel = [e["loss_mel_l1"] for e in progress]
+    assert _mean(mel[-4:]) < 0.8 * _mean(mel[:4])
+    assert torch.isfinite(torch.tensor([e["loss_discriminator"] for e in progress])).all()
+
+
 def test_both_stages_export_adapters_and_a_paused_run_resumes_identically(
     tmp_path: Path, sample_dataset: tuple[Path, Path]
 ) -> None:
