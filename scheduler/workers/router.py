@@ -140,6 +140,7 @@ def job_heartbeat(
         energy_so_far=body.energy,
         now=now,
         lease_seconds=settings.lease_seconds,
+        events=[event.model_dump() for event in body.events],
     )
     assert job.lease_expires_at is not None
     return JobHeartbeatResponse(action=action, lease_expires_at=job.lease_expires_at)  # type: ignore[arg-type]

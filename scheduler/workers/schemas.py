@@ -95,9 +95,19 @@ class Fence(BaseModel):
     lease_token: str = Field(min_length=1, max_length=64)
 
 
+class WorkerEvent(BaseModel):
+    """Something the worker wants in the job's history (resumed, checkpoint refused...)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(default="event", max_length=64)
+    message: str = Field(default="", max_length=2000)
+
+
 class JobHeartbeat(Fence):
     progress: dict[str, Any] | None = None
     energy: dict[str, Any] | None = None
+    events: list[WorkerEvent] = Field(default_factory=list, max_length=100)
 
 
 class JobHeartbeatResponse(BaseModel):

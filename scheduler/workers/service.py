@@ -231,9 +231,19 @@ def job_heartbeat(
     energy_so_far: dict[str, Any] | None,
     now: datetime,
     lease_seconds: int,
+    events: list[dict[str, str]] | None = None,
 ) -> str:
-    """Renew the lease, keep progress and energy; returns the action for the worker."""
+    """Renew the lease, keep progress, energy and the worker's events; returns the action."""
     worker.last_seen_at = now
+    for event in events or []:
+        jobs.record_event(
+            session,
+            job,
+            to_state=job.state,
+            reason=f"worker {event['type']}: {event['message']}",
+            now=now,
+            data={"worker_id": worker.id},
+        )
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     job.updated_at = now
     if progress is not None:

@@ -74,6 +74,7 @@ def test_claim_heartbeat_complete(client: TestClient, team_key: str, clock: Fake
         "heartbeat",
         progress={"stage": "burn-in", "step": 10, "total_steps": 50, "loss": 1.5},
         energy={"kwh_so_far": 0.001, "watts": 120.0},
+        events=[{"type": "resumed", "message": "restored checkpoint checkpoint.tar", "at": "x"}],
     )
     assert beat.status_code == 200, beat.text
     assert beat.json()["action"] == "continue"
@@ -96,7 +97,9 @@ def test_claim_heartbeat_complete(client: TestClient, team_key: str, clock: Fake
         e["to_state"]
         for e in client.get(f"/v1/jobs/{job_id}/events", headers=bearer(team_key)).json()
     ]
-    assert states[-2:] == ["running", "succeeded"]
+    assert states[-3:] == ["running", "running", "succeeded"]
+    history = client.get(f"/v1/jobs/{job_id}/events", headers=bearer(team_key)).json()
+    assert history[-2]["reason"] == "worker resumed: restored checkpoint checkpoint.tar"
     # Finished: the same lease can no longer write.
     assert worker.job_call(job_id, "heartbeat").status_code == 409
 
