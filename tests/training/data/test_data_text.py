@@ -80,12 +80,22 @@ def test_mixed_mandarin_and_english_is_split_by_script() -> None:
     assert english_line.norm_text == "Say 你好 twice"
 
 
-def test_other_scripts_fall_back_to_hashed_characters() -> None:
+def test_kana_become_japanese_phones_and_kanji_hashed_characters() -> None:
     result = g2p("こんにちは、世界。", "ja")
-    assert result.phones == ["こ", "ん", "に", "ち", "は", ",", "世", "界", "."]
-    hashed = [i for p, i in zip(result.phones, result.ids, strict=True) if p not in ",."]
-    assert all(symbols.HASHED_OFFSET <= i < 732 for i in hashed)
-    assert g2p("안녕하세요", "ko").word2ph == [1] * 5
+    kana = ["k", "o", "N", "n", "i", "ch", "i", "h", "a"]
+    assert result.phones == [*kana, ",", "世", "界", "."]
+    assert all(symbols.is_fixed(p) for p in kana)
+    assert all(symbols.HASHED_OFFSET <= symbols.symbol_to_id(c) < 732 for c in "世界")
+    assert g2p("キョーはちょっと", "ja").phones == [
+        "ky", "o", "o", "h", "a", "ch", "o", "cl", "t", "o",
+    ]  # fmt: skip
+    assert g2p("キョー", "ja").word2ph == [2, 1]
+
+
+def test_hangul_falls_back_to_hashed_characters() -> None:
+    result = g2p("안녕하세요", "ko")
+    assert result.phones == list("안녕하세요") and result.word2ph == [1] * 5
+    assert all(symbols.HASHED_OFFSET <= i < 732 for i in result.ids)
 
 
 def test_numbers_are_read_in_the_line_language() -> None:

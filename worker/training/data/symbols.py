@@ -17,8 +17,8 @@ store symbol strings, so only the strings must agree):
 The Mandarin, English, Japanese and Korean strings are the ones the original
 writes, so a `2-name2text.txt` prepared by its tools maps onto this table
 (Cantonese and other unseen symbols land in the hashed block), and our zh/en
-files use only strings its table knows. Characters without a phone-level
-front-end here (Japanese kana and kanji, Hangul, Cantonese) are written as
+files (and Japanese kana) use only strings its table knows. Characters without
+a phone-level front-end here (kanji, Hangul, Cantonese) are written as
 themselves and hashed; collisions in the 379-id block are accepted.
 """
 

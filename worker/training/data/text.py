@@ -2,13 +2,14 @@
 
 Mandarin goes through pypinyin (initial + toned final per character, as the
 original writes), English through CMUdict with a spelling/rule fallback for
-unknown words, and every other script is written character by character into
-the hashed block of the symbol table. Mixed text is split by script, so a
+unknown words, Japanese kana through a kana table into the original's Japanese
+phones, and everything else (kanji, Hangul, Cantonese) is written character by
+character into the hashed block of the symbol table. Mixed text is split by script, so a
 Mandarin line with English words gets both front-ends.
 
 `word2ph[k]` is the number of phones of the k-th unit of the normalised text:
-one Han character, one English word, one punctuation mark or one other
-character. For a Mandarin line that is one entry per character of the
+one Han character, one English word, one kana mora, one punctuation mark or
+one other character. For a Mandarin line that is one entry per character of the
 normalised text, exactly the original's `word2ph`.
 """
 
@@ -19,6 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from worker.training.data.kana import is_kana, kana_units
 from worker.training.data.symbols import ZH_FINALS, symbols_to_ids
 
 PUNCTUATION_MAP: dict[str, str] = {
@@ -348,12 +350,19 @@ def _units(text: str) -> list[tuple[str, str]]:
             units.append(("han", text[index:end]))
             index = end
             continue
+        if kind == "kana" and is_kana(char):
+            end = index
+            while end < len(text) and is_kana(text[end]):
+                end += 1
+            units.append(("kana", text[index:end]))
+            index = end
+            continue
         if kind == "punct":
             mark = PUNCTUATION_MAP[char]
             # Collapse runs of the same mark ("!!!" -> "!").
             if not (units and units[-1] == ("punct", mark)):
                 units.append(("punct", mark))
-        elif kind in ("kana", "hangul", "digit") or (kind == "other" and char.isalnum()):
+        elif kind in ("hangul", "digit") or (kind == "other" and char.isalnum()):
             units.append(("char", char))
         elif kind == "space" and units and units[-1][0] != "space":
             units.append(("space", " "))
@@ -389,6 +398,11 @@ def g2p(text: str, language: str) -> G2PResult:
             phones += list(unit)
             word2ph += [1] * len(unit)
             pieces.append(unit)
+        elif kind == "kana":
+            for mora, mora_phones in kana_units(unit):
+                phones += mora_phones
+                word2ph.append(len(mora_phones))
+                pieces.append(mora)
         elif kind == "word":
             word_phones = english_word_phones(unit)
             if not word_phones:
