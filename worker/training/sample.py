@@ -224,6 +224,8 @@ def write_sample_dataset(
     wav_dir.mkdir(parents=True, exist_ok=True)
     if binary is not None and engine != "synthetic":
         lines = _espeak_lines(binary, wav_dir, n_utterances, rng)
+        # A README left by an earlier synthetic run would mislabel this speech.
+        (out_dir / "README.txt").unlink(missing_ok=True)
     else:
         lines = _synthetic_lines(wav_dir, n_utterances, rng)
         (out_dir / "README.txt").write_text(_README, encoding="utf-8")

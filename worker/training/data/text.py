@@ -331,7 +331,7 @@ def _normalise_characters(text: str) -> str:
 
 
 def _units(text: str) -> list[tuple[str, str]]:
-    """Split text into (kind, unit) pieces: han runs, English words, punctuation, characters."""
+    """Split text into (kind, unit) pieces: han and kana runs, words, punctuation, characters."""
     units: list[tuple[str, str]] = []
     index = 0
     while index < len(text):
