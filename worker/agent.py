@@ -101,6 +101,7 @@ class AgentOptions:
     tracking_mode: str = "machine"
     # CodeCarbon's country (ISO alpha-3) for its own CO2e cross-check; default: from the zone.
     country_iso_code: str | None = None
+    keep_job_dirs: bool = False
 
 
 @dataclass
@@ -251,13 +252,29 @@ class Agent:
         )
         session.start()
         try:
+            return self._run_attempt(run, job_dir, job_gpus, session)
+        finally:
+            if not self.options.keep_job_dirs:
+                # Everything worth keeping was uploaded; GPU hosts have finite disks.
+                shutil.rmtree(job_dir.parent, ignore_errors=True)
+
+    def _run_attempt(self, run: _JobRun, job_dir: Path, job_gpus: list[tuple[GpuInfo, Any]],
+                     session: MeteringSession) -> str:
+        claim = run.claim
+        keeper = _LeaseKeeper(self.client, run, session, self.heartbeat_seconds)
+        keeper.start()  # a large dataset can take longer to fetch than a lease lasts
+        error = None
+        try:
             dataset_dir = self._prepare_inputs(run, job_dir)
         except LeaseLost:
+            keeper.stop()
             session.stop()
             return "lease_lost"
         except Exception as exc:
-            return self._report_failure(run, session, f"could not prepare inputs: {exc}",
-                                        retryable=True)
+            error = f"could not prepare inputs: {exc}"
+        keeper.stop()
+        if error is not None:
+            return self._report_failure(run, session, error, retryable=True)
         spec = ChildSpec(
             kind=str(claim.job.get("kind")),
             config=dict(claim.job.get("config") or {}),
@@ -307,8 +324,10 @@ class Agent:
                 run.claim.job_id, name, archive, expected_sha256=resume.get("sha256")
             )
             unpack_tar(archive, run.run_dir)
-        except (ChecksumMismatch, tarfile.TarError, OSError) as exc:
-            # Never train on a damaged checkpoint: start over and say so.
+        except (ChecksumMismatch, tarfile.TarError, OSError, ProtocolError) as exc:
+            if isinstance(exc, ProtocolError) and exc.status_code != 404:
+                raise
+            # Never train on a damaged (or vanished) checkpoint: start over and say so.
             shutil.rmtree(run.run_dir, ignore_errors=True)
             run.run_dir.mkdir(parents=True)
             run.add_event("checkpoint_rejected",
@@ -478,7 +497,7 @@ class Agent:
 
 
 class _LeaseKeeper:
-    """Keeps renewing a job's lease while the agent uploads artifacts after the child ended."""
+    """Keeps renewing a job's lease while no child runs (input download, artifact upload)."""
 
     def __init__(self, client: WorkerClient, run: _JobRun, session: MeteringSession,
                  every_seconds: float) -> None:
@@ -506,9 +525,10 @@ class _LeaseKeeper:
                     energy={"kwh_so_far": self._session.kwh_so_far(),
                             "watts": self._session.watts_now()},
                 )
-            except Exception as exc:  # the final call reports a lost lease itself
-                log.warning("lease renewal during upload failed: %s", exc)
-                return
+            except LeaseLost:
+                return  # the next fenced call reports it
+            except Exception as exc:  # transient: try again on the next tick
+                log.warning("lease renewal failed: %s", exc)
 
 
 def resolve_worker_gpus(

@@ -56,6 +56,7 @@ def step_at_least(n: int) -> Any:
     return rule
 
 
+@pytest.mark.slow  # starts job processes
 def test_burnin_job_completes_with_artifacts_and_energy(tmp_path: Path) -> None:
     service = FakeService()
     job = service.add_job("burn-in", burnin(steps=20, sleep=0.01))
@@ -72,8 +73,10 @@ def test_burnin_job_completes_with_artifacts_and_energy(tmp_path: Path) -> None:
     assert service.registrations[0]["cpu_only"] is True
     with tarfile.open(fileobj=io.BytesIO(service.artifacts[job.id][CHECKPOINT])) as bundle:
         assert bundle.getnames() == ["checkpoints/burnin.pt"]
+    assert not (tmp_path / "jobs" / job.id).exists()  # cleaned up once uploaded
 
 
+@pytest.mark.slow  # starts job processes
 def test_heartbeats_carry_progress_and_energy(tmp_path: Path) -> None:
     service = FakeService(heartbeat_seconds=0.1)
     fake = FakeNvml([FakeGpu(UUID, power_mw=150_000)], clock=time.monotonic)
@@ -95,6 +98,7 @@ def test_heartbeats_carry_progress_and_energy(tmp_path: Path) -> None:
     assert report["gpu_kwh"] == pytest.approx(150 * report["duration_s"] / 3.6e6, rel=0.1)
 
 
+@pytest.mark.slow  # starts job processes
 def test_cancel_stops_the_child_and_fails_as_cancelled(tmp_path: Path) -> None:
     service = FakeService()
     reached = step_at_least(3)
@@ -109,6 +113,7 @@ def test_cancel_stops_the_child_and_fails_as_cancelled(tmp_path: Path) -> None:
     assert job.id not in service.artifacts
 
 
+@pytest.mark.slow  # starts job processes
 def test_pause_releases_with_checkpoint_then_resumes(tmp_path: Path) -> None:
     service = FakeService()
     reached = step_at_least(8)
@@ -130,6 +135,7 @@ def test_pause_releases_with_checkpoint_then_resumes(tmp_path: Path) -> None:
     assert finish(job)[1]["result"]["steps"] == 30
 
 
+@pytest.mark.slow  # starts job processes
 def test_corrupted_checkpoint_is_refused_and_the_job_restarts(tmp_path: Path) -> None:
     service = FakeService()
     job = service.add_job("burn-in", burnin(steps=15, sleep=0.01), corrupt_resume=True)
@@ -144,6 +150,7 @@ def test_corrupted_checkpoint_is_refused_and_the_job_restarts(tmp_path: Path) ->
     assert finish(job)[1]["result"]["steps"] == 15
 
 
+@pytest.mark.slow  # starts job processes
 def test_child_crash_is_a_retryable_failure(tmp_path: Path) -> None:
     service = FakeService()
     hard = service.add_job("burn-in", burnin(steps=50, exit_at_step=4))
@@ -158,6 +165,7 @@ def test_child_crash_is_a_retryable_failure(tmp_path: Path) -> None:
     assert verb == "fail" and "injected at step 2" in body["error"]
 
 
+@pytest.mark.slow  # starts job processes
 def test_lease_lost_stops_the_child_without_further_writes(tmp_path: Path) -> None:
     service = FakeService()
     reached = step_at_least(3)
@@ -175,6 +183,7 @@ def test_lease_lost_stops_the_child_without_further_writes(tmp_path: Path) -> No
     assert requests_after_loss == []
 
 
+@pytest.mark.slow  # starts job processes
 def test_unknown_kind_fails(tmp_path: Path) -> None:
     service = FakeService()
     job = service.add_job("mystery", {})
@@ -183,6 +192,7 @@ def test_unknown_kind_fails(tmp_path: Path) -> None:
     assert verb == "fail" and "unknown job kind" in body["error"]
 
 
+@pytest.mark.slow  # starts job processes
 def test_finetune_job_gets_its_dataset_unpacked(tmp_path: Path) -> None:
     service = FakeService()
     archive = io.BytesIO()
@@ -192,7 +202,7 @@ def test_finetune_job_gets_its_dataset_unpacked(tmp_path: Path) -> None:
     service.datasets["ds-1"] = archive.getvalue()
     job = service.add_job("gpt-sovits-finetune", {"max_steps": 1, "model_size": "tiny"},
                           dataset_id="ds-1")
-    make_agent(service, tmp_path).run()
+    make_agent(service, tmp_path, keep_job_dirs=True).run()
     dataset_dir = tmp_path / "jobs" / job.id / "attempt-1" / "dataset"
     assert (dataset_dir / "list.txt").read_text() == "a.wav|spk|en|hello\n"
     assert (dataset_dir / "wavs" / "a.wav").read_bytes() == b"RIFF"
@@ -208,6 +218,7 @@ def test_zip_members_cannot_escape(tmp_path: Path) -> None:
     assert not (tmp_path / "outside.txt").exists()
 
 
+@pytest.mark.slow  # starts job processes
 def test_sigterm_checkpoints_releases_and_returns(tmp_path: Path) -> None:
     service = FakeService()
     job = service.add_job("burn-in", burnin(steps=10_000))
@@ -229,6 +240,7 @@ def test_sigterm_checkpoints_releases_and_returns(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.slow  # starts job processes
 def test_lease_is_renewed_while_artifacts_upload(tmp_path: Path) -> None:
     service = FakeService(heartbeat_seconds=0.1)
     service.upload_delay_seconds = 0.5
@@ -243,6 +255,7 @@ def test_lease_is_renewed_while_artifacts_upload(tmp_path: Path) -> None:
     assert beats_during_upload
 
 
+@pytest.mark.slow  # starts job processes
 def test_agent_registers_again_when_the_service_forgets_it(tmp_path: Path) -> None:
     service = FakeService()
     agent = make_agent(service, tmp_path)
@@ -295,6 +308,7 @@ class Unreachable(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
+@pytest.mark.slow  # starts job processes
 def test_agent_waits_for_the_service_to_come_up(tmp_path: Path) -> None:
     service = FakeService()
     job = service.add_job("burn-in", burnin(steps=3, sleep=0.0))

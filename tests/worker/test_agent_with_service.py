@@ -24,6 +24,8 @@ from worker.agent import Agent, AgentOptions
 from worker.client import WorkerClient
 from worker.metering.nvml import Nvml
 
+pytestmark = pytest.mark.slow  # a real server and job processes
+
 
 @pytest.fixture
 def service(settings: Settings) -> Iterator[tuple[Any, str]]:
@@ -53,10 +55,11 @@ def set_job(app: Any, job_id: str, **values: Any) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
-def agent_for(url: str, work_dir: Path, max_jobs: int = 1) -> Agent:
+def agent_for(url: str, work_dir: Path, max_jobs: int = 1, codecarbon: bool = False) -> Agent:
     client = WorkerClient(url, WORKER_TOKEN)
     options = AgentOptions(work_dir=work_dir, zone="ES", cpu_only=True, poll_seconds=0.1,
-                           max_jobs=max_jobs, sample_seconds=0.2, codecarbon=False)
+                           max_jobs=max_jobs, sample_seconds=0.2, codecarbon=codecarbon,
+                           keep_job_dirs=True)
     agent = Agent(client, options, nvml=Nvml(None, error="CPU-only"), gpus=[])
     return agent
 
@@ -81,14 +84,20 @@ def test_burnin_completes_with_energy_and_artifacts(
     key = team_key(url)
     job_id = submit_ready(app, url, key, config={"steps": 20, "size": 8,
                                                  "checkpoint_every": 5})
-    agent = agent_for(url, tmp_path)
+    agent = agent_for(url, tmp_path, codecarbon=True)
     agent.run()
     assert job(url, key, job_id)["state"] == "succeeded"
     artifacts = httpx.get(f"{url}/v1/jobs/{job_id}/artifacts", headers=bearer(key)).json()
     assert {a["name"] for a in artifacts} == {"burnin_state.pt", "checkpoint.tar"}
-    energy = httpx.get(f"{url}/v1/jobs/{job_id}/energy", headers=bearer(key))
-    assert energy.status_code == 200, energy.text
-    assert "attempts" in energy.json() or energy.json()
+    response = httpx.get(f"{url}/v1/jobs/{job_id}/energy", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    energy = response.json()
+    [attempt] = energy["attempts"]
+    assert attempt["measurement_ok"] is True, attempt["errors"]
+    assert energy["kwh"]["cpu"] > 0 and energy["kwh"]["ram"] > 0 and energy["kwh"]["gpu"] == 0
+    assert energy["kg_co2e"] > 0
+    assert energy["methods"]["gpu"] == "none" and energy["methods"]["ram"] == "estimated"
+    assert energy["codecarbon"]
 
 
 def test_pause_release_and_resume(service: tuple[Any, str], tmp_path: Path) -> None:
