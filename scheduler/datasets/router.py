@@ -84,12 +84,13 @@ async def upload_dataset(
         part = form.get("file")
         if not isinstance(part, UploadFile):
             raise InvalidInput("multipart upload needs a 'file' part holding the zip", field="file")
-        name = name or _text(form.get("name")) or part.filename or "dataset"
+        name = _checked_name(name or _text(form.get("name")) or part.filename)
         upload = await receive_to_temp(
             _file_chunks(part), incoming, max_bytes=settings.max_upload_bytes
         )
         await part.close()
     elif content_type.split(";")[0].strip() in ("application/zip", "application/octet-stream"):
+        name = _checked_name(name)
         upload = await receive_to_temp(
             request.stream(), incoming, max_bytes=settings.max_upload_bytes
         )
@@ -98,9 +99,6 @@ async def upload_dataset(
             "send the zip as multipart/form-data (field 'file') or as application/zip",
             field="content-type",
         )
-    name = (name or "dataset").strip()
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidInput("dataset name must be 1-200 printable characters", field="name")
 
     def keep(upload: StoredUpload) -> DatasetRead:
         with session_scope(request.app.state.session_factory) as session:
@@ -115,6 +113,13 @@ async def upload_dataset(
             return to_read(dataset)
 
     return await run_in_threadpool(keep, upload)
+
+
+def _checked_name(name: str | None) -> str:
+    name = (name or "dataset").strip()
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidInput("dataset name must be 1-200 printable characters", field="name")
+    return name
 
 
 def _text(value: object) -> str | None:

@@ -24,6 +24,17 @@ def _method_summary(rows: list[JobAttempt], component: str) -> str | None:
     return methods.pop() if len(methods) == 1 else "mixed"
 
 
+def _kwh(rows: list[JobAttempt]) -> dict[str, float]:
+    """kWh by component; `unattributed` is energy known only as a total (a lost worker's)."""
+    parts = {
+        "gpu": sum(r.gpu_kwh for r in rows),
+        "cpu": sum(r.cpu_kwh for r in rows),
+        "ram": sum(r.ram_kwh for r in rows),
+    }
+    total = sum(r.total_kwh for r in rows)
+    return {**parts, "unattributed": max(total - sum(parts.values()), 0.0), "total": total}
+
+
 def _attempt(row: JobAttempt) -> dict[str, Any]:
     report = row.report or {}
     duration = (row.ended_at - row.started_at).total_seconds() if row.ended_at else None
@@ -34,12 +45,7 @@ def _attempt(row: JobAttempt) -> dict[str, Any]:
         "started_at": row.started_at,
         "ended_at": row.ended_at,
         "duration_s": report.get("duration_s", duration),
-        "kwh": {
-            "gpu": row.gpu_kwh,
-            "cpu": row.cpu_kwh,
-            "ram": row.ram_kwh,
-            "total": row.total_kwh,
-        },
+        "kwh": _kwh([row]),
         "kg_co2e": row.kg_co2e,
         "gpus": report.get("gpus", []),
         "hardware": report.get("hardware", {}),
@@ -99,12 +105,7 @@ def energy_report(session: Session, job: Job, *, scheduling: Any) -> dict[str, A
     """The job's measured energy and emissions (consistent: kg = sum of bucket kWh x g/kWh)."""
     rows = energy.attempts(session, job.id)
     closed = [row for row in rows if row.outcome != "running"]
-    kwh = {
-        "gpu": sum(r.gpu_kwh for r in closed),
-        "cpu": sum(r.cpu_kwh for r in closed),
-        "ram": sum(r.ram_kwh for r in closed),
-        "total": sum(r.total_kwh for r in closed),
-    }
+    kwh = _kwh(closed)
     kg = sum(r.kg_co2e for r in closed)
     signals = [r.signal for r in closed if r.signal]
     signal: dict[str, Any] = {

@@ -22,7 +22,10 @@ log = logging.getLogger("greenwindow.energy")
 # Used only when the scheduling context offers no accounting signal at all.
 FALLBACK_G_PER_KWH = 500.0
 FALLBACK_STEP_MINUTES = 60
-LOST_ERROR = "worker lost: energy is the last heartbeat's figure, spread evenly over the attempt"
+LOST_ERROR = (
+    "worker lost: energy is the last heartbeat's total (no GPU/CPU/RAM split), spread evenly "
+    "over the attempt"
+)
 
 
 @dataclass(frozen=True)
@@ -149,17 +152,18 @@ def close_attempt(
         gpu, cpu, ram = accounting.report_kwh(report)
         timeline = accounting.parse_timeline(report.get("timeline") or [])
     else:
-        # The worker died: only heartbeats tell how much it used, and until when.
+        # The worker died: only heartbeats tell how much it used (not by component), and until
+        # when.
         started = row.started_at
         ended = row.last_heartbeat_at or now
-        gpu, cpu, ram = row.kwh_so_far, 0.0, 0.0
+        gpu, cpu, ram = 0.0, 0.0, 0.0
         timeline = []
         report = {"measurement_ok": False, "errors": [LOST_ERROR], "kwh_so_far": row.kwh_so_far}
     ended = max(ended, started)
     row.report = report
     row.ended_at = ended
     row.gpu_kwh, row.cpu_kwh, row.ram_kwh = gpu, cpu, ram
-    row.total_kwh = gpu + cpu + ram
+    row.total_kwh = gpu + cpu + ram if report.get("kwh_so_far") is None else row.kwh_so_far
     signal = accounting_signal(scheduling, session, job.zone, started, ended)
     energy = accounting.energy_by_bucket(
         total_kwh=row.total_kwh,

@@ -316,3 +316,8 @@ def test_lost_attempt_is_charged_even_if_the_job_never_runs_again(
     assert budget["actual_kg_co2e"] == pytest.approx(charged)
     assert budget["committed_kg_co2e"] == pytest.approx(0.0)
     assert read(client, team_key, job_id)["actual_kwh"] == pytest.approx(0.004)
+    lost = client.get(f"/v1/jobs/{job_id}/energy", headers=bearer(team_key)).json()["attempts"][0]
+    assert lost["outcome"] == "lost" and not lost["measurement_ok"]
+    assert lost["kwh"] == pytest.approx(
+        {"gpu": 0.0, "cpu": 0.0, "ram": 0.0, "unattributed": 0.004, "total": 0.004}
+    )
