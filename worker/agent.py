@@ -531,6 +531,13 @@ class _LeaseKeeper:
                 log.warning("lease renewal failed: %s", exc)
 
 
+def default_tracking_mode(offered_gpus: int, host_gpus: int) -> str:
+    """CodeCarbon mode: the whole machine, unless other agents share this host's GPUs."""
+    # Agents started per GPU (--gpus 0, --gpus 1, ...) would each count the whole host's
+    # CPU and RAM in machine mode; process mode counts only this agent and its job.
+    return "process" if 0 < offered_gpus < host_gpus else "machine"
+
+
 def resolve_worker_gpus(
     nvml: Nvml, gpus: list[int] | None, cpu_only: bool
 ) -> list[tuple[GpuInfo, Any]]:
@@ -573,10 +580,14 @@ def run_agent(
     nvml = Nvml.open(nvml_module, load=not cpu_only)
     worker_gpus = resolve_worker_gpus(nvml, gpus, cpu_only)
     client = WorkerClient(server, token, transport=transport)
+    settings = {
+        "tracking_mode": default_tracking_mode(len(worker_gpus), len(nvml.all_gpus())),
+        **(options or {}),
+    }
     agent = Agent(
         client,
         AgentOptions(work_dir=Path(work_dir), zone=zone, cpu_only=cpu_only,
-                     poll_seconds=poll_seconds, max_jobs=max_jobs, **(options or {})),
+                     poll_seconds=poll_seconds, max_jobs=max_jobs, **settings),
         nvml=nvml,
         gpus=worker_gpus,
     )

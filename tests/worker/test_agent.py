@@ -21,7 +21,14 @@ import pytest
 from fake_nvml import FakeGpu, FakeNvml
 from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
 
-from worker.agent import Agent, AgentOptions, resolve_worker_gpus, run_agent, unpack_zip
+from worker.agent import (
+    Agent,
+    AgentOptions,
+    default_tracking_mode,
+    resolve_worker_gpus,
+    run_agent,
+    unpack_zip,
+)
 from worker.client import WorkerClient
 from worker.metering.nvml import Nvml
 
@@ -320,3 +327,9 @@ def test_agent_waits_for_the_service_to_come_up(tmp_path: Path) -> None:
     agent.run()
     assert len(service.registrations) == 1
     assert finish(job)[0] == "complete"
+
+
+def test_tracking_mode_avoids_double_counting_shared_hosts() -> None:
+    assert default_tracking_mode(offered_gpus=8, host_gpus=8) == "machine"
+    assert default_tracking_mode(offered_gpus=1, host_gpus=8) == "process"
+    assert default_tracking_mode(offered_gpus=0, host_gpus=0) == "machine"  # CPU-only
