@@ -1,7 +1,7 @@
 """Prometheus metrics read from the database at scrape time, so every replica reports the same.
 
-Each family is collected in its own session: a table that does not exist yet (or a failing
-query) drops that family from the scrape, logs once per scrape, and leaves the rest intact.
+Each group of families is read in its own savepoint: a table that does not exist yet (or a
+failing query) drops that group from the scrape, is logged, and leaves the rest intact.
 Labels come only from bounded sets: job states, team names, zones, worker ids and tick names.
 """
 
@@ -211,25 +211,28 @@ class DatabaseCollector(Collector):
         self.tick_durations = tick_durations
 
     def collect(self) -> Iterator[Metric]:
-        """One scrape: each part in its own read-only session, failures skipped."""
+        """One scrape: every part read in one transaction, failing parts skipped."""
         now = self.clock()
         failed = GaugeMetricFamily(
             "greenwindow_metrics_part_failed",
             "1 when a group of metrics could not be read in this scrape (see the log).",
             labels=["part"],
         )
-        for name, part in PARTS.items():
-            try:
-                with self.session_factory() as session:
-                    # Collected first: a part that fails half-way yields nothing.
-                    families = list(part(session, now))
-                    session.rollback()
-            except Exception as exc:  # noqa: BLE001 - missing tables or a down database
-                log.info("metrics part %s skipped: %s", name, type(exc).__name__)
-                failed.add_metric([name], 1.0)
-                continue
-            failed.add_metric([name], 0.0)
-            yield from families
+        # One read transaction per scrape (on SQLite every transaction queues with the
+        # writers); each part in a savepoint, so a failing query leaves the others usable.
+        with self.session_factory() as session:
+            for name, part in PARTS.items():
+                try:
+                    with session.begin_nested():
+                        # Collected first: a part that fails half-way yields nothing.
+                        families = list(part(session, now))
+                except Exception as exc:  # noqa: BLE001 - missing tables or a down database
+                    log.info("metrics part %s skipped: %s", name, type(exc).__name__)
+                    failed.add_metric([name], 1.0)
+                    continue
+                failed.add_metric([name], 0.0)
+                yield from families
+            session.rollback()
         yield failed
         ticks = GaugeMetricFamily(
             "greenwindow_tick_duration_seconds",
