@@ -242,8 +242,15 @@ def _observe(scheduling: Any, session: Session, job: Job, rows: list[JobAttempt]
     duration_s = sum(
         (row.ended_at - row.started_at).total_seconds() for row in rows if row.ended_at
     )
+    hardware = (rows[-1].report or {}).get("hardware") or {}
     try:
-        observe(session, job, duration_s=duration_s, kwh=job.actual_kwh or 0.0)
+        observe(
+            session,
+            job,
+            duration_s=duration_s,
+            kwh=job.actual_kwh or 0.0,
+            gpu_model=hardware.get("gpu_model") or "CPU",
+        )
     except Exception:  # noqa: BLE001 - learning is best effort; the charge stands
         log.exception("observe_measurement failed for job %s", job.id)
 

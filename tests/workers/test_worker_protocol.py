@@ -321,3 +321,19 @@ def test_lost_attempt_is_charged_even_if_the_job_never_runs_again(
     assert lost["kwh"] == pytest.approx(
         {"gpu": 0.0, "cpu": 0.0, "ram": 0.0, "unattributed": 0.004, "total": 0.004}
     )
+
+
+def test_a_late_heartbeat_before_the_reaper_keeps_the_lease(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    # Nobody else holds the job yet, so a worker that was only slow (a long pause, a network
+    # blip) keeps it; only a reclaim fences it off.
+    job_id = submit(client, team_key)
+    make_ready(client.app, job_id)
+    worker = WorkerSession(client, register(client))
+    worker.claim()
+    clock.advance(seconds=120)
+    beat = worker.job_call(job_id, "heartbeat")
+    assert beat.status_code == 200 and beat.json()["lease_expires_at"] == "2026-03-02T09:03:30Z"
+    assert run_tick(client.app, "reap_leases") == 0
+    assert read(client, team_key, job_id)["state"] == "running"
