@@ -72,10 +72,12 @@ class _Queue:
         intensity: np.ndarray,
         price: np.ndarray | None,
         capacity: np.ndarray,
+        defer_penalty: float = 0.0,
     ) -> None:
         self.jobs = jobs
         self.intensity = intensity
         self.price = price
+        self.defer_penalty = defer_penalty
         self.n_slots = int(intensity.shape[0])
         self.capacity = capacity.astype(np.int64)
         self.free = self.capacity.copy()
@@ -95,16 +97,28 @@ class _Queue:
             key = "carbon" if job.objective == "carbon" or self.price is None else "cost"
             cached = self._scores.get(-1 if key == "carbon" else -2)
             if cached is None:
-                cached = objective_scores(self.intensity, self.price, key, 0, self.n_slots)
+                cached = self._penalised(
+                    objective_scores(self.intensity, self.price, key, 0, self.n_slots)
+                )
                 self._scores[-1 if key == "carbon" else -2] = cached
             return cached
         cached = self._scores.get(index)
         if cached is None:
-            cached = objective_scores(
-                self.intensity, self.price, "balanced", job.release, self.end_of(index)
+            cached = self._penalised(
+                objective_scores(
+                    self.intensity, self.price, "balanced", job.release, self.end_of(index)
+                )
             )
             self._scores[index] = cached
         return cached
+
+    def _penalised(self, score: np.ndarray) -> np.ndarray:
+        if self.defer_penalty <= 0 or score.shape[0] == 0:
+            return score
+        # Later slots pay a little more: forecasts grow less certain with lead time, and
+        # capacity kept free now is worth less than capacity kept free later.
+        step = self.defer_penalty * float(np.mean(np.abs(score)))
+        return score + step * np.arange(score.shape[0])
 
     def sums(self, index: int, length: int) -> np.ndarray:
         job = self.jobs[index]
@@ -313,8 +327,9 @@ def _greedy(
     price: np.ndarray | None,
     capacity: np.ndarray,
     order: list[int],
+    defer_penalty: float = 0.0,
 ) -> tuple[_Queue, list[int]]:
-    queue = _Queue(jobs, intensity, price, capacity)
+    queue = _Queue(jobs, intensity, price, capacity, defer_penalty)
     unplaced = [index for index in order if not queue.place_best(index)]
     return queue, unplaced
 
@@ -426,16 +441,19 @@ def plan_queue(
     capacity: np.ndarray,
     improve_budget_s: float = 0.5,
     search_iterations: int | None = None,
+    defer_penalty: float = 0.0,
 ) -> JointResult:
     """Plan a queue jointly on a slot grid; capacity is the GPUs free per slot.
 
     Repair and improvement stop after `improve_budget_s` seconds; the ruin-and-recreate
     search (small queues only) also after `search_iterations` moves (default 20 per job),
     which makes the result reproducible whenever the time budget is not the limit.
+    `defer_penalty` adds that fraction of the mean score per slot of delay to every slot,
+    so that a job waits only for a gain larger than the penalty.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
     stop_at = time.perf_counter() + improve_budget_s
-    probe = _Queue(jobs, intensity, price, capacity)
+    probe = _Queue(jobs, intensity, price, capacity, defer_penalty)
     by_slack = sorted(range(len(jobs)), key=probe._order_key)
     orders = [by_slack]
     if len(jobs) * intensity.shape[0] <= _MULTI_ORDER_LIMIT and improve_budget_s > 0:
@@ -453,7 +471,7 @@ def plan_queue(
         )
     best: tuple[_Queue, list[int]] | None = None
     for order in orders:
-        queue, unplaced = _greedy(jobs, intensity, price, capacity, order)
+        queue, unplaced = _greedy(jobs, intensity, price, capacity, order, defer_penalty)
         # Repair: make room before their deadlines for jobs that did not fit.
         still_unplaced = []
         for index in unplaced:

@@ -29,6 +29,7 @@ from scheduler.carbon.forecaster import seasonal_forecast
 from scheduler.carbon.series import IntensitySeries, parse_timestamp, read_trace_csv
 from scheduler.planning.baselines import run_now_slots, sdk_window_slots
 from scheduler.planning.joint import plan_queue
+from scheduler.planning.planner import DEFER_PENALTY_PER_HOUR
 from scheduler.planning.types import SlotJob
 
 POLICIES = ("greenwindow", "run-now", "sdk-window")
@@ -85,7 +86,12 @@ def _views(series: IntensitySeries, forecast: str) -> View:
 
 
 def online_greenwindow(
-    jobs: list[SlotJob], n_slots: int, capacity: int, view: View, late_margin_slots: int = 24
+    jobs: list[SlotJob],
+    n_slots: int,
+    capacity: int,
+    view: View,
+    late_margin_slots: int = 24,
+    defer_penalty: float = 0.0,
 ) -> list[list[int]]:
     """Run the planner online: re-plan every slot, run only what is planned for it."""
     done: list[list[int]] = [[] for _ in jobs]
@@ -117,7 +123,13 @@ def online_greenwindow(
         ]
         free = np.maximum(capacity - used[now:end], 0)
         result = plan_queue(
-            queue, view(now, end), None, free, _STEP_BUDGET_S, _SEARCH_PER_JOB * len(queue)
+            queue,
+            view(now, end),
+            None,
+            free,
+            _STEP_BUDGET_S,
+            _SEARCH_PER_JOB * len(queue),
+            defer_penalty,
         )
         for i, slots in zip(active, result.slots, strict=True):
             if slots is None or int(slots.min()) != 0:
@@ -172,7 +184,8 @@ def policy_slots(
     view = _views(series, forecast)
     if policy == "greenwindow":
         margin = _LATE_MARGIN_HOURS * 60 // series.step_minutes
-        return online_greenwindow(jobs, n_slots, capacity, view, margin)
+        penalty = DEFER_PENALTY_PER_HOUR * series.step_minutes / 60
+        return online_greenwindow(jobs, n_slots, capacity, view, margin, penalty)
     full = np.full(n_slots, capacity, dtype=np.int64)
     if policy == "run-now":
         chosen = run_now_slots(jobs, full)
