@@ -14,11 +14,13 @@ are the same offline and online. Every job runs in one contiguous window.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 
 from scheduler.planning import placement
-from scheduler.planning.types import SlotJob
+from scheduler.planning.planner import build_plan, capacity_per_slot, to_slot_jobs
+from scheduler.planning.types import Plan, PlanJob, RunningJob, SlotGrid, SlotJob
 
 
 def _submission_order(jobs: Sequence[SlotJob]) -> list[int]:
@@ -75,4 +77,27 @@ def sdk_window_slots(
         slots = np.arange(start, start + job.duration)
         free[slots] -= job.gpus
         result[index] = slots
+    return result
+
+
+def baseline_plan(
+    policy: str,
+    grid: SlotGrid,
+    jobs: Sequence[PlanJob],
+    capacity: int | Sequence[int] | np.ndarray,
+    running: Sequence[RunningJob] = (),
+    *,
+    now: datetime | None = None,
+) -> Plan:
+    """A `Plan` from a baseline policy (`run-now` or `sdk-window`), for comparisons."""
+    free = capacity_per_slot(grid, capacity, running)
+    slot_jobs = to_slot_jobs(grid, jobs, now)
+    if policy == "run-now":
+        chosen = run_now_slots(slot_jobs, free)
+    elif policy == "sdk-window":
+        chosen = sdk_window_slots(slot_jobs, free, grid.intensity)
+    else:
+        raise ValueError(f"unknown baseline policy {policy!r}")
+    result = build_plan(grid, jobs, slot_jobs, chosen)
+    result.gpus_used = result.gpus_used + (capacity_per_slot(grid, capacity, ()) - free)
     return result

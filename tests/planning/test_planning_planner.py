@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from scheduler.planning.baselines import baseline_plan
 from scheduler.planning.planner import plan
 from scheduler.planning.types import PlanJob, RunningJob, SlotGrid
 
@@ -210,3 +211,32 @@ def test_running_interruptible_job_may_be_paused() -> None:
 def test_job_ids_must_be_unique() -> None:
     with pytest.raises(ValueError):
         plan(grid_of(DAY), [PlanJob("a", 60, 1.0), PlanJob("a", 60, 1.0)], 1)
+
+
+def test_a_job_does_not_wait_for_a_gain_within_the_deferral_penalty() -> None:
+    values = [200.0] * 24
+    values[10:12] = [198.0, 198.0]  # 1 % cleaner ten hours later
+    job = PlanJob("a", 120, 1.0, deadline=hours(24))
+    assert plan(grid_of(values), [job], 1).jobs["a"].slots == [0, 1]
+    unpenalised = plan(grid_of(values), [job], 1, defer_penalty_per_hour=0.0)
+    assert unpenalised.jobs["a"].slots == [10, 11]
+
+
+def test_baseline_plans_share_the_plan_format() -> None:
+    jobs = [
+        PlanJob("light", 180, 0.2, deadline=hours(24)),
+        PlanJob("heavy", 180, 2.0, earliest_start=hours(1), deadline=hours(7)),
+    ]
+    sdk = baseline_plan("sdk-window", grid_of(DAY), jobs, 1)
+    run_now = baseline_plan("run-now", grid_of(DAY), jobs, 1)
+    ours = plan(grid_of(DAY), jobs, 1)
+    # The SDK rule gives the clean window to whoever asked first; the joint plan to the
+    # heavy job, which keeps its deadline.
+    assert sdk.jobs["light"].slots == [2, 3, 4]
+    assert not sdk.jobs["heavy"].feasible
+    assert ours.jobs["heavy"].slots == [2, 3, 4] and ours.jobs["heavy"].feasible
+    assert run_now.jobs["light"].slots == [0, 1, 2]
+    assert ours.total_kg_co2e < 0.7 * sdk.total_kg_co2e
+    assert max(sdk.gpus_used) <= 1 and max(ours.gpus_used) <= 1
+    with pytest.raises(ValueError):
+        baseline_plan("cheapest", grid_of(DAY), jobs, 1)
