@@ -117,7 +117,7 @@ class _Queue:
             return score
         # Later slots pay a little more: forecasts grow less certain with lead time, and
         # capacity kept free now is worth less than capacity kept free later.
-        step = self.defer_penalty * float(np.mean(np.abs(score)))
+        step = self.defer_penalty * float(np.std(score))
         return score + step * np.arange(score.shape[0])
 
     def sums(self, index: int, length: int) -> np.ndarray:
@@ -448,8 +448,8 @@ def plan_queue(
     Repair and improvement stop after `improve_budget_s` seconds; the ruin-and-recreate
     search (small queues only) also after `search_iterations` moves (default 20 per job),
     which makes the result reproducible whenever the time budget is not the limit.
-    `defer_penalty` adds that fraction of the mean score per slot of delay to every slot,
-    so that a job waits only for a gain larger than the penalty.
+    `defer_penalty` adds that fraction of the score's standard deviation (over the grid)
+    per slot of delay to every slot, so that a job waits only for a gain larger than that.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
     stop_at = time.perf_counter() + improve_budget_s

@@ -214,12 +214,13 @@ def test_job_ids_must_be_unique() -> None:
 
 
 def test_a_job_does_not_wait_for_a_gain_within_the_deferral_penalty() -> None:
-    values = [200.0] * 24
-    values[10:12] = [198.0, 198.0]  # 1 % cleaner ten hours later
+    # A daily cycle (100-300) with its low at 06:00; now is almost as clean as that low.
+    values = list(200 + 100 * np.sin(2 * np.pi * (np.arange(24) - 12) / 24))
+    values[0:2] = [102.0, 102.0]
     job = PlanJob("a", 120, 1.0, deadline=hours(24))
     assert plan(grid_of(values), [job], 1).jobs["a"].slots == [0, 1]
     unpenalised = plan(grid_of(values), [job], 1, defer_penalty_per_hour=0.0)
-    assert unpenalised.jobs["a"].slots == [10, 11]
+    assert unpenalised.jobs["a"].slots in ([5, 6], [6, 7])
 
 
 def test_baseline_plans_share_the_plan_format() -> None:
