@@ -98,6 +98,7 @@ def baseline_plan(
         chosen = sdk_window_slots(slot_jobs, free, grid.intensity)
     else:
         raise ValueError(f"unknown baseline policy {policy!r}")
-    result = build_plan(grid, jobs, slot_jobs, chosen)
+    now_slot = 0 if now is None else max(grid.ceil_index(now), 0)
+    result = build_plan(grid, jobs, slot_jobs, chosen, now_slot=now_slot)
     result.gpus_used = result.gpus_used + (capacity_per_slot(grid, capacity, ()) - free)
     return result

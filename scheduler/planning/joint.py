@@ -15,6 +15,7 @@ Jobs are compared by power x their objective's per-slot score, in carbon units (
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,7 +197,7 @@ class _Queue:
         return best
 
     @staticmethod
-    def _chunk_rules(job: SlotJob, earliest: bool) -> list:
+    def _chunk_rules(job: SlotJob, earliest: bool) -> list[Callable[..., np.ndarray | None]]:
         # Without a minimum chunk or overhead the cheapest slots are optimal; otherwise the
         # two heuristics fail in different places, so both are tried.
         if earliest or (job.min_chunk <= 1 and job.overhead == 0):

@@ -136,9 +136,15 @@ def _percent(saving: float) -> str:
 
 
 def _explain(
-    grid: SlotGrid, job: SlotJob, plan: JobPlan, status: str, objective_saving: float
+    grid: SlotGrid,
+    job: SlotJob,
+    plan: JobPlan,
+    status: str,
+    objective_saving: float,
+    now_slot: int = 0,
 ) -> str:
-    metric = "cost" if job.objective == "cost" else "CO2e"
+    objective = job.objective if grid.price is not None else "carbon"
+    metric = "cost" if objective == "cost" else "CO2e"
     if status == UNPLACED:
         return f"waits: no free GPUs before the forecast ends ({_clock(grid, grid.end)} UTC)"
     if status == LATE:
@@ -148,18 +154,19 @@ def _explain(
     first_slot = min(plan.slots)
     start, end = plan.intervals[0]
     window = f"{_clock(grid, start)}-{end:%H:%M} UTC"
-    words = _OBJECTIVE_WORDS[job.objective]
+    words = _OBJECTIVE_WORDS[objective]
     if len(plan.intervals) > 1:
         return (
             f"split into {len(plan.intervals)} chunks in {words} windows, first {window} "
             f"({_percent(objective_saving)} {metric})"
         )
     if first_slot == job.release:
+        when = "runs now" if job.release <= now_slot else f"runs from its earliest start {window}"
         if job.slack <= 0:
-            return "runs now: deadline too tight to defer"
+            return f"{when}: deadline too tight to defer"
         if objective_saving >= -1e-6:
-            return f"runs now: no {words} window before the deadline"
-        return f"runs now ({_percent(objective_saving)} {metric})"
+            return f"{when}: no {words} window before the deadline"
+        return f"{when} ({_percent(objective_saving)} {metric})"
     if objective_saving < -1e-6:
         return f"waits for free GPUs: runs {window} ({_percent(objective_saving)} {metric})"
     return f"deferred to {words} window {window} ({_percent(objective_saving)} {metric})"
@@ -193,8 +200,9 @@ def plan(
         improve_budget_s,
         defer_penalty=defer_penalty_per_hour * grid.step_minutes / 60,
     )
+    now_slot = 0 if now is None else max(grid.ceil_index(now), 0)
     plan_result = build_plan(
-        grid, jobs, slot_jobs, result.slots, result.status, result.work_with_overhead
+        grid, jobs, slot_jobs, result.slots, result.status, result.work_with_overhead, now_slot
     )
     plan_result.gpus_used = capacity_per_slot(grid, capacity, ()) - free + result.gpus_used
     return plan_result
@@ -207,6 +215,7 @@ def build_plan(
     chosen: Sequence[np.ndarray | None],
     status: Sequence[str] | None = None,
     runtimes: Sequence[float] | None = None,
+    now_slot: int = 0,
 ) -> Plan:
     """Turn chosen slots per job into a Plan with energy, emissions, cost and explanations."""
     plans: dict[str, JobPlan] = {}
@@ -225,7 +234,9 @@ def build_plan(
         resumes = 0
         if slots.size and runtimes is not None and slot_job.overhead > 0:
             resumes = max(0, round((runtimes[index] - slot_job.duration) / slot_job.overhead))
-        job_plan = _job_plan(grid, intensity, price, job, slot_job, slots, job_status, resumes)
+        job_plan = _job_plan(
+            grid, intensity, price, job, slot_job, slots, job_status, resumes, now_slot
+        )
         plans[job.id] = job_plan
         if slots.size:
             inside = slots[(slots >= 0) & (slots < grid.n_slots)]
@@ -242,6 +253,7 @@ def _job_plan(
     slots: np.ndarray,
     status: str,
     resumes: int,
+    now_slot: int,
 ) -> JobPlan:
     runtime_h = (job.duration_minutes + resumes * job.resume_overhead_minutes) / 60.0
     kwh = job.power_kw * runtime_h if slots.size else 0.0
@@ -270,5 +282,5 @@ def _job_plan(
         feasible=status == ON_TIME,
         explanation="",
     )
-    job_plan.explanation = _explain(grid, slot_job, job_plan, status, objective_saving)
+    job_plan.explanation = _explain(grid, slot_job, job_plan, status, objective_saving, now_slot)
     return job_plan

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def _views(series: IntensitySeries, forecast: str) -> View:
         return lambda now, end: truth[now:end]
 
     def forecasted(now: int, end: int) -> np.ndarray:
-        moment = series.start + now * series._step
+        moment = series.start + now * timedelta(minutes=series.step_minutes)
         history = series.window(series.start, moment)
         hours = (end - now) * series.step_minutes / 60
         return seasonal_forecast(history, moment, hours).values[: end - now]
@@ -150,6 +150,7 @@ def online_greenwindow(
 
 
 def _intervals(series: IntensitySeries, slots: list[int]) -> list[list[str]]:
+    step = timedelta(minutes=series.step_minutes)
     intervals: list[list[int]] = []
     for slot in sorted(slots):
         if intervals and intervals[-1][1] == slot:
@@ -157,8 +158,7 @@ def _intervals(series: IntensitySeries, slots: list[int]) -> list[list[str]]:
         else:
             intervals.append([slot, slot + 1])
     return [
-        [_rfc3339(series.start + a * series._step), _rfc3339(series.start + b * series._step)]
-        for a, b in intervals
+        [_rfc3339(series.start + a * step), _rfc3339(series.start + b * step)] for a, b in intervals
     ]
 
 

@@ -176,7 +176,6 @@ class Plan:
     jobs: dict[str, JobPlan]
     gpus_used: np.ndarray
     grid: SlotGrid
-    notes: list[str] = field(default_factory=list)
 
     @property
     def total_kg_co2e(self) -> float:

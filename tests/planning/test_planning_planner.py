@@ -241,3 +241,13 @@ def test_baseline_plans_share_the_plan_format() -> None:
     assert max(sdk.gpus_used) <= 1 and max(ours.gpus_used) <= 1
     with pytest.raises(ValueError):
         baseline_plan("cheapest", grid_of(DAY), jobs, 1)
+
+
+def test_explanations_name_earliest_start_and_fall_back_to_carbon_without_tariff() -> None:
+    later = PlanJob("later", 60, 1.0, earliest_start=hours(12), deadline=hours(13))
+    cheap = PlanJob("cheap", 240, 1.0, deadline=hours(24), objective="cost")
+    result = plan(grid_of(DAY), [later, cheap], 2)
+    assert result.jobs["later"].explanation.startswith("runs from its earliest start 12:00")
+    # No prices on this grid: a cost job is planned (and explained) for carbon.
+    assert result.jobs["cheap"].explanation.startswith("deferred to low-carbon window 02:00")
+    assert result.jobs["cheap"].cost is None
