@@ -77,6 +77,8 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
         table.add_column(
             column, justify="left" if column in ("trace", "load", "policy") else "right"
         )
+    # Pooled over traces per (load, mode, policy): [saving kg, optimal saving kg, misses].
+    pooled: dict[tuple[str, str, str], list[float]] = {}
     for trace in traces:
         series = read_trace_csv(data / f"{trace}_2022_hourly.csv")
         for busy in (True, False):
@@ -115,6 +117,10 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
             )
             for (mode, policy), (kg, misses) in totals.items():
                 saving = run_now_total - kg
+                entry = pooled.setdefault((load, mode, policy), [0.0, 0.0, 0.0])
+                entry[0] += saving
+                entry[1] += best_saving
+                entry[2] += misses
                 share = f"{100 * saving / best_saving:.0f} %" if best_saving > 1e-9 else "-"
                 table.add_row(
                     trace,
@@ -129,6 +135,13 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
             table.add_section()
             console.print(f"  done: {trace} {load}", style="dim")
     console.print(table)
+    summary = Table(title=f"Share of the optimal saving, pooled over {', '.join(traces)}")
+    for column in ("load", "forecast", "policy", "share of optimal saving", "misses"):
+        summary.add_column(column, justify="right" if column[0] in "sm" else "left")
+    for (load, mode, policy), (saving, best, misses) in pooled.items():
+        share = f"{100 * saving / best:.0f} %" if best > 1e-9 else "-"
+        summary.add_row(load, mode, policy, share, str(int(misses)))
+    console.print(summary)
 
 
 def large_queue(n_jobs: int = 10_000, gpus: int = 64, hours: int = 168, seed: int = 1) -> tuple:
@@ -208,7 +221,7 @@ def main() -> None:
     parser.add_argument("--skip-perf", action="store_true")
     parser.add_argument("--skip-backtests", action="store_true")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=120)
     if not args.skip_perf:
         timing(console, args.repeats)
     if not args.skip_backtests:
