@@ -1,15 +1,21 @@
-"""Joint queue planning in slot units: greedy placement, deadline repair and local improvement.
+"""Joint queue planning in slot units: greedy placement, deadline repair and local search.
 
-The queue is placed job by job, highest priority and least slack first, each job at its
-cheapest position given the GPUs still free. Two moves then repair and improve the plan:
-
-- a job that found no room before its deadline evicts the jobs that sit in its cheapest
-  window and they are placed again elsewhere (accepted only if all stay on time);
-- a job that sits far from its capacity-free optimum evicts the jobs in that optimum the
-  same way (accepted only if the queue's total cost falls and nobody turns late).
+1. Greedy: jobs are placed one by one, highest priority and least slack first, each at its
+   cheapest position given the GPUs still free. Small queues also try a second order
+   (heaviest first) and keep the better plan.
+2. Repair: a job with no on-time room evicts the jobs in its cheapest window, then in its
+   whole window, then in each window of its length taken exactly; evicted jobs are placed
+   again, and the move is kept only if everyone is on time.
+3. Improvement: a job far from its capacity-free optimum evicts the jobs there the same
+   way, kept only if the total cost falls and nobody turns late; on small queues a
+   ruin-and-recreate search then removes a few rival jobs at a time and places them
+   again in another order (a fixed number of seeded moves, so results are reproducible).
+4. Jobs still without on-time room run as soon as possible after the others, pulled
+   forward past jobs that can move without turning late.
 
 Jobs are compared by power x their objective's per-slot score, in carbon units (see
 `objective_scores`), so for a queue of carbon jobs the total is proportional to kg CO2e.
+An optional deferral penalty makes later slots slightly dearer (see `plan_queue`).
 """
 
 from __future__ import annotations
