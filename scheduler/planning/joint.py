@@ -280,9 +280,46 @@ class _Queue:
         For a `late` job it pays when the job ends sooner; otherwise when the job is on
         time and (with `need_gain`) the total cost falls. Evicted jobs must stay on time.
         """
-        evicted = set().union(*(self.occupants[slot] for slot in target)) - {index}
-        if not evicted or len(evicted) > (_MAX_EVICTIONS if need_gain else _MAX_REPAIR_EVICTIONS):
-            return False
+        occupants = set().union(*(self.occupants[slot] for slot in target)) - {index}
+        limit = _MAX_EVICTIONS if need_gain else _MAX_REPAIR_EVICTIONS
+        # Evicting just enough light jobs is tried first: with many GPUs a window has far
+        # more occupants than need to move.
+        tried: list[set[int]] = []
+        for evicted in (self._just_enough(index, target, occupants), occupants):
+            if not evicted or len(evicted) > limit or evicted in tried:
+                continue
+            tried.append(evicted)
+            if self._move(index, target, evicted, need_gain, late, exact):
+                return True
+        return False
+
+    def _just_enough(self, index: int, target: np.ndarray, occupants: set[int]) -> set[int]:
+        """Lightest occupants whose removal frees the job's GPUs in every target slot."""
+        job = self.jobs[index]
+        need = job.gpus - self.free[target]
+        own = self.slots[index]
+        if own is not None:
+            need = need - job.gpus * np.isin(target, own)
+        chosen: set[int] = set()
+        by_weight = sorted(occupants, key=lambda k: (self.jobs[k].power_kw, -self.jobs[k].slack))
+        for other in by_weight:
+            if not np.any(need > 0):
+                break
+            covered = np.isin(target, self.slots[other])
+            if np.any(covered & (need > 0)):
+                chosen.add(other)
+                need = need - self.jobs[other].gpus * covered
+        return chosen if not np.any(need > 0) else set()
+
+    def _move(
+        self,
+        index: int,
+        target: np.ndarray,
+        evicted: set[int],
+        need_gain: bool,
+        late: bool,
+        exact: bool,
+    ) -> bool:
         movers = sorted(evicted, key=self._order_key)
         before_cost = float(self.cost[movers].sum() + self.cost[index])
         before_end = int(self.slots[index][-1]) if self.slots[index] is not None else None
@@ -452,14 +489,15 @@ def plan_queue(
 ) -> JointResult:
     """Plan a queue jointly on a slot grid; capacity is the GPUs free per slot.
 
-    Repair and improvement stop after `improve_budget_s` seconds; the ruin-and-recreate
-    search (small queues only) also after `search_iterations` moves (default 20 per job),
-    which makes the result reproducible whenever the time budget is not the limit.
+    Repair and improvement stop `improve_budget_s` seconds after the first greedy plan; the
+    ruin-and-recreate search (small queues only) also after `search_iterations` moves
+    (default 30 per job), which makes the result reproducible whenever the time budget is
+    not the limit.
     `defer_penalty` adds that fraction of the score's standard deviation (over the grid)
     per slot of delay to every slot, so that a job waits only for a gain larger than that.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
-    stop_at = time.perf_counter() + improve_budget_s
+    stop_at: float | None = None
     probe = _Queue(jobs, intensity, price, capacity, defer_penalty)
     by_slack = sorted(range(len(jobs)), key=probe._order_key)
     orders = [by_slack]
@@ -479,6 +517,9 @@ def plan_queue(
     best: tuple[_Queue, list[int]] | None = None
     for order in orders:
         queue, unplaced = _greedy(jobs, intensity, price, capacity, order, defer_penalty)
+        if stop_at is None:
+            # The budget is for repair and improvement, counted once the first plan exists.
+            stop_at = time.perf_counter() + improve_budget_s
         # Repair: make room before their deadlines for jobs that did not fit.
         still_unplaced = []
         for index in unplaced:
@@ -489,7 +530,7 @@ def plan_queue(
         score = (len(still_unplaced), float(queue.cost.sum()))
         if best is None or score < (len(best[1]), float(best[0].cost.sum())):
             best = (queue, still_unplaced)
-    assert best is not None
+    assert best is not None and stop_at is not None
     queue = best[0]
     if len(orders) > 1:
         if search_iterations is None:
