@@ -22,7 +22,7 @@ from scheduler.carbon.providers.base import CarbonProvider
 from scheduler.carbon.providers.factory import make_provider
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
-from scheduler.planning.estimate import EstimateModel
+from scheduler.planning.estimate import EstimateModel, config_signature
 from scheduler.planning.planner import plan
 from scheduler.planning.tariff import TariffSchedule, prices_for_slots, spain_2_0td_example
 from scheduler.planning.types import JobPlan, PlanJob, RunningJob, SlotGrid
@@ -62,6 +62,7 @@ class Scheduling:
             clock=clock,
         )
         self.estimates = EstimateModel()
+        self._learned_history = False
 
     @property
     def default_zone(self) -> str:
@@ -91,6 +92,48 @@ class Scheduling:
         ]
         return max(set(names), key=names.count) if names else "A100"
 
+    def observe_measurement(
+        self, session: Session, job: Job, *, duration_s: float, kwh: float, gpu_model: str
+    ) -> None:
+        """Learn from a finished fine-tune: later estimates of the same config and GPU model
+        move toward what was measured."""
+        if job.kind != "gpt-sovits-finetune" or duration_s <= 0 or kwh < 0:
+            return
+        from scheduler.datasets.service import audio_minutes
+
+        config = FinetuneConfig.model_validate(job.config)
+        minutes = audio_minutes(session, job.dataset["id"]) or 1.0
+        signature = config_signature(config, minutes, job.gpus)
+        self.estimates.observe(signature, gpu_model, duration_s, kwh)
+
+    def _learn_from_history(self, session: Session) -> None:
+        """Once per process: replay the measurements of fine-tunes that already succeeded."""
+        if self._learned_history:
+            return
+        self._learned_history = True
+        from scheduler.energy.models import JobAttempt
+
+        finished = session.scalars(
+            select(Job).where(
+                Job.kind == "gpt-sovits-finetune",
+                Job.state == JobState.SUCCEEDED.value,
+                Job.actual_kwh.is_not(None),
+            )
+        )
+        for job in finished:
+            rows = list(session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id)))
+            seconds = sum(
+                (row.ended_at - row.started_at).total_seconds() for row in rows if row.ended_at
+            )
+            hardware = ((rows[-1].report or {}).get("hardware") or {}) if rows else {}
+            self.observe_measurement(
+                session,
+                job,
+                duration_s=seconds,
+                kwh=job.actual_kwh or 0.0,
+                gpu_model=hardware.get("gpu_model") or "CPU",
+            )
+
     def estimate(self, session: Session, job: Job, *, now: datetime) -> None:
         """Fill the job's expected duration (s) and energy (kWh)."""
         if job.kind == "burn-in":
@@ -100,6 +143,7 @@ class Scheduling:
             return
         from scheduler.datasets.service import audio_minutes
 
+        self._learn_from_history(session)
         # A dataset of unknown length is estimated as the typical one-minute fine-tune.
         minutes = audio_minutes(session, job.dataset["id"]) or 1.0
         config = FinetuneConfig.model_validate(job.config)

@@ -176,3 +176,37 @@ def test_plan_preview_creates_nothing(client: TestClient, team_key: str) -> None
     assert body["estimated_kg_co2e"] > 0 and body["saving_kg_co2e"] >= 0
     assert body["run_now_kg_co2e"] >= body["estimated_kg_co2e"]
     assert client.get("/v1/jobs", headers=bearer(team_key)).json()["items"] == []
+
+
+def test_estimates_learn_from_measured_jobs(client: TestClient, team_key: str) -> None:
+    from helpers import tiny_dataset_zip
+
+    from scheduler.db.session import session_scope
+    from scheduler.jobs.models import Job
+
+    dataset = client.post(
+        "/v1/datasets",
+        content=tiny_dataset_zip(),
+        headers={**bearer(team_key), "content-type": "application/zip"},
+    ).json()
+    body = {
+        "name": "v",
+        "dataset": {"id": dataset["id"]},
+        "config": {"stage": "s1", "max_steps": 100, "model_size": "tiny"},
+        "max_delay_minutes": 600,
+    }
+    first = client.post("/v1/jobs", json=body, headers=bearer(team_key)).json()
+    scheduling = client.app.state.scheduling
+    with session_scope(client.app.state.session_factory) as session:
+        job = session.get(Job, first["id"])
+        for _ in range(5):
+            scheduling.observe_measurement(
+                session,
+                job,
+                duration_s=first["estimated_duration_s"] * 10,
+                kwh=first["estimated_kwh"] * 10,
+                gpu_model="A100",
+            )
+    second = client.post("/v1/jobs", json=body, headers=bearer(team_key)).json()
+    assert second["estimated_kwh"] > 2 * first["estimated_kwh"]
+    assert second["estimated_duration_s"] > 2 * first["estimated_duration_s"]
