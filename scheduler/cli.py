@@ -154,6 +154,45 @@ def sample_dataset(
         typer.echo(f"wrote {zip_dataset(out_dir, zip_to)}")
 
 
+@app.command()
+def demo(
+    speedup: Annotated[
+        float, typer.Option(min=1, max=3600, help="Grid seconds per real second while jobs wait.")
+    ] = 720.0,
+    run_speedup: Annotated[
+        float, typer.Option(min=1, max=3600, help="Grid seconds per real second while one runs.")
+    ] = 10.0,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port.")] = 8765,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's database here (default: a temp dir).")
+    ] = None,
+    exit_when_done: Annotated[
+        bool, typer.Option("--exit-when-done", help="Exit after the reports (tests, CI).")
+    ] = False,
+    kind: Annotated[str, typer.Option(help="auto, gpt-sovits-finetune or burn-in.")] = "auto",
+    steps: Annotated[int, typer.Option(min=1, max=10_000, help="Training steps per job.")] = 24,
+    timeout: Annotated[float, typer.Option(help="Give up after this many real seconds.")] = 900.0,
+) -> None:
+    """Run the whole loop locally: service, CPU worker, three jobs, reports, dashboard."""
+    from scheduler.demo import DemoOptions, run_demo
+
+    if kind not in ("auto", "gpt-sovits-finetune", "burn-in"):
+        typer.echo("error: --kind must be auto, gpt-sovits-finetune or burn-in", err=True)
+        raise typer.Exit(2)
+    run_demo(
+        DemoOptions(
+            speedup=speedup,
+            run_speedup=run_speedup,
+            port=port,
+            data_dir=data_dir,
+            exit_when_done=exit_when_done,
+            kind=kind,
+            steps=steps,
+            timeout_s=timeout,
+        )
+    )
+
+
 def main() -> None:
     """Entry point for `python -m scheduler.cli`."""
     app()

@@ -58,9 +58,7 @@ def overview(
         session, team_id=team_scope(principal), state=None, cursor=None, limit=OVERVIEW_JOBS
     )
     rows = [jsonable_encoder(to_read(job)) for job in listed]
-    timeline = [
-        row for row in rows if row["zone"] == zone and row["state"] in TIMELINE_STATES
-    ]
+    timeline = [row for row in rows if row["zone"] == zone and row["state"] in TIMELINE_STATES]
     return {
         "zone": zone,
         "now": now.isoformat(),

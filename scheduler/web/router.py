@@ -44,9 +44,7 @@ def _page(
 
 
 def _login_page(request: Request, *, error: str | None = None, status_code: int = 401) -> Response:
-    response = _page(
-        request, "login.html", {"error": error, "next": request.url.path}, status_code
-    )
+    response = _page(request, "login.html", {"error": error, "next": request.url.path}, status_code)
     if error is not None:
         auth.forget(response)
     return response

@@ -1,0 +1,583 @@
+"""`greenwindow demo`: the whole loop on one machine, in about two to three minutes.
+
+It starts the service in-process (SQLite, the bundled ES trace, the zone's tariff), one
+CPU worker in a child process, creates a team with a carbon budget, uploads a generated
+sample dataset, submits three fine-tunes with different deadlines and objectives, shows
+where the planner put them and why, runs them, and prints their energy reports, the
+team's budget and the dashboard address.
+
+Grid time is accelerated so that waiting for a low-carbon window takes seconds. The demo
+clock runs `speedup` times faster than real time while no job is ready or running, and
+`run_speedup` times faster while one is (so a short CPU training fills about the grid
+time it was planned for). Training, metering and accounting stay real: the worker's
+timestamps are mapped onto the same clock by its HTTP transport, so each measured kWh is
+charged at the intensity of the grid time it was used in. Heartbeats and leases are
+scaled so that no lease expires because grid time runs fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.client.render import fmt_kg, fmt_number, fmt_time, fmt_window, saving_text
+
+log = logging.getLogger("greenwindow.demo")
+
+TEAM = "voice-lab"
+BUDGET_KG = 0.005
+TERMINAL = {"succeeded", "failed", "cancelled"}
+BUSY = {"ready", "running"}
+# Real seconds between the worker's heartbeats; grid-time settings are scaled from it.
+REAL_HEARTBEAT_S = 1.0
+POLL_S = 0.5
+MAX_SPEEDUP = 3600.0
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """One of the demo's submissions."""
+
+    name: str
+    objective: str
+    deadline_hours: float
+    interruptible: bool = False
+
+
+DEMO_JOBS = (
+    DemoJob("narrator-en", "carbon", 6.0),
+    DemoJob("support-bot", "balanced", 12.0, interruptible=True),
+    DemoJob("game-npc", "cost", 9.0),
+)
+
+
+@dataclass
+class DemoOptions:
+    """How the demo runs."""
+
+    speedup: float = 720.0
+    run_speedup: float = 10.0
+    port: int = 8765
+    data_dir: Path | None = None
+    exit_when_done: bool = False
+    kind: str = "auto"  # auto | gpt-sovits-finetune | burn-in
+    steps: int = 24
+    timeout_s: float = 900.0
+    zone: str = "ES"
+
+
+# -- the accelerated clock ------------------------------------------------------------------
+
+
+class DemoClock:
+    """Grid time as a piecewise-linear function of real time, shared across processes.
+
+    The state is three doubles in shared memory (anchor real epoch, anchor grid epoch,
+    rate), so the worker child maps its timestamps with exactly the service's function.
+    """
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    @classmethod
+    def start(cls, rate: float, *, context: Any = None, at: datetime | None = None) -> DemoClock:
+        """A clock that reads `at` (default: now) and runs `rate` times faster than real time."""
+        context = context or multiprocessing.get_context("spawn")
+        real = time.time()
+        grid = (at or datetime.now(UTC)).timestamp()
+        return cls(context.Array("d", [real, grid, float(rate)]))
+
+    def grid_epoch(self, real_epoch: float) -> float:
+        """The grid time (epoch seconds) at a real time (epoch seconds)."""
+        with self.state.get_lock():
+            anchor_real, anchor_grid, rate = self.state[:]
+        return anchor_grid + (real_epoch - anchor_real) * rate
+
+    def __call__(self) -> datetime:
+        return datetime.fromtimestamp(self.grid_epoch(time.time()), UTC)
+
+    def to_grid(self, real: datetime) -> datetime:
+        """Map a real (wall-clock) time onto grid time."""
+        return datetime.fromtimestamp(self.grid_epoch(real.timestamp()), UTC)
+
+    @property
+    def rate(self) -> float:
+        return float(self.state[2])
+
+    def set_rate(self, rate: float) -> None:
+        """Change the speed from now on; grid time never jumps or runs backwards."""
+        with self.state.get_lock():
+            anchor_real, anchor_grid, old = self.state[:]
+            if old == rate:
+                return
+            real = time.time()
+            self.state[:] = [real, anchor_grid + (real - anchor_real) * old, float(rate)]
+
+
+def scaled_timing(speedup: float) -> dict[str, int]:
+    """Heartbeat and lease settings (grid seconds) that survive `speedup`x grid time.
+
+    A worker is alive for three heartbeat periods and talks every REAL_HEARTBEAT_S real
+    seconds, which is `speedup` times as many grid seconds; a lease gets four periods.
+    """
+    heartbeat = min(3600, max(15, math.ceil(speedup * REAL_HEARTBEAT_S)))
+    return {"heartbeat_seconds": heartbeat, "lease_seconds": min(86_400, max(90, 4 * heartbeat))}
+
+
+def map_timestamps(value: Any, to_grid: Callable[[datetime], datetime]) -> Any:
+    """Every RFC 3339 timestamp string inside a JSON value, moved onto grid time."""
+    if isinstance(value, dict):
+        return {k: map_timestamps(v, to_grid) for k, v in value.items()}
+    if isinstance(value, list):
+        return [map_timestamps(v, to_grid) for v in value]
+    if isinstance(value, str) and _RFC3339.match(value):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return to_grid(moment).isoformat().replace("+00:00", "Z")
+    return value
+
+
+class GridTimeTransport(httpx.HTTPTransport):
+    """The demo worker's transport: its reports speak grid time, its heartbeats real time.
+
+    Worker JSON bodies carry wall-clock timestamps (attempt start and end, power samples,
+    events); they are mapped onto the demo clock. The registration answer names heartbeat
+    and lease periods in grid seconds; the worker is told the real-time equivalents.
+    """
+
+    def __init__(self, clock: DemoClock, real_heartbeat_s: float = REAL_HEARTBEAT_S) -> None:
+        super().__init__()
+        self.clock = clock
+        self.real_heartbeat_s = real_heartbeat_s
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        is_json = request.headers.get("content-type", "").startswith("application/json")
+        if path.startswith("/v1/workers/") and is_json and request.method == "POST":
+            body = json.loads(request.read() or b"null")
+            if body is not None:
+                headers = {
+                    k: v for k, v in request.headers.items() if k.lower() != "content-length"
+                }
+                request = httpx.Request(
+                    request.method,
+                    request.url,
+                    headers=headers,
+                    content=json.dumps(map_timestamps(body, self.clock.to_grid)).encode(),
+                    extensions=request.extensions,
+                )
+        response = super().handle_request(request)
+        if path == "/v1/workers/register" and response.status_code < 300:
+            response.read()
+            data = response.json()
+            ratio = self.real_heartbeat_s / float(data.get("heartbeat_seconds") or 1.0)
+            data["heartbeat_seconds"] = self.real_heartbeat_s
+            data["lease_seconds"] = float(data.get("lease_seconds") or 90.0) * ratio
+            return httpx.Response(response.status_code, json=data, request=request)
+        return response
+
+
+def worker_main(server: str, token: str, work_dir: str, zone: str, clock_state: Any) -> None:
+    """Entry point of the demo's worker child: one CPU-only agent on grid time."""
+    logging.basicConfig(level=logging.WARNING, format="worker: %(levelname)s %(message)s")
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    from worker.agent import run_agent
+
+    run_agent(
+        server,
+        token,
+        gpus=None,
+        zone=zone,
+        work_dir=Path(work_dir),
+        cpu_only=True,
+        poll_seconds=POLL_S,
+        transport=GridTimeTransport(DemoClock(clock_state)),
+    )
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+@contextmanager
+def serve(app: Any, port: int) -> Iterator[str]:
+    """Run the app under uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="demo-service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the service did not start on 127.0.0.1:{port} (port in use?)")
+        time.sleep(0.05)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def demo_settings(data_dir: Path, options: DemoOptions) -> Any:
+    """Service settings for the demo: SQLite in `data_dir`, fresh tokens, fast ticks."""
+    from scheduler.settings import Settings
+
+    return Settings(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{(data_dir / 'greenwindow.db').as_posix()}",
+        admin_token=secrets.token_urlsafe(24),
+        worker_token=secrets.token_urlsafe(24),
+        zone=options.zone,
+        carbon_provider="trace",
+        # Real-time tick intervals: grid hours pass in seconds, so replan every second.
+        replan_seconds=1,
+        maintenance_seconds=1,
+        forecast_refresh_seconds=10,
+        **scaled_timing(options.speedup),
+    )
+
+
+# -- the story ------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoRun:
+    """What the demo did: its jobs, their reports and the team's budget."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budget: dict[str, Any] | None = None
+    dashboard_url: str = ""
+    kind: str = ""
+
+
+def training_core_usable() -> bool:
+    """Whether the GPT-SoVITS training core imports here (else the demo runs burn-ins)."""
+    try:
+        import worker.training.runner  # noqa: F401
+        import worker.training.sample  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means: fall back
+        return False
+    return True
+
+
+def job_body(job: DemoJob, kind: str, dataset_id: str | None, steps: int) -> dict[str, Any]:
+    """The submission for one demo job: a tiny CPU fine-tune (or a burn-in)."""
+    body: dict[str, Any] = {
+        "name": job.name,
+        "kind": kind,
+        "objective": job.objective,
+        "interruptible": job.interruptible,
+        "max_delay_minutes": int(job.deadline_hours * 60),
+    }
+    if kind == "gpt-sovits-finetune":
+        # Stage 1 of the tiny model: a few dozen steps take seconds on a CPU.
+        body["dataset"] = {"id": dataset_id}
+        body["config"] = {
+            "model_size": "tiny",
+            "stage": "s1",
+            "max_steps": steps,
+            "batch_size": 2,
+            "save_every_steps": max(1, steps // 3),
+            "lora_rank": 8,
+        }
+    else:
+        body["config"] = {"steps": steps * 10, "size": 256, "checkpoint_every": steps}
+    return body
+
+
+def plan_table(jobs: list[dict[str, Any]]) -> Table:
+    """Where the planner put each job, and why."""
+    table = Table(title="Where the planner put each job", title_justify="left")
+    for column in ("job", "objective", "deadline", "planned window"):
+        table.add_column(column)
+    table.add_column("expected", justify="right")
+    table.add_column("saving vs now", justify="right")
+    table.add_column("why")
+    for job in jobs:
+        table.add_row(
+            job["name"] + (" (interruptible)" if job["interruptible"] else ""),
+            job["objective"],
+            fmt_time(job["deadline"]),
+            fmt_window(job["planned_start"], job["planned_end"]),
+            fmt_kg(job["estimated_kg_co2e"]),
+            saving_text(job),
+            job["state_reason"],
+        )
+    return table
+
+
+def energy_table(jobs: list[dict[str, Any]], reports: dict[str, dict[str, Any]]) -> Table:
+    """Each job's measured energy and emissions."""
+    table = Table(title="Energy reports (measured)", title_justify="left")
+    table.add_column("job")
+    table.add_column("state")
+    for column in ("kWh GPU", "kWh CPU", "kWh RAM", "kWh total", "kg CO2e", "g/kWh"):
+        table.add_column(column, justify="right")
+    table.add_column("methods (gpu/cpu/ram)")
+    table.add_column("signal")
+    for job in jobs:
+        report = reports.get(job["id"]) or {}
+        kwh = report.get("kwh") or {}
+        methods = report.get("methods") or {}
+        signal = report.get("signal") or {}
+        table.add_row(
+            job["name"],
+            job["state"],
+            *(fmt_number(kwh.get(part), digits=6) for part in ("gpu", "cpu", "ram", "total")),
+            fmt_kg(report.get("kg_co2e")),
+            fmt_number(report.get("intensity_g_per_kwh_avg"), digits=1),
+            "/".join(str(methods.get(part) or "-") for part in ("gpu", "cpu", "ram")),
+            f"{signal.get('source') or '-'} ({signal.get('type') or '-'})",
+        )
+    return table
+
+
+def budget_table(budget: dict[str, Any]) -> Table:
+    """The team's budget this period."""
+    table = Table(title=f"Team {TEAM}: carbon budget this {budget['period']}", title_justify="left")
+    for column in ("limit", "actual", "committed", "forecast", "remaining", "state"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        fmt_kg(budget["limit_kg_co2e"]),
+        fmt_kg(budget["actual_kg_co2e"]),
+        fmt_kg(budget["committed_kg_co2e"]),
+        fmt_kg(budget["forecast_kg_co2e"]),
+        fmt_kg(budget["remaining_kg_co2e"]),
+        budget["state"],
+    )
+    return table
+
+
+def _progress_text(job: dict[str, Any]) -> str:
+    progress = job.get("progress") or {}
+    if not progress.get("step"):
+        return ""
+    loss = progress.get("loss")
+    total = progress.get("total_steps") or "?"
+    text = f" {progress.get('stage') or ''} step {progress['step']}/{total}"
+    return text + (f" loss {loss:.3f}" if isinstance(loss, int | float) else "")
+
+
+class Demo:
+    """The demo's steps, each a method, against a running service."""
+
+    def __init__(self, options: DemoOptions, console: Console) -> None:
+        self.options = options
+        self.console = console
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def wait_for_worker(self, admin: httpx.Client, worker: Any, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(w.get("alive") for w in admin.get("/v1/workers").raise_for_status().json()):
+                return
+            if not worker.is_alive():
+                raise RuntimeError("the demo worker exited before registering")
+            time.sleep(0.2)
+        raise RuntimeError("the demo worker did not register in time")
+
+    def setup_team(self, admin: httpx.Client) -> str:
+        key = admin.post("/v1/teams", json={"name": TEAM}).raise_for_status().json()["api_key"]
+        admin.put(
+            f"/v1/teams/{TEAM}/budget",
+            json={
+                "period": "month",
+                "limit_kg_co2e": BUDGET_KG,
+                "thresholds": [{"percent": 80, "action": "notify"}],
+            },
+        ).raise_for_status()
+        self.say(f"[bold]team[/] {TEAM}: budget {fmt_kg(BUDGET_KG)} per month (hard limit)")
+        return key
+
+    def upload_dataset(self, team: httpx.Client, work: Path) -> str:
+        from worker.training.sample import audio_seconds, write_sample_dataset, zip_dataset
+
+        list_path = write_sample_dataset(work / "sample-dataset", n_utterances=8)
+        archive = zip_dataset(list_path.parent, work / "sample-dataset.zip")
+        answer = (
+            team.post(
+                "/v1/datasets",
+                params={"name": "sample-voice"},
+                content=archive.read_bytes(),
+                headers={"Content-Type": "application/zip"},
+            )
+            .raise_for_status()
+            .json()
+        )
+        self.say(
+            f"[bold]dataset[/] {answer['id']}: 8 generated clips, "
+            f"{audio_seconds(list_path):.0f} s of audio, uploaded"
+        )
+        return str(answer["id"])
+
+    def submit(self, team: httpx.Client, kind: str, dataset_id: str | None) -> list[str]:
+        ids = []
+        for job in DEMO_JOBS:
+            body = job_body(job, kind, dataset_id, self.options.steps)
+            answer = team.post("/v1/jobs", json=body).raise_for_status().json()
+            ids.append(answer["id"])
+        jobs = [team.get(f"/v1/jobs/{job_id}").raise_for_status().json() for job_id in ids]
+        self.console.print(plan_table(jobs))
+        return ids
+
+    def run_until_done(self, team: httpx.Client, clock: DemoClock, ids: list[str]) -> None:
+        seen: dict[str, tuple[str, int]] = {}
+        started = time.monotonic()
+        while True:
+            jobs = [team.get(f"/v1/jobs/{job_id}").raise_for_status().json() for job_id in ids]
+            busy = any(job["state"] in BUSY for job in jobs)
+            clock.set_rate(self.options.run_speedup if busy else self.options.speedup)
+            for job in jobs:
+                step = int((job.get("progress") or {}).get("step") or 0)
+                state = job["state"]
+                before = seen.get(job["id"])
+                changed = before is None or before[0] != state
+                stepped = (
+                    before is not None
+                    and step != before[1]
+                    and (step % 6 == 0 or step == (job.get("progress") or {}).get("total_steps"))
+                )
+                if changed or stepped:
+                    grid = clock().strftime("%m-%d %H:%MZ")
+                    reason = f"  ({job['state_reason']})" if changed and state != "running" else ""
+                    self.say(
+                        f"[dim]grid {grid}[/]  {job['name']:<12} {state:<9}"
+                        f"{_progress_text(job)}{reason}"
+                    )
+                    seen[job["id"]] = (state, step)
+                elif before is not None and step != before[1]:
+                    seen[job["id"]] = (state, before[1])
+            if all(job["state"] in TERMINAL for job in jobs):
+                return
+            if time.monotonic() - started > self.options.timeout_s:
+                raise TimeoutError(f"jobs not finished after {self.options.timeout_s:.0f} s")
+            time.sleep(POLL_S)
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
+    """Run the whole demo; returns what it did (after Ctrl-C unless `exit_when_done`)."""
+    from scheduler.app import create_app
+    from scheduler.db.migrate import upgrade
+
+    console = console or Console()
+    if not console.is_terminal:
+        # Logs and CI captures: wide enough that the tables keep their columns.
+        console = Console(width=180)
+    if not 1 <= options.speedup <= MAX_SPEEDUP or not 1 <= options.run_speedup <= MAX_SPEEDUP:
+        raise ValueError(f"speedups must be between 1 and {MAX_SPEEDUP:.0f}")
+    created = options.data_dir is None
+    data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="greenwindow-demo-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    kind = options.kind
+    if kind == "auto":
+        kind = "gpt-sovits-finetune" if training_core_usable() else "burn-in"
+    demo = Demo(options, console)
+    result = DemoRun(kind=kind)
+    settings = demo_settings(data_dir, options)
+    upgrade(settings.database_url)
+    context = multiprocessing.get_context("spawn")
+    # Real time until the jobs are in: the planner should see "now" as the submission time.
+    clock = DemoClock.start(1.0, context=context)
+    app = create_app(settings, clock=clock)
+    demo.say(
+        f"[bold green]greenwindow demo[/]: zone {options.zone}, bundled carbon trace, "
+        f"SQLite in {data_dir}\ngrid time runs {options.speedup:g}x while jobs wait and "
+        f"{options.run_speedup:g}x while one runs; training, metering and accounting are real"
+    )
+    if kind == "burn-in":
+        demo.say("[yellow]training core not importable here: running burn-in jobs instead[/]")
+    worker = None
+    try:
+        with serve(app, options.port) as url:
+            admin = httpx.Client(
+                base_url=url,
+                headers={"Authorization": f"Bearer {settings.admin_token}"},
+                timeout=60,
+            )
+            demo.say(f"[bold]service[/] {url} (clock starts at {fmt_time(clock())})")
+            worker = context.Process(
+                target=worker_main,
+                args=(
+                    url,
+                    settings.worker_token,
+                    str(data_dir / "worker"),
+                    options.zone,
+                    clock.state,
+                ),
+                name="demo-worker",
+            )
+            worker.start()
+            demo.wait_for_worker(admin, worker)
+            demo.say("[bold]worker[/] registered (CPU only)")
+            key = demo.setup_team(admin)
+            team = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+            )
+            dataset_id = (
+                demo.upload_dataset(team, data_dir) if kind == "gpt-sovits-finetune" else None
+            )
+            ids = demo.submit(team, kind, dataset_id)
+            demo.say("[bold]running[/] (grid clock, job, state, progress):")
+            demo.run_until_done(team, clock, ids)
+            clock.set_rate(1.0)
+            jobs = [team.get(f"/v1/jobs/{job_id}").raise_for_status().json() for job_id in ids]
+            result.jobs = {job["id"]: job for job in jobs}
+            result.reports = {
+                job_id: team.get(f"/v1/jobs/{job_id}/energy").raise_for_status().json()
+                for job_id in ids
+            }
+            result.budget = team.get(f"/v1/teams/{TEAM}/budget").raise_for_status().json()
+            console.print(energy_table(jobs, result.reports))
+            console.print(budget_table(result.budget))
+            result.dashboard_url = f"{url}/dashboard?token={settings.admin_token}"
+            demo.say(f"[bold]dashboard[/] {result.dashboard_url}")
+            if not options.exit_when_done:
+                demo.say("serving until Ctrl-C")
+                _wait_forever()
+    except KeyboardInterrupt:
+        demo.say("stopping")
+    finally:
+        if worker is not None:
+            _stop(worker)
+        if created:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def _wait_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def _stop(worker: Any) -> None:
+    """Ask the worker to finish (SIGTERM), then insist."""
+    if worker.is_alive():
+        worker.terminate()
+        worker.join(timeout=30)
+    if worker.is_alive():
+        worker.kill()
+        worker.join(timeout=5)
