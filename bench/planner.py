@@ -189,7 +189,7 @@ def timing(console: Console, repeats: int) -> None:
         "GPU-h demand / capacity",
     ):
         table.add_column(column, justify="right")
-    for budget in (0.0, 0.5):
+    for budget in (0.0, 0.3):
         walls, cpus = [], []
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.process_time()

@@ -179,7 +179,7 @@ def plan(
     running: Sequence[RunningJob] = (),
     *,
     now: datetime | None = None,
-    improve_budget_s: float = 0.5,
+    improve_budget_s: float = 0.3,
     defer_penalty_per_hour: float = DEFER_PENALTY_PER_HOUR,
 ) -> Plan:
     """Plan a queue on a grid: when each job runs, its kWh, kg CO2e, cost and why.
