@@ -1,0 +1,189 @@
+"""Dashboard pages: sign-in, team scoping, and the same numbers as the API."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer
+from web_seed import Seeded, seed
+
+from scheduler.web.auth import COOKIE_NAME
+from scheduler.web.format import fmt_number
+
+PAGES = ["/dashboard", "/dashboard/budgets"]
+
+
+def sign_in(client: TestClient, token: str) -> None:
+    """Open the dashboard with ?token= once, as a first link would."""
+    response = client.get(f"/dashboard?token={token}", follow_redirects=False)
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/dashboard"
+
+
+@pytest.fixture
+def seeded(client: TestClient, clock: FakeClock) -> Seeded:
+    return seed(client, clock())
+
+
+@pytest.mark.parametrize("path", PAGES + ["/dashboard/jobs/anything"])
+def test_pages_without_a_token_show_the_login_form(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 401
+    assert '<form method="post" action="/dashboard/login">' in response.text
+    assert "page-data" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/dashboard/api/overview", "/dashboard/api/budgets"])
+def test_json_without_a_cookie_is_401(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 401
+
+
+def test_token_in_the_address_becomes_an_httponly_cookie_and_leaves_the_page(
+    client: TestClient, seeded: Seeded
+) -> None:
+    response = client.get(
+        f"/dashboard?zone=ES&token={ADMIN_TOKEN}&hours=12", follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert ADMIN_TOKEN not in response.headers["location"]
+    assert response.headers["location"] == "/dashboard?zone=ES&hours=12"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE_NAME}=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
+    page = client.get(response.headers["location"])
+    assert page.status_code == 200
+    assert ADMIN_TOKEN not in page.text
+    assert "signed in as admin" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("token", ["not-a-token", WORKER_TOKEN])
+def test_rejected_tokens_are_not_echoed(client: TestClient, token: str) -> None:
+    response = client.get(f"/dashboard?token={token}", follow_redirects=False)
+    assert response.status_code == 401
+    assert token not in response.text
+    assert "not accepted" in response.text
+    assert COOKIE_NAME not in client.cookies
+
+
+def test_login_form_sets_the_cookie_and_only_redirects_inside_the_dashboard(
+    client: TestClient,
+) -> None:
+    bad = client.post("/dashboard/login", data={"token": "wrong"}, follow_redirects=False)
+    assert bad.status_code == 401
+    response = client.post(
+        "/dashboard/login",
+        data={"token": ADMIN_TOKEN, "next": "//evil.example/dashboard"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard"
+    assert client.get("/dashboard/budgets").status_code == 200
+    out = client.post("/dashboard/logout", follow_redirects=False)
+    assert out.status_code == 303
+    assert client.get("/dashboard/budgets").status_code == 401
+
+
+def test_overview_shows_the_apis_forecast_and_jobs(client: TestClient, seeded: Seeded) -> None:
+    sign_in(client, ADMIN_TOKEN)
+    view = client.get("/dashboard/api/overview?hours=12&history_hours=6").json()
+    forecast = client.get(
+        "/v1/zones/ES/forecast?hours=12&history_hours=6", headers=admin_headers()
+    ).json()
+    api_jobs = client.get("/v1/jobs", headers=admin_headers()).json()["items"]
+
+    assert len(view["forecast"]) == len(forecast["points"]) > 0
+    assert len(view["history"]) == len(forecast["history"]) > 0
+    for ours, theirs in zip(view["forecast"], forecast["points"], strict=True):
+        assert ours[1] == theirs["g_per_kwh"]
+    assert view["source"] == forecast["source"]
+    assert [j["id"] for j in view["jobs"]] == [j["id"] for j in api_jobs]
+    for ours, theirs in zip(view["jobs"], api_jobs, strict=True):
+        assert ours["estimated_kg_co2e"] == theirs["estimated_kg_co2e"]
+        assert ours["state_reason"] == theirs["state_reason"]
+    # Only jobs holding or using a window are drawn on the timeline.
+    assert {j["name"] for j in view["timeline"]} == {"alpha-deferred", "beta-nightly"}
+
+    page = client.get("/dashboard").text
+    for job in api_jobs:
+        row = re.search(rf'<tr data-job-id="{job["id"]}" data-state="(\w+)">(.*?)</tr>', page, re.S)
+        assert row is not None, job["name"]
+        assert row.group(1) == job["state"]
+        assert job["name"] in row.group(2)
+        expected = fmt_number(job["estimated_kg_co2e"])
+        assert f'data-field="estimated_kg_co2e">{expected}<' in row.group(2)
+
+
+def test_a_team_key_sees_only_its_team(client: TestClient, seeded: Seeded) -> None:
+    sign_in(client, seeded.keys["alpha"])
+    view = client.get("/dashboard/api/overview").json()
+    assert {j["team"] for j in view["jobs"]} == {"alpha"}
+    assert seeded.jobs["beta-nightly"] not in client.get("/dashboard").text
+    budgets = client.get("/dashboard/api/budgets").json()
+    assert [row["team"] for row in budgets["teams"]] == ["alpha"]
+    assert "beta" not in client.get("/dashboard/budgets").text
+    other = client.get(f"/dashboard/jobs/{seeded.jobs['beta-nightly']}")
+    assert other.status_code == 404
+    assert "beta-nightly" not in other.text
+    assert client.get(f"/dashboard/api/jobs/{seeded.jobs['beta-nightly']}").status_code == 404
+    assert client.get(f"/dashboard/jobs/{seeded.jobs['alpha-deferred']}").status_code == 200
+
+
+def test_budgets_page_shows_the_apis_budget_figures(client: TestClient, seeded: Seeded) -> None:
+    sign_in(client, ADMIN_TOKEN)
+    view = client.get("/dashboard/api/budgets").json()
+    page = client.get("/dashboard/budgets").text
+    assert [row["team"] for row in view["teams"]] == ["alpha", "beta"]
+    for row in view["teams"]:
+        api = client.get(f"/v1/teams/{row['team']}/budget", headers=admin_headers()).json()
+        for field in (
+            "limit_kg_co2e",
+            "actual_kg_co2e",
+            "committed_kg_co2e",
+            "forecast_kg_co2e",
+            "remaining_kg_co2e",
+            "state",
+        ):
+            assert row["budget"][field] == api[field], field
+        cells = re.search(rf'<tr data-team="{row["team"]}">(.*?)</tr>', page, re.S)
+        assert cells is not None
+        actual = fmt_number(api["actual_kg_co2e"])
+        assert f'data-field="actual_kg_co2e">{actual}<' in cells.group(1)
+    # alpha ran a job: its measured emissions are charged, so actual is above zero.
+    assert view["teams"][0]["budget"]["actual_kg_co2e"] > 0
+
+
+def test_job_page_shows_the_energy_report(client: TestClient, seeded: Seeded) -> None:
+    sign_in(client, ADMIN_TOKEN)
+    job_id = seeded.jobs["alpha-urgent"]
+    view = client.get(f"/dashboard/api/jobs/{job_id}").json()
+    report = client.get(f"/v1/jobs/{job_id}/energy", headers=admin_headers()).json()
+    events = client.get(f"/v1/jobs/{job_id}/events", headers=admin_headers()).json()
+    assert view["energy"]["kwh"] == report["kwh"]
+    assert view["energy"]["kg_co2e"] == report["kg_co2e"]
+    assert len(view["energy"]["timeline"]) == len(report["timeline"]) == 24
+    assert [e["to_state"] for e in view["events"]] == [e["to_state"] for e in events]
+    page = client.get(f"/dashboard/jobs/{job_id}").text
+    for part in ("gpu", "cpu", "ram"):
+        row = re.search(rf'<tr data-component="{part}">(.*?)</tr>', page, re.S)
+        assert row is not None
+        assert f'data-field="kwh">{fmt_number(report["kwh"][part])}<' in row.group(1)
+    assert "succeeded" in page
+    assert report["attempts"][0]["worker"] in page
+
+
+def test_embedded_data_cannot_close_its_script_tag(client: TestClient) -> None:
+    key = client.post("/v1/teams", json={"name": "gamma"}, headers=admin_headers()).json()
+    hostile = "</script><script>alert(1)</script>"
+    submitted = client.post(
+        "/v1/jobs",
+        json={"name": hostile, "kind": "burn-in", "config": {"steps": 5}},
+        headers=bearer(key["api_key"]),
+    )
+    assert submitted.status_code == 201, submitted.text
+    sign_in(client, ADMIN_TOKEN)
+    page = client.get("/dashboard").text
+    assert hostile not in page
+    assert page.count("</script>") == page.count("<script")
