@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,8 @@ from scheduler.carbon.series import read_trace_csv
 from scheduler.planning.simulate import main, simulate
 from scheduler.planning.workloads import generate_workload
 
-PLAN_CHECK = Path("/work/shared/tools/plan_check.py")
+# The contract checker lives in shared/, beside the repository (also in CI's clone).
+PLAN_CHECK = Path(__file__).resolve().parents[3] / "shared" / "tools" / "plan_check.py"
 TRACE_START = datetime(2026, 1, 1, tzinfo=UTC)
 WORKLOAD_START = TRACE_START + timedelta(days=15, minutes=17)
 
@@ -62,7 +64,10 @@ def run_plan_check(trace: Path, workload: dict, plan: dict, tmp_path: Path) -> d
     return report
 
 
-@pytest.mark.skipif(not PLAN_CHECK.exists(), reason="the shared plan checker is not mounted")
+@pytest.mark.skipif(
+    not PLAN_CHECK.exists() and os.environ.get("CI") != "true",
+    reason="the shared plan checker is not beside the repository",
+)
 @pytest.mark.parametrize(
     ("policy", "forecast"),
     [
