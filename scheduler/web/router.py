@@ -43,8 +43,11 @@ def _page(
     return response
 
 
-def _login_page(request: Request, *, error: str | None = None, status_code: int = 401) -> Response:
-    response = _page(request, "login.html", {"error": error, "next": request.url.path}, status_code)
+def _login_page(
+    request: Request, *, error: str | None = None, status_code: int = 401, next_path: str = ""
+) -> Response:
+    context = {"error": error, "next": next_path or request.url.path}
+    response = _page(request, "login.html", context, status_code)
     if error is not None:
         auth.forget(response)
     return response
@@ -69,7 +72,10 @@ def _viewer(request: Request, session: SessionDep, now: datetime) -> Principal |
         return redirect
     token = auth.cookie_token(request)
     if token is None:
-        return _login_page(request)
+        # A redirect, not a 401 page: browsers log a 401 document as an error.
+        return RedirectResponse(
+            "/dashboard/login?" + urlencode({"next": _without_token(request)}), status_code=303
+        )
     principal = auth.principal_for_token(session, settings, token, now=now)
     if principal is None:
         return _login_page(request, error="Your session is no longer valid; sign in again.")
@@ -88,14 +94,23 @@ def _api_viewer(request: Request, session: SessionDep, now: datetime) -> Princip
     return principal
 
 
+def _inside_dashboard(path: str) -> str:
+    """Only ever redirect inside the dashboard, never to an address slipped into a form."""
+    if not path.startswith("/dashboard") or "//" in path or "\\" in path:
+        return "/dashboard"
+    return "/dashboard" if path.startswith("/dashboard/login") else path
+
+
 def _who(principal: Principal) -> str:
     return "admin" if principal.is_admin else f"team {principal.team.name}"  # type: ignore[union-attr]
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request) -> Response:
+def login_form(
+    request: Request, next_path: Annotated[str, Query(alias="next", max_length=300)] = ""
+) -> Response:
     """The sign-in form."""
-    return _login_page(request, status_code=200)
+    return _login_page(request, status_code=200, next_path=_inside_dashboard(next_path))
 
 
 @router.post("/login")
@@ -109,11 +124,7 @@ def login(
     """Check the token and keep it in an HttpOnly cookie."""
     if auth.principal_for_token(session, request.app.state.settings, token, now=now) is None:
         return _login_page(request, error="That token was not accepted.")
-    # Only redirect inside the dashboard, never to an address someone slipped into the form.
-    target = next_path if next_path.startswith("/dashboard") and "//" not in next_path else ""
-    if not target or target.startswith("/dashboard/login"):
-        target = "/dashboard"
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(_inside_dashboard(next_path), status_code=303)
     auth.remember(response, token, secure=request.url.scheme == "https")
     return response
 

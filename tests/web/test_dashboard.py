@@ -28,11 +28,15 @@ def seeded(client: TestClient, clock: FakeClock) -> Seeded:
 
 
 @pytest.mark.parametrize("path", PAGES + ["/dashboard/jobs/anything"])
-def test_pages_without_a_token_show_the_login_form(client: TestClient, path: str) -> None:
-    response = client.get(path)
-    assert response.status_code == 401
-    assert '<form method="post" action="/dashboard/login">' in response.text
-    assert "page-data" not in response.text
+def test_pages_without_a_token_go_to_the_login_form(client: TestClient, path: str) -> None:
+    response = client.get(path, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/dashboard/login?next=")
+    form = client.get(response.headers["location"])
+    assert form.status_code == 200
+    assert '<form method="post" action="/dashboard/login">' in form.text
+    assert f'name="next" value="{path}"' in form.text
+    assert "page-data" not in form.text
 
 
 @pytest.mark.parametrize("path", ["/dashboard/api/overview", "/dashboard/api/budgets"])
@@ -83,7 +87,8 @@ def test_login_form_sets_the_cookie_and_only_redirects_inside_the_dashboard(
     assert client.get("/dashboard/budgets").status_code == 200
     out = client.post("/dashboard/logout", follow_redirects=False)
     assert out.status_code == 303
-    assert client.get("/dashboard/budgets").status_code == 401
+    assert client.get("/dashboard/budgets", follow_redirects=False).status_code == 303
+    assert client.get("/dashboard/api/budgets").status_code == 401
 
 
 def test_overview_shows_the_apis_forecast_and_jobs(client: TestClient, seeded: Seeded) -> None:
