@@ -28,6 +28,17 @@ def fmt_number(value: float | int | None, digits: int = 3) -> str:
     return f"{number:.{digits}g}"
 
 
+def fmt_co2e(kg: float | None) -> str:
+    """Emissions in g below one kilogram (short jobs emit grams), else in kg."""
+    if kg is None:
+        return "—"
+    if abs(kg) < 1e-9:
+        return "0 g"
+    if abs(kg) < 1:
+        return f"{fmt_number(kg * 1000)} g"
+    return f"{fmt_number(kg)} kg"
+
+
 def fmt_window(intervals: list[list[Any]] | None) -> str:
     """Planned intervals as `start → end` (and `+N more` when split)."""
     if not intervals:
@@ -44,6 +55,7 @@ def fmt_percent(value: float | None) -> str:
 TEMPLATE_FILTERS = {
     "time": fmt_time,
     "num": fmt_number,
+    "co2e": fmt_co2e,
     "window": fmt_window,
     "percent": fmt_percent,
 }

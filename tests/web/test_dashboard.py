@@ -10,7 +10,7 @@ from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer
 from web_seed import Seeded, seed
 
 from scheduler.web.auth import COOKIE_NAME
-from scheduler.web.format import fmt_number
+from scheduler.web.format import fmt_co2e, fmt_number
 
 PAGES = ["/dashboard", "/dashboard/budgets"]
 
@@ -117,7 +117,7 @@ def test_overview_shows_the_apis_forecast_and_jobs(client: TestClient, seeded: S
         assert row is not None, job["name"]
         assert row.group(1) == job["state"]
         assert job["name"] in row.group(2)
-        expected = fmt_number(job["estimated_kg_co2e"])
+        expected = fmt_co2e(job["estimated_kg_co2e"])
         assert f'data-field="estimated_kg_co2e">{expected}<' in row.group(2)
 
 
@@ -154,7 +154,7 @@ def test_budgets_page_shows_the_apis_budget_figures(client: TestClient, seeded: 
             assert row["budget"][field] == api[field], field
         cells = re.search(rf'<tr data-team="{row["team"]}">(.*?)</tr>', page, re.S)
         assert cells is not None
-        actual = fmt_number(api["actual_kg_co2e"])
+        actual = fmt_co2e(api["actual_kg_co2e"])
         assert f'data-field="actual_kg_co2e">{actual}<' in cells.group(1)
     # alpha ran a job: its measured emissions are charged, so actual is above zero.
     assert view["teams"][0]["budget"]["actual_kg_co2e"] > 0

@@ -17,6 +17,14 @@
     return v === null || v === undefined ? "—" : GWChart.formatValue(v);
   }
 
+  /* Same rule as the server's co2e filter: grams below one kilogram. */
+  function co2e(kg) {
+    if (kg === null || kg === undefined) return "—";
+    if (Math.abs(kg) < 1e-9) return "0 g";
+    if (Math.abs(kg) < 1) return GWChart.formatValue(kg * 1000) + " g";
+    return GWChart.formatValue(kg) + " kg";
+  }
+
   function jobBars(job, nowMs) {
     var intervals = (job.planned_intervals || []).map(function (iv) { return [ms(iv[0]), ms(iv[1])]; });
     if (job.state === "running") {
@@ -116,9 +124,9 @@
       cell(row, job.objective);
       cell(row, fmtTime(job.deadline));
       cell(row, fmtWindow(job.planned_intervals));
-      cell(row, num(job.estimated_kg_co2e), "n");
-      cell(row, num(job.expected_saving_kg_co2e), "n");
-      cell(row, num(job.actual_kg_co2e), "n");
+      cell(row, co2e(job.estimated_kg_co2e), "n");
+      cell(row, co2e(job.expected_saving_kg_co2e), "n");
+      cell(row, co2e(job.actual_kg_co2e), "n");
       body.appendChild(row);
     });
     var counts = document.getElementById("job-counts");

@@ -14,9 +14,9 @@
   var SVG = "http://www.w3.org/2000/svg";
   var MARGIN = { left: 56, right: 16, top: 12, bottom: 26 };
   var MINUTE = 60 * 1000;
-  var TIME_STEPS = [15, 30, 60, 120, 180, 360, 720, 1440, 2880].map(function (m) {
-    return m * MINUTE;
-  });
+  var TIME_STEPS = [1 / 6, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880].map(
+    function (m) { return m * MINUTE; }
+  );
 
   function node(name, attrs, parent) {
     var el = document.createElementNS(SVG, name);
@@ -42,9 +42,10 @@
     return n < 10 ? "0" + n : String(n);
   }
 
-  function timeLabel(ms, withDate) {
+  function timeLabel(ms, withDate, withSeconds) {
     var d = new Date(ms);
     var hm = pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes());
+    if (withSeconds) hm += ":" + pad2(d.getUTCSeconds());
     if (!withDate) return hm;
     return d.getUTCFullYear() + "-" + pad2(d.getUTCMonth() + 1) + "-" + pad2(d.getUTCDate()) + " " + hm;
   }
@@ -110,7 +111,7 @@
       var px = x(t);
       if (withGrid) node("line", { class: "grid", x1: px, x2: px, y1: f.y0, y2: f.y1 }, axis);
       var midnight = new Date(t).getUTCHours() === 0 && new Date(t).getUTCMinutes() === 0;
-      var label = midnight ? timeLabel(t, true).slice(5, 10) : timeLabel(t, false);
+      var label = midnight ? timeLabel(t, true).slice(5, 10) : timeLabel(t, false, step < MINUTE);
       text(axis, px, f.y1 + 16, label, "tick", "middle");
     }
   }
