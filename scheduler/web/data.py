@@ -27,8 +27,9 @@ from scheduler.teams.service import list_teams
 
 # Jobs listed on the overview: the newest ones, one API page's worth.
 OVERVIEW_JOBS = 100
-# Jobs drawn on the timeline: those that still hold or use a window.
+# Jobs drawn on the timeline: those that hold or use a window, and those that ran.
 TIMELINE_STATES = frozenset({"scheduled", "ready", "running", "paused"})
+RAN_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def team_scope(principal: Principal) -> str | None:
@@ -58,7 +59,15 @@ def overview(
         session, team_id=team_scope(principal), state=None, cursor=None, limit=OVERVIEW_JOBS
     )
     rows = [jsonable_encoder(to_read(job)) for job in listed]
-    timeline = [row for row in rows if row["zone"] == zone and row["state"] in TIMELINE_STATES]
+    timeline = [
+        row
+        for row in rows
+        if row["zone"] == zone
+        and (
+            row["state"] in TIMELINE_STATES
+            or (row["state"] in RAN_STATES and row["started_at"] and row["finished_at"])
+        )
+    ]
     return {
         "zone": zone,
         "now": now.isoformat(),

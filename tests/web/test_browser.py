@@ -102,7 +102,8 @@ def test_every_page_renders_its_charts_without_errors(
     assert _points(page, "#intensity-chart") > 40
     assert page.locator("#intensity-chart path.line").count() == 2
     assert page.locator("#intensity-chart rect.band").count() >= 2
-    assert _points(page, "#job-timeline") == 2
+    assert _points(page, "#job-timeline") == 3  # two planned windows and one finished run
+    assert page.locator("#job-timeline rect.bar.done").count() == 1
     assert page.locator("#jobs-table tbody tr").count() == 3
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 

@@ -108,8 +108,12 @@ def test_overview_shows_the_apis_forecast_and_jobs(client: TestClient, seeded: S
     for ours, theirs in zip(view["jobs"], api_jobs, strict=True):
         assert ours["estimated_kg_co2e"] == theirs["estimated_kg_co2e"]
         assert ours["state_reason"] == theirs["state_reason"]
-    # Only jobs holding or using a window are drawn on the timeline.
-    assert {j["name"] for j in view["timeline"]} == {"alpha-deferred", "beta-nightly"}
+    # Jobs holding a window, and jobs that ran, are drawn on the timeline.
+    assert {j["name"] for j in view["timeline"]} == {
+        "alpha-deferred",
+        "beta-nightly",
+        "alpha-urgent",
+    }
 
     page = client.get("/dashboard").text
     for job in api_jobs:

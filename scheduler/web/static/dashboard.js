@@ -27,6 +27,12 @@
 
   function jobBars(job, nowMs) {
     var intervals = (job.planned_intervals || []).map(function (iv) { return [ms(iv[0]), ms(iv[1])]; });
+    if (job.finished_at && job.started_at) {
+      return [{
+        from: ms(job.started_at), to: ms(job.finished_at), cls: "done " + job.state,
+        title: job.name + ": ran " + GWChart.timeLabel(ms(job.started_at), true) + " → " + GWChart.timeLabel(ms(job.finished_at)),
+      }];
+    }
     if (job.state === "running") {
       var start = ms(job.started_at) || nowMs;
       var end = Math.max(intervals.length ? intervals[intervals.length - 1][1] : nowMs, nowMs);
@@ -51,7 +57,8 @@
     var lanes = view.timeline.map(function (job) {
       var laneBars = jobBars(job, nowMs);
       laneBars.forEach(function (b) {
-        bands.push({ from: b.from, to: b.to, cls: b.cls.indexOf("running") === 0 ? "running" : "planned", title: b.title });
+        var kind = b.cls.split(" ")[0];
+        if (kind !== "done") bands.push({ from: b.from, to: b.to, cls: kind, title: b.title });
       });
       return {
         label: job.name + " · " + job.state,
