@@ -155,7 +155,7 @@ def map_timestamps(value: Any, to_grid: Callable[[datetime], datetime]) -> Any:
     return value
 
 
-class GridTimeTransport(httpx.HTTPTransport):
+class GridTimeTransport(httpx.BaseTransport):
     """The demo worker's transport: its reports speak grid time, its heartbeats real time.
 
     Worker JSON bodies carry wall-clock timestamps (attempt start and end, power samples,
@@ -163,10 +163,18 @@ class GridTimeTransport(httpx.HTTPTransport):
     and lease periods in grid seconds; the worker is told the real-time equivalents.
     """
 
-    def __init__(self, clock: DemoClock, real_heartbeat_s: float = REAL_HEARTBEAT_S) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        clock: DemoClock,
+        real_heartbeat_s: float = REAL_HEARTBEAT_S,
+        inner: httpx.BaseTransport | None = None,
+    ) -> None:
         self.clock = clock
         self.real_heartbeat_s = real_heartbeat_s
+        self.inner = inner or httpx.HTTPTransport()
+
+    def close(self) -> None:
+        self.inner.close()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -184,7 +192,7 @@ class GridTimeTransport(httpx.HTTPTransport):
                     content=json.dumps(map_timestamps(body, self.clock.to_grid)).encode(),
                     extensions=request.extensions,
                 )
-        response = super().handle_request(request)
+        response = self.inner.handle_request(request)
         if path == "/v1/workers/register" and response.status_code < 300:
             response.read()
             data = response.json()
