@@ -144,22 +144,24 @@
     }
   }
 
+  /* Each team against its own limit: bars in percent of the limit, so small teams show. */
   function drawBudgets(view) {
     var rows = view.teams.filter(function (t) { return t.budget; }).map(function (t) {
       var b = t.budget;
+      var pct = function (kg) { return (100 * kg) / b.limit_kg_co2e; };
       return {
         label: t.team,
         segments: [
-          { value: b.actual_kg_co2e, cls: "actual", title: "actual " + num(b.actual_kg_co2e) + " kg" },
-          { value: b.committed_kg_co2e, cls: "committed", title: "committed " + num(b.committed_kg_co2e) + " kg" },
+          { value: pct(b.actual_kg_co2e), cls: "actual", title: "actual " + co2e(b.actual_kg_co2e) },
+          { value: pct(b.committed_kg_co2e), cls: "committed", title: "committed " + co2e(b.committed_kg_co2e) },
         ],
         marks: [
-          { value: b.forecast_kg_co2e, cls: "forecast", title: "forecast " + num(b.forecast_kg_co2e) + " kg" },
-          { value: b.limit_kg_co2e, cls: "limit", title: "limit " + num(b.limit_kg_co2e) + " kg" },
+          { value: pct(b.forecast_kg_co2e), cls: "forecast", title: "forecast " + co2e(b.forecast_kg_co2e) },
+          { value: 100, cls: "limit", title: "limit " + co2e(b.limit_kg_co2e) },
         ],
       };
     });
-    GWChart.bars(document.getElementById("budget-chart"), { rows: rows, unit: "kg CO2e", empty: "no team has a budget" });
+    GWChart.bars(document.getElementById("budget-chart"), { rows: rows, unit: "% of limit", empty: "no team has a budget" });
   }
 
   function drawJob(view) {
