@@ -185,7 +185,11 @@ class Agent:
                 if claim is None:
                     self._shutdown.wait(self.options.poll_seconds)
                     continue
-                self.run_job(claim)
+                try:
+                    self.run_job(claim)
+                except Exception:
+                    # The lease will lapse and the service requeues the job; the agent lives on.
+                    log.exception("unexpected error while running job %s", claim.job_id)
                 self.jobs_run += 1
         finally:
             self._shutdown.set()
@@ -254,6 +258,7 @@ class Agent:
         try:
             return self._run_attempt(run, job_dir, job_gpus, session)
         finally:
+            session.stop()  # no-op when a finishing call already took the report
             if not self.options.keep_job_dirs:
                 # Everything worth keeping was uploaded; GPU hosts have finite disks.
                 shutil.rmtree(job_dir.parent, ignore_errors=True)
@@ -284,7 +289,11 @@ class Agent:
             cuda_visible_devices=",".join(info.uuid for info, _ in job_gpus),
         )
         child = ChildJob(spec)
-        child.start()
+        try:
+            child.start()
+        except Exception as exc:
+            return self._report_failure(run, session, f"could not start the job process: {exc}",
+                                        retryable=True)
         try:
             self._supervise(run, child, session)
         finally:
