@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fake_nvml import FakeGpu, FakeNvml
 from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
+from helpers import tiny_dataset_zip
 
 from worker.agent import (
     Agent,
@@ -200,20 +201,22 @@ def test_unknown_kind_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # starts job processes
-def test_finetune_job_gets_its_dataset_unpacked(tmp_path: Path) -> None:
-    service = FakeService()
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        bundle.writestr("list.txt", "a.wav|spk|en|hello\n")
-        bundle.writestr("wavs/a.wav", b"RIFF")
-    service.datasets["ds-1"] = archive.getvalue()
-    job = service.add_job("gpt-sovits-finetune", {"max_steps": 1, "model_size": "tiny"},
-                          dataset_id="ds-1")
+def test_finetune_job_trains_and_uploads_adapters(tmp_path: Path) -> None:
+    service = FakeService(heartbeat_seconds=0.5)
+    service.datasets["ds-1"] = tiny_dataset_zip()
+    job = service.add_job(
+        "gpt-sovits-finetune",
+        {"model_size": "tiny", "max_steps": 2, "batch_size": 2, "save_every_steps": 1},
+        dataset_id="ds-1",
+    )
     make_agent(service, tmp_path, keep_job_dirs=True).run()
     dataset_dir = tmp_path / "jobs" / job.id / "attempt-1" / "dataset"
-    assert (dataset_dir / "list.txt").read_text() == "a.wav|spk|en|hello\n"
-    assert (dataset_dir / "wavs" / "a.wav").read_bytes() == b"RIFF"
-    assert job.finishes  # whatever the training core did, the agent reported an outcome
+    assert (dataset_dir / "voice.list").exists()  # the zip was fetched and unpacked
+    verb, body = finish(job)
+    assert verb == "complete", body.get("error")
+    assert body["result"]["steps"] == {"s1": 2, "s2": 2}
+    assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT,
+            "tensorboard.tar"} <= set(service.artifacts[job.id])
 
 
 def test_zip_members_cannot_escape(tmp_path: Path) -> None:
