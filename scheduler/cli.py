@@ -112,7 +112,9 @@ def worker(
         str | None, typer.Option(envvar="GREENWINDOW_WORKER_TOKEN", help="Fleet worker token.")
     ] = None,
     gpus: Annotated[str | None, typer.Option(help="GPU indices to use, e.g. 0,1.")] = None,
-    zone: Annotated[str | None, typer.Option(help="Grid zone of this host.")] = None,
+    zone: Annotated[
+        str, typer.Option(envvar="GREENWINDOW_ZONE", help="Grid zone of this host.")
+    ] = "ES",
     work_dir: Annotated[
         Path, typer.Option(help="Scratch space for datasets and runs.")
     ] = DEFAULT_WORKER_DIR,
