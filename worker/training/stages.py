@@ -125,7 +125,12 @@ class T2SStage(Stage):
         return StepOutput({"t2s": losses["loss"]}, metrics)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """AdamW at the constant stage-1 rate (the original locks its schedule at 0.002)."""
+        """AdamW at the constant stage-1 rate (the original locks its schedule at 0.002).
+
+        The original uses ScaledAdam, whose steps are relative to each tensor's RMS; that
+        would barely move zero-initialised LoRA B matrices, so adapters use AdamW. For full
+        fine-tuning of a pretrained base, a rate near 1e-4 suits AdamW better than 0.002.
+        """
         params = self.trainable_parameters("t2s")
         opt = torch.optim.AdamW(params, lr=self.config.s1_learning_rate, betas=(0.9, 0.95))
         return {"t2s": opt}

@@ -27,7 +27,7 @@ class GpuProbe:
 
                 self.nvml = pynvml
             self.nvml.nvmlInit()
-            index = device.index if device.index is not None else torch.cuda.current_device()
+            index = device.index if device.index is not None else 0
             self.handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
         except Exception as err:  # noqa: BLE001 - any NVML failure just means no GPU telemetry
             log.info("NVML unavailable: %s", err)
@@ -45,7 +45,7 @@ class GpuProbe:
     def sample(self) -> dict[str, float]:
         """Memory counters (CUDA) and NVML readings; empty on CPU."""
         out: dict[str, float] = {}
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and torch.cuda.is_available():
             mib = 1024 * 1024
             out["mem_allocated_mb"] = torch.cuda.memory_allocated(self.device) / mib
             out["mem_reserved_mb"] = torch.cuda.memory_reserved(self.device) / mib

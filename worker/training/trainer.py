@@ -197,6 +197,8 @@ class Trainer:
             try:
                 return self._accumulate_and_step(items)
             except RuntimeError as err:
+                # Under DDP the other ranks may already wait in an all-reduce for this one, so
+                # a rank cannot retry alone; the job fails and resumes from its checkpoint.
                 if not _is_oom(err) or self.micro_batch <= 1 or self.ctx.active:
                     raise
                 self._zero_grad()
