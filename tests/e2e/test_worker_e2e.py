@@ -8,6 +8,7 @@ artifact uploads, lease expiry after kill -9, and the energy report and budget c
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ class Agents:
     def __init__(self, url: str, work_dir: Path) -> None:
         self.url = url
         self.work_dir = work_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         log = (self.work_dir / f"{name}.log").open("wb")
@@ -46,18 +47,25 @@ class Agents:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.processes.append(process)
+        self.processes[name] = process
         return process
 
-    def kill_9(self, process: subprocess.Popen[bytes]) -> None:
+    def worker_id(self, name: str) -> str | None:
+        """The worker id the agent logged when it registered."""
+        text = (self.work_dir / f"{name}.log").read_text(errors="replace")
+        match = re.search(r"registered as worker (\w+)", text)
+        return match.group(1) if match else None
+
+    def kill_9(self, name: str) -> None:
+        process = self.processes[name]
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
     def stop_all(self) -> None:
-        for process in self.processes:
+        for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
-        for process in self.processes:
+        for process in self.processes.values():
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -154,7 +162,9 @@ def test_kill_9_then_lease_expiry_then_another_worker_finishes(
     service: tuple[str, str, Agents],
 ) -> None:
     url, key, agents = service
-    first = agents.start("worker-a")
+    # Two agents: whichever claims the job is killed, the other one takes over.
+    agents.start("worker-a")
+    agents.start("worker-b")
     job_id = submit(
         url, key, {"steps": 80, "size": 32, "checkpoint_every": 5, "step_sleep_s": 0.05}
     )
@@ -164,8 +174,10 @@ def test_kill_9_then_lease_expiry_then_another_worker_finishes(
         return (progress.get("step") or 0) >= 10
 
     wait_for(stepped, 40, "the first worker's progress")
-    agents.kill_9(first)
-    agents.start("worker-b")
+    workers = httpx.get(f"{url}/v1/workers", headers=admin_headers()).json()
+    holder = next(w["id"] for w in workers if job_id in w["running_jobs"])
+    victim = next(name for name in agents.processes if agents.worker_id(name) == holder)
+    agents.kill_9(victim)
     wait_for(lambda: get(url, key, f"/v1/jobs/{job_id}")["state"] == "succeeded", 45, "success")
 
     job = get(url, key, f"/v1/jobs/{job_id}")
