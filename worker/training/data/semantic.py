@@ -18,6 +18,8 @@ FIT_SAMPLE_LIMIT = 20_000
 # k-means++ seeding is sequential in K; a subsample keeps it to seconds at K = 1024.
 INIT_SAMPLE_LIMIT = 8192
 DISTANCE_CHUNK = 8192
+STABLE_FRACTION = 1e-3
+SEED_ROUNDS = 64
 
 
 def pool_frames(ssl: np.ndarray) -> np.ndarray:
@@ -50,25 +52,32 @@ def nearest_codes(points: np.ndarray, codebook: np.ndarray) -> np.ndarray:
 
 
 def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    # Seeding in rounds of several centres (each drawn with probability proportional to
+    # its squared distance, as in k-means++) turns K matrix-vector products into
+    # K / SEED_ROUND_SIZE matrix products; Lloyd's passes then refine the start.
     if points.shape[0] > INIT_SAMPLE_LIMIT:
         points = points[rng.choice(points.shape[0], INIT_SAMPLE_LIMIT, replace=False)]
     norms = np.sum(points * points, axis=1)
-    centres = np.empty((k, points.shape[1]), dtype=points.dtype)
+    chosen = [int(rng.integers(points.shape[0]))]
     closest = np.full(points.shape[0], np.inf)
-    chosen = int(rng.integers(points.shape[0]))
-    for index in range(k):
-        centres[index] = points[chosen]
-        centre = points[chosen]
-        distance = np.maximum(norms - 2.0 * (points @ centre) + float(centre @ centre), 0.0)
-        closest = np.minimum(closest, distance)
+    new = np.array(chosen)
+    while True:
+        block = points[new]
+        distances = norms[:, None] - 2.0 * (points @ block.T) + norms[new][None, :]
+        closest = np.minimum(closest, np.maximum(distances, 0.0).min(axis=1))
+        remaining = k - len(chosen)
+        if remaining == 0:
+            break
+        draw = min(remaining, max(1, k // SEED_ROUNDS))
         cumulative = np.cumsum(closest)
         if cumulative[-1] > 0.0:
-            # Draw a point with probability proportional to its squared distance.
-            target = rng.random() * cumulative[-1]
-            chosen = min(int(np.searchsorted(cumulative, target, side="right")), len(closest) - 1)
+            targets = rng.random(draw) * cumulative[-1]
+            picks = np.searchsorted(cumulative, targets, side="right")
+            new = np.minimum(picks, points.shape[0] - 1)
         else:
-            chosen = int(rng.integers(points.shape[0]))
-    return centres
+            new = rng.integers(points.shape[0], size=draw)
+        chosen += new.tolist()
+    return points[np.array(chosen)].copy()
 
 
 def _cluster_sums(labels: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
@@ -94,8 +103,13 @@ def fit_codebook(
     if points.shape[0] > FIT_SAMPLE_LIMIT:
         points = points[np.sort(rng.choice(points.shape[0], FIT_SAMPLE_LIMIT, replace=False))]
     centres = _kmeans_plus_plus(points, k, rng)
+    previous: np.ndarray | None = None
     for _ in range(iterations):
         labels = nearest_codes(points, centres)
+        # Stop once almost no frame changes code; later passes barely move the centres.
+        if previous is not None and np.mean(labels != previous) < STABLE_FRACTION:
+            break
+        previous = labels
         counts = np.bincount(labels, minlength=k)
         sums = _cluster_sums(labels, points.astype(np.float64), k)
         moved = centres.copy()
@@ -106,10 +120,7 @@ def fit_codebook(
             # Restart dead codes on the points worst served by the current codebook.
             errors = np.sum((points - moved[labels]) ** 2, axis=1)
             moved[empty] = points[np.argsort(errors, kind="stable")[::-1][: empty.size]]
-        converged = np.array_equal(moved, centres)
         centres = moved
-        if converged:
-            break
     return centres.astype(np.float32)
 
 
