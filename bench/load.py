@@ -102,7 +102,11 @@ def served(database_url: str, workdir: Path, **settings: str) -> Iterator[tuple[
         yield url, process.pid
     finally:
         process.terminate()
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()  # a stalled service may not finish its graceful shutdown
+            process.wait(timeout=15)
         log.close()
 
 
