@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sqlite_settings_in
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from helpers import FakeClock, admin_headers, burn_in_job
 from helpers import tiny_dataset_zip as dataset_zip
-from world import PRINCIPALS, World, build_world
+from world import PRINCIPALS, World, build_world, sqlite_settings_in
 
 from scheduler.app import create_app
 from scheduler.settings import Settings
+from scheduler.web.auth import COOKIE_NAME
 
 # Read by anyone: probes, scrapes and the API description.
 PUBLIC = {
@@ -33,7 +33,11 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    ("GET", "/dashboard/login"),
+    ("POST", "/dashboard/logout"),
 }
+# Signing out always answers with a redirect to the sign-in page.
+PUBLIC_OK = {"/dashboard/logout": 303}
 
 
 @dataclass
@@ -45,6 +49,9 @@ class Call:
     content: bytes | None = None
     files: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Where the caller's token goes: the Authorization header, the dashboard cookie, or the
+    # dashboard's sign-in form.
+    credential: str = "header"
 
 
 Builder = Callable[[World], Call]
@@ -106,6 +113,17 @@ def worker_only(ok: int) -> dict[str, int]:
 def file_reader(ok: int) -> dict[str, int]:
     """Files of alpha: its team, the admin, or the worker; the fleet token sees nothing."""
     return {**team_resource(ok), "fleet": 404, "worker": ok}
+
+
+def dashboard_page(ok: int, *, other: int | None = None) -> dict[str, int]:
+    """Pages: no cookie redirects to sign-in (303); a bad token gets the sign-in page (401)."""
+    refused = {p: 401 for p in ("wrong", "revoked", "fleet", "worker")}
+    return {"none": 303, **refused, "own": ok, "admin": ok, "other": ok if other is None else other}
+
+
+def dashboard_data(ok: int, *, other: int | None = None) -> dict[str, int]:
+    """The pages' JSON: anything but a team or admin cookie is a 401."""
+    return {**dashboard_page(ok, other=other), "none": 401}
 
 
 def fixed(path: str, **extra: Any) -> Builder:
@@ -283,8 +301,48 @@ ROWS = [
         fixed("/v1/plan/preview", json=burn_in_job()),
         any_user(200, admin=422),
     ),
+    Row("GET", "/dashboard", fixed("/dashboard", credential="cookie"), dashboard_page(200)),
+    Row(
+        "GET",
+        "/dashboard/budgets",
+        fixed("/dashboard/budgets", credential="cookie"),
+        dashboard_page(200),
+    ),
+    Row(
+        "GET",
+        "/dashboard/jobs/{job_id}",
+        fixed("/dashboard/jobs/{queued}", credential="cookie"),
+        dashboard_page(200, other=404),
+    ),
+    Row(
+        "GET",
+        "/dashboard/api/overview",
+        fixed("/dashboard/api/overview", credential="cookie"),
+        dashboard_data(200),
+    ),
+    Row(
+        "GET",
+        "/dashboard/api/budgets",
+        fixed("/dashboard/api/budgets", credential="cookie"),
+        dashboard_data(200),
+    ),
+    Row(
+        "GET",
+        "/dashboard/api/jobs/{job_id}",
+        fixed("/dashboard/api/jobs/{queued}", credential="cookie"),
+        dashboard_data(200, other=404),
+    ),
+    # Signing in: a missing token is a 422, a refused one the sign-in page again (401).
+    Row(
+        "POST",
+        "/dashboard/login",
+        fixed("/dashboard/login", credential="form"),
+        {**dashboard_page(303), "none": 422},
+    ),
 ] + [
-    Row(method, path, fixed(path), {principal: 200 for principal in PRINCIPALS})
+    Row(
+        method, path, fixed(path), {principal: PUBLIC_OK.get(path, 200) for principal in PRINCIPALS}
+    )
     for method, path in sorted(PUBLIC)
 ]
 
@@ -354,23 +412,37 @@ def test_authorization(request: pytest.FixtureRequest, row: Row) -> None:
     mismatches = []
     for principal in order:
         call = row.build(world)
+        token = world.headers(principal).get("Authorization", "").removeprefix("Bearer ")
+        headers = dict(call.headers)
+        cookies: dict[str, str] = {}
+        form: dict[str, str] | None = None
+        if call.credential == "cookie" and token:
+            cookies[COOKIE_NAME] = token
+        elif call.credential == "form":
+            form = {"token": token} if token else {}
+        elif call.credential == "header":
+            headers.update(world.headers(principal))
+        world.client.cookies.clear()
         response = world.client.request(
             row.method,
             call.path,
             json=call.json,
             content=call.content,
             files=call.files,
-            headers={**call.headers, **world.headers(principal)},
+            data=form,
+            headers=headers,
+            cookies=cookies,
+            follow_redirects=False,
         )
         if response.status_code != row.expect[principal]:
             mismatches.append(
                 f"{principal}: expected {row.expect[principal]}, got {response.status_code} "
                 f"{response.text[:200]}"
             )
-        elif response.status_code >= 400:
+        elif response.status_code >= 400 and "json" in response.headers.get("content-type", ""):
             detail = response.json().get("detail")
             assert isinstance(detail, str) and detail.strip(), (principal, response.text)
-        if response.status_code == 401:
+        if response.status_code == 401 and call.credential == "header":
             assert response.headers.get("www-authenticate") == "Bearer", principal
     assert not mismatches, "\n".join(mismatches)
 
