@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -75,6 +76,31 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
             await _too_large(send, limit)
+
+
+class ConcurrencyLimit:
+    """Admit at most `limit` requests at once; the rest wait in the event loop.
+
+    Synchronous endpoints hop between worker threads (session, authentication, handler)
+    while holding a database connection or SQLite's write lock. If every thread of the
+    pool were taken by requests waiting for those, the holders could never get a thread
+    back and the service would hang. Keeping in-flight requests below the thread pool and
+    the connection pool makes that impossible; waiting requests hold nothing.
+    """
+
+    # Single-step endpoints that hold no resource across threads; kept answerable when busy.
+    EXEMPT = frozenset({"/healthz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.semaphore = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        async with self.semaphore:
+            await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -175,6 +201,7 @@ def create_app(
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(IllegalTransition, _illegal_transition)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Estimates before any job has been measured: watts drawn per GPU.
     default_gpu_watts: float = Field(default=300.0, gt=0, le=5_000)
 
+    # Below the 40 threads that run synchronous endpoints and the 30 pooled connections.
+    max_concurrent_requests: int = Field(default=24, ge=1, le=30)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
     artifact_dir: Path | None = None
