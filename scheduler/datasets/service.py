@@ -44,6 +44,10 @@ def create_from_upload(
     except DatasetInvalid as exc:
         discard(upload)
         raise InvalidInput(str(exc), field=exc.field) from None
+    except BaseException:
+        # Whatever went wrong, an upload that was not accepted must not stay on disk.
+        discard(upload)
+        raise
     dataset_id = new_id()
     directory = datasets_root(settings) / dataset_id
     try:

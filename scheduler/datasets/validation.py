@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -160,7 +161,14 @@ def validate_zip(path: Path, limits: Limits | None = None) -> DatasetSummary:
         files = check_members(archive, limits)
         list_info = find_list(files)
         try:
-            text = archive.read(list_info).decode("utf-8-sig")
+            raw = archive.read(list_info)
+        except (zipfile.BadZipFile, RuntimeError, zlib.error, EOFError) as exc:
+            # Corrupt, encrypted or exotically compressed members: the client's archive is bad.
+            raise DatasetInvalid(
+                f"{list_info.filename} cannot be read from the zip: {exc}", field="list"
+            ) from None
+        try:
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise DatasetInvalid(f"{list_info.filename} is not UTF-8 text", field="list") from None
         lines = parse_list(text, list_info.filename)
