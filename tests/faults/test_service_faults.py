@@ -87,6 +87,7 @@ def postgres_cluster() -> str:
     return versions[-1]
 
 
+@pytest.mark.disruptive
 def test_postgres_restart_is_503_then_recovers_without_a_service_restart(
     database_url: str, tmp_path: Path
 ) -> None:
