@@ -23,7 +23,7 @@ from scheduler.datasets.router import router as datasets_router
 from scheduler.db.base import utcnow
 from scheduler.db.session import make_engine, make_session_factory
 from scheduler.energy.router import router as energy_router
-from scheduler.errors import DomainError
+from scheduler.errors import ERROR_RESPONSES, DomainError
 from scheduler.jobs.router import router as jobs_router
 from scheduler.jobs.states import IllegalTransition
 from scheduler.metrics import add_metrics_endpoint
@@ -189,6 +189,7 @@ def create_app(
         version="0.1.0",
         description="Carbon- and energy-aware scheduling of GPT-SoVITS fine-tunes on GPUs.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from scheduler.db.session import session_scope
@@ -70,7 +71,8 @@ def _matches(presented: str, configured: str | None) -> bool:
     return configured is not None and hmac.compare_digest(presented.encode(), configured.encode())
 
 
-def _principal(request: Request, session: SessionDep, now: NowDep) -> Principal:
+def principal_from_request(request: Request, session: Session, now: datetime) -> Principal:
+    """Authenticate the request's bearer token as the admin, the worker fleet or a team."""
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
@@ -83,6 +85,19 @@ def _principal(request: Request, session: SessionDep, now: NowDep) -> Principal:
     if team is None:
         raise Unauthorized("invalid or revoked API key")
     return Principal("team", team)
+
+
+# Declares bearer authentication in the OpenAPI; the token itself is read by bearer_token.
+_bearer_scheme = HTTPBearer(auto_error=False, description="A team key, or the admin token.")
+
+
+def _principal(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+) -> Principal:
+    return principal_from_request(request, session, now)
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]

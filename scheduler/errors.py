@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 
 class DomainError(Exception):
     """Base of the errors a service may raise for a client mistake."""
@@ -47,3 +49,28 @@ class Forbidden(DomainError):
 
 class PayloadTooLarge(DomainError):
     status_code = 413
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what went wrong, and the field or header it concerns."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str
+    field: str | None = None
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# Documented on every operation (the OpenAPI must not hide the answers clients will get).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("Malformed JSON body"),
+    401: _error("Missing, invalid or revoked key"),
+    403: _error("The key may not call this endpoint"),
+    404: _error("Not found (another team's resources are not found either)"),
+    409: _error("Conflict with the current state (e.g. budget denial, stale lease)"),
+    413: _error("Request body too large"),
+    503: _error("Database unavailable or busy; retry"),
+}

@@ -61,7 +61,7 @@ def _caller(request: Request, session: SessionDep, now: NowDep) -> Caller:
         if worker is None:
             raise Unauthorized("invalid worker token; register again")
         return Caller(worker=worker)
-    return Caller(principal=deps._principal(request, session, now))
+    return Caller(principal=deps.principal_from_request(request, session, now))
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
