@@ -34,6 +34,9 @@ log = logging.getLogger("greenwindow.worker")
 PROGRESS_KEYS = ("stage", "step", "total_steps", "loss", "steps_per_s")
 CHECKPOINT_ARTIFACT = "checkpoint.tar"
 TENSORBOARD_ARTIFACT = "tensorboard.tar"
+# Where the workloads (burn-in, training core) write their checkpoints, under the run dir.
+CHECKPOINT_DIR = "checkpoints"
+UPLOAD_EVERY_ENV = "GREENWINDOW_CHECKPOINT_UPLOAD_SECONDS"
 
 
 def agent_version() -> str:
@@ -83,6 +86,56 @@ def unpack_tar(archive: Path, dest: Path) -> None:
         bundle.extractall(dest, filter="data")
 
 
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The most recently written complete checkpoint file in ``directory``, or None."""
+    # Both workloads write "<name>.partial" and rename it into place, so every other regular
+    # file here is complete; the newest by mtime is the one to resume from.
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    best: tuple[int, str] | None = None
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name.endswith(".partial"):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            key = (entry.stat(follow_symlinks=False).st_mtime_ns, entry.name)
+        except FileNotFoundError:
+            continue  # pruned by the workload since the listing
+        if best is None or key > best:
+            best = key
+    return directory / best[1] if best else None
+
+
+def file_identity(path: Path) -> tuple[str, int, int, int]:
+    """What tells one written checkpoint from the next: name, inode, mtime and size."""
+    stat = path.stat()
+    return (path.name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def snapshot_file(source: Path, dest: Path) -> tuple[str, int, int, int] | None:
+    """Freeze ``source`` as ``dest`` (a hard link, else a copy); its identity, or None if gone."""
+    # A hard link keeps this version's inode even when the workload replaces or prunes the
+    # file meanwhile, so the tar that follows reads one consistent file.
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(source, dest)
+        return (source.name, *file_identity(dest)[1:])
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass  # no hard links on this filesystem: copy through one open handle instead
+    try:
+        identity = file_identity(source)
+        shutil.copy2(source, dest)
+    except FileNotFoundError:
+        return None
+    return identity
+
+
 @dataclass
 class AgentOptions:
     """How an agent runs."""
@@ -102,6 +155,9 @@ class AgentOptions:
     # CodeCarbon's country (ISO alpha-3) for its own CO2e cross-check; default: from the zone.
     country_iso_code: str | None = None
     keep_job_dirs: bool = False
+    # While a job runs, a newer checkpoint goes up at most this often, so a worker killed
+    # mid-job (kill -9, lost host) leaves something recent for the next attempt to resume.
+    checkpoint_upload_seconds: float = 60.0
 
 
 @dataclass
@@ -116,11 +172,25 @@ class _JobRun:
     result: dict[str, Any] | None = None
     error: str | None = None
     stop_reason: str | None = None  # cancel | pause | shutdown | lease_lost
+    # The checkpoint uploader adds events from its own thread.
+    _event_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_event(self, kind: str, message: str) -> None:
+        """Record an event for the job's history and the next heartbeat."""
         event = {"type": kind, "message": message, "at": now_rfc3339()}
-        self.events.append(event)
-        self.pending_events.append(event)
+        with self._event_lock:
+            self.events.append(event)
+            self.pending_events.append(event)
+
+    def unsent_events(self) -> list[dict[str, Any]]:
+        """Events no heartbeat has delivered yet."""
+        with self._event_lock:
+            return list(self.pending_events)
+
+    def mark_sent(self, count: int) -> None:
+        """Forget the first ``count`` pending events: a heartbeat delivered them."""
+        with self._event_lock:
+            del self.pending_events[:count]
 
 
 class Agent:
@@ -288,19 +358,26 @@ class Agent:
             gpus=max(1, len(job_gpus)),
             cuda_visible_devices=",".join(info.uuid for info, _ in job_gpus),
         )
+        # Made after the restore and before the child writes: the restored checkpoint counts
+        # as uploaded already.
+        uploader = _CheckpointUploader(self.client, run, self.options.checkpoint_upload_seconds)
         child = ChildJob(spec)
         try:
             child.start()
         except Exception as exc:
             return self._report_failure(run, session, f"could not start the job process: {exc}",
                                         retryable=True)
+        uploader.start()
         try:
-            self._supervise(run, child, session)
+            try:
+                self._supervise(run, child, session, uploader)
+            finally:
+                child.kill()
+                exitcode = child.exitcode
+                child.close()
+            return self._finish(run, exitcode, session, uploader)
         finally:
-            child.kill()
-            exitcode = child.exitcode
-            child.close()
-        return self._finish(run, exitcode, session)
+            uploader.stop(timeout=5)  # no-op when _finish already stopped it
 
     def _job_gpus(self, claim: Claim) -> list[tuple[GpuInfo, Any]]:
         if self.options.cpu_only:
@@ -347,7 +424,8 @@ class Agent:
             archive.unlink(missing_ok=True)
         run.add_event("resumed", f"restored checkpoint {name}")
 
-    def _supervise(self, run: _JobRun, child: ChildJob, session: MeteringSession) -> None:
+    def _supervise(self, run: _JobRun, child: ChildJob, session: MeteringSession,
+                   uploader: _CheckpointUploader) -> None:
         next_beat = time.monotonic()
         kill_at: float | None = None
         while True:
@@ -356,6 +434,10 @@ class Agent:
             if not alive:
                 self._take_messages(run, child.messages())
                 return
+            if uploader.lease_lost.is_set() and run.stop_reason != "lease_lost":
+                self._lose_lease(run, child)
+                lost_at = time.monotonic() + self.options.lease_lost_grace_seconds
+                kill_at = lost_at if kill_at is None else min(kill_at, lost_at)
             if self._shutdown.is_set() and run.stop_reason is None:
                 run.stop_reason = "shutdown"
                 child.request_stop("pause")
@@ -387,19 +469,18 @@ class Agent:
 
     def _job_heartbeat(self, run: _JobRun, child: ChildJob, session: MeteringSession) -> None:
         energy = {"kwh_so_far": session.kwh_so_far(), "watts": session.watts_now()}
+        events = run.unsent_events()
         try:
             answer = self.client.job_heartbeat(
-                run.claim, progress=run.progress, energy=energy, events=run.pending_events
+                run.claim, progress=run.progress, energy=energy, events=events
             )
         except LeaseLost:
-            log.warning("lease lost for job %s; stopping it", run.claim.job_id)
-            run.stop_reason = "lease_lost"
-            child.request_stop("stop")
+            self._lose_lease(run, child)
             return
         except (httpx.HTTPError, ProtocolError) as exc:
             log.warning("job heartbeat failed: %s", exc)
             return
-        run.pending_events = []
+        run.mark_sent(len(events))
         action = answer.get("action", "continue")
         if run.stop_reason is not None:
             return
@@ -410,19 +491,27 @@ class Agent:
             run.stop_reason = "pause"
             child.request_stop("pause")
 
-    def _finish(self, run: _JobRun, exitcode: int | None, session: MeteringSession) -> str:
+    @staticmethod
+    def _lose_lease(run: _JobRun, child: ChildJob) -> None:
+        log.warning("lease lost for job %s; stopping it", run.claim.job_id)
+        run.stop_reason = "lease_lost"
+        child.request_stop("stop")
+
+    def _finish(self, run: _JobRun, exitcode: int | None, session: MeteringSession,
+                uploader: _CheckpointUploader) -> str:
         if run.stop_reason == "lease_lost":
             session.stop()
             return "lease_lost"  # the job has a new owner: write nothing
         keeper = _LeaseKeeper(self.client, run, session, self.heartbeat_seconds)
         keeper.start()
         try:
-            return self._report_outcome(run, exitcode, session)
+            uploader.stop()  # an upload in flight finishes first; the keeper holds the lease
+            return self._report_outcome(run, exitcode, session, uploader)
         finally:
             keeper.stop()
 
     def _report_outcome(self, run: _JobRun, exitcode: int | None,
-                        session: MeteringSession) -> str:
+                        session: MeteringSession, uploader: _CheckpointUploader) -> str:
         result = run.result
         status = result.get("status") if result else None
         try:
@@ -433,11 +522,13 @@ class Agent:
             if status == "succeeded":
                 return self._complete(run, result, session)
             if run.stop_reason in ("pause", "shutdown"):
-                return self._release(run, result, session)
+                return self._release(run, result, session, uploader)
             reason = run.error or (
                 f"job stopped with status {status!r}" if result
                 else f"job process exited with code {exitcode} without a result"
             )
+            # The retry resumes from the newest checkpoint the crashed run left, not an older one.
+            uploader.flush()
             return self._report_failure(run, session, reason, retryable=True)
         except LeaseLost:
             log.warning("lease lost while finishing job %s", run.claim.job_id)
@@ -456,11 +547,11 @@ class Agent:
         return "completed"
 
     def _release(self, run: _JobRun, result: dict[str, Any] | None,
-                 session: MeteringSession) -> str:
+                 session: MeteringSession, uploader: _CheckpointUploader) -> str:
         reason = "paused" if run.stop_reason == "pause" else "shutdown"
         if result and result.get("checkpoint"):
             self._upload_checkpoint(run, result)
-        else:
+        elif not uploader.flush():
             run.add_event("no_checkpoint", "the job stopped without a new checkpoint")
         self.client.release(run.claim, energy=session.stop(), reason=reason)
         return f"released:{reason}"
@@ -540,6 +631,97 @@ class _LeaseKeeper:
                 log.warning("lease renewal failed: %s", exc)
 
 
+class _CheckpointUploader:
+    """Uploads the child's newest checkpoint while it runs, at most once per ``every_seconds``.
+
+    It runs in its own thread so a large upload never delays the job heartbeats; a 409 sets
+    ``lease_lost`` for the supervising loop, which then stops the job as for a heartbeat's 409.
+    """
+
+    def __init__(self, client: WorkerClient, run: _JobRun, every_seconds: float) -> None:
+        self._client = client
+        self._run = run
+        self._every = max(0.0, every_seconds)
+        # Look for new files often; the rate limit applies to uploads, not to this stat.
+        self._poll = min(1.0, max(self._every, 0.05))
+        self._checkpoints = run.run_dir / CHECKPOINT_DIR
+        self._staging = run.run_dir.parent / "checkpoint-snapshot"
+        self._archive = run.run_dir.parent / "checkpoint-periodic.tar"
+        newest = newest_checkpoint(self._checkpoints)
+        # A restored checkpoint is already on the service.
+        self._uploaded = file_identity(newest) if newest else None
+        self._tried_at = float("-inf")
+        self._lock = threading.Lock()  # the thread and a final flush never upload together
+        self._done = threading.Event()
+        self.lease_lost = threading.Event()
+        self.uploads = 0
+        self._thread = threading.Thread(target=self._loop, name="checkpoint-upload",
+                                        daemon=True)
+
+    def start(self) -> None:
+        """Start watching for new checkpoints."""
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop watching; waits for an upload in flight (up to ``timeout`` seconds)."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+
+    def flush(self) -> bool:
+        """Upload a checkpoint newer than the last one now, rate limit aside; True if one went."""
+        try:
+            return self._upload_if_newer()
+        except LeaseLost:
+            raise
+        except Exception as exc:  # the job's outcome is still worth reporting
+            log.warning("checkpoint upload for job %s failed: %s", self._run.claim.job_id, exc)
+            return False
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._poll):
+            if self._run.stop_reason is not None:
+                continue  # stopping: the final report uploads what the child left
+            if time.monotonic() - self._tried_at < self._every:
+                continue
+            try:
+                self._upload_if_newer()
+            except LeaseLost:
+                self.lease_lost.set()
+                return
+            except Exception as exc:  # e.g. service disk full: try again after the interval
+                log.warning("checkpoint upload for job %s failed: %s",
+                            self._run.claim.job_id, exc)
+
+    def _upload_if_newer(self) -> bool:
+        with self._lock:
+            newest = newest_checkpoint(self._checkpoints)
+            if newest is None:
+                return False
+            try:
+                if file_identity(newest) == self._uploaded:
+                    return False
+            except FileNotFoundError:
+                return False  # pruned just now; a newer one exists for the next look
+            self._tried_at = time.monotonic()
+            staged = self._staging / CHECKPOINT_DIR / newest.name
+            try:
+                identity = snapshot_file(newest, staged)
+                if identity is None:
+                    return False
+                pack_tar([staged], self._staging, self._archive)
+                self._client.upload_artifact(self._run.claim, CHECKPOINT_ARTIFACT, self._archive)
+            finally:
+                shutil.rmtree(self._staging, ignore_errors=True)
+                self._archive.unlink(missing_ok=True)
+            self._uploaded = identity
+            self.uploads += 1
+        self._run.add_event("checkpoint_uploaded",
+                            f"uploaded {CHECKPOINT_DIR}/{newest.name} as {CHECKPOINT_ARTIFACT}")
+        log.info("job %s: uploaded checkpoint %s", self._run.claim.job_id, newest.name)
+        return True
+
+
 def default_tracking_mode(offered_gpus: int, host_gpus: int) -> str:
     """CodeCarbon mode: the whole machine, unless other agents share this host's GPUs."""
     # Agents started per GPU (--gpus 0, --gpus 1, ...) would each count the whole host's
@@ -589,10 +771,15 @@ def run_agent(
     nvml = Nvml.open(nvml_module, load=not cpu_only)
     worker_gpus = resolve_worker_gpus(nvml, gpus, cpu_only)
     client = WorkerClient(server, token, transport=transport)
-    settings = {
+    settings: dict[str, Any] = {
         "tracking_mode": default_tracking_mode(len(worker_gpus), len(nvml.all_gpus())),
-        **(options or {}),
     }
+    if upload_every := os.environ.get(UPLOAD_EVERY_ENV):
+        try:
+            settings["checkpoint_upload_seconds"] = float(upload_every)
+        except ValueError:
+            raise SystemExit(f"{UPLOAD_EVERY_ENV} must be a number of seconds") from None
+    settings.update(options or {})
     agent = Agent(
         client,
         AgentOptions(work_dir=Path(work_dir), zone=zone, cpu_only=cpu_only,
