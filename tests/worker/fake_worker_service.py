@@ -24,6 +24,18 @@ FLEET_TOKEN = "fleet-secret"
 CHECKPOINT = "checkpoint.tar"
 
 ActionRule = Callable[["FakeJob", dict[str, Any]], str]
+UploadHook = Callable[["FakeJob", str], None]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One artifact PUT the fake service accepted."""
+
+    job_id: str
+    name: str
+    attempt: int
+    data: bytes
+    at: float  # time.monotonic() on arrival
 
 
 @dataclass
@@ -73,6 +85,8 @@ class FakeService:
         self.requests: list[tuple[str, str]] = []
         self.server_errors_before_claim = 0
         self.upload_delay_seconds = 0.0
+        self.uploads: list[Upload] = []  # every accepted PUT, in order (artifacts keeps the last)
+        self.before_upload: UploadHook | None = None  # runs before the fence check
         self._ids = itertools.count(1)
 
     def add_job(self, kind: str, config: dict[str, Any], **fields: Any) -> FakeJob:
@@ -188,12 +202,15 @@ class FakeService:
         return httpx.Response(200, json={"ok": True})
 
     def _store_artifact(self, job: FakeJob, name: str, request: httpx.Request) -> httpx.Response:
+        if self.before_upload is not None:
+            self.before_upload(job, name)
         self._fence(job, request.headers.get("x-attempt"), request.headers.get("x-lease-token"))
         data = request.content
         digest = hashlib.sha256(data).hexdigest()
         if digest != request.headers.get("x-content-sha256"):
             raise _Reply(400, {"detail": "checksum mismatch"})
         self.artifacts.setdefault(job.id, {})[name] = data
+        self.uploads.append(Upload(job.id, name, job.attempt, data, time.monotonic()))
         return httpx.Response(201, json={"name": name, "size": len(data), "sha256": digest})
 
 
