@@ -7,11 +7,13 @@ artifact uploads, lease expiry after kill -9, and the energy report and budget c
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 
 from scheduler.app import create_app
@@ -28,6 +31,8 @@ from scheduler.settings import Settings
 pytestmark = pytest.mark.slow
 AGENT = Path(__file__).with_name("agent_process.py")
 REPO = Path(__file__).resolve().parents[2]
+# Agents upload a newer checkpoint at most this often while a job runs (production: 60 s).
+CHECKPOINT_UPLOAD_SECONDS = "0.5"
 
 
 class Agents:
@@ -46,6 +51,7 @@ class Agents:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, "GREENWINDOW_CHECKPOINT_UPLOAD_SECONDS": CHECKPOINT_UPLOAD_SECONDS},
         )
         self.processes[name] = process
         return process
@@ -115,6 +121,18 @@ def get(url: str, key: str, path: str) -> Any:
     return response.json()
 
 
+def checkpoint_step(url: str, key: str, job_id: str) -> int:
+    """The burn-in step inside the job's current checkpoint.tar."""
+    response = httpx.get(f"{url}/v1/jobs/{job_id}/artifacts/checkpoint.tar",
+                         headers=bearer(key), timeout=30)
+    assert response.status_code == 200, response.text
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as bundle:
+        assert bundle.getnames() == ["checkpoints/burnin.pt"]
+        member = bundle.extractfile("checkpoints/burnin.pt")
+        assert member is not None
+        return int(torch.load(io.BytesIO(member.read()), weights_only=True)["step"])
+
+
 def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -158,7 +176,7 @@ def test_burn_in_runs_to_success_with_energy_and_budget_charge(
     assert "checkpoint.tar" in artifacts
 
 
-def test_kill_9_then_lease_expiry_then_another_worker_finishes(
+def test_kill_9_then_lease_expiry_then_another_worker_resumes_from_its_checkpoint(
     service: tuple[str, str, Agents],
 ) -> None:
     url, key, agents = service
@@ -166,24 +184,39 @@ def test_kill_9_then_lease_expiry_then_another_worker_finishes(
     agents.start("worker-a")
     agents.start("worker-b")
     job_id = submit(
-        url, key, {"steps": 80, "size": 32, "checkpoint_every": 5, "step_sleep_s": 0.05}
+        url, key, {"steps": 100, "size": 32, "checkpoint_every": 5, "step_sleep_s": 0.05}
     )
 
-    def stepped() -> bool:
+    def stepped_with_a_checkpoint_up() -> bool:
         progress = get(url, key, f"/v1/jobs/{job_id}")["progress"] or {}
-        return (progress.get("step") or 0) >= 10
+        artifacts = get(url, key, f"/v1/jobs/{job_id}/artifacts")
+        return (progress.get("step") or 0) >= 10 and any(
+            a["name"] == "checkpoint.tar" and a["attempt"] == 1 for a in artifacts
+        )
 
-    wait_for(stepped, 40, "the first worker's progress")
+    # Only the periodic upload can put a checkpoint there while the job is still running.
+    wait_for(stepped_with_a_checkpoint_up, 40, "the first worker's progress and checkpoint")
     workers = httpx.get(f"{url}/v1/workers", headers=admin_headers()).json()
-    holder = next(w["id"] for w in workers if job_id in w["running_jobs"])
+    holder = next((w["id"] for w in workers if job_id in w["running_jobs"]), None)
+    assert holder is not None, "the job ended before it could be killed mid-run"
     victim = next(name for name in agents.processes if agents.worker_id(name) == holder)
     agents.kill_9(victim)
+    time.sleep(0.5)  # an upload whose body was already sent is committed by now
+    # Attempt 2 starts only once the lease expires: this is what it will resume from.
+    (artifact,) = get(url, key, f"/v1/jobs/{job_id}/artifacts")
+    assert artifact["name"] == "checkpoint.tar" and artifact["attempt"] == 1
+    left_at = checkpoint_step(url, key, job_id)
+    assert 5 <= left_at < 100
     wait_for(lambda: get(url, key, f"/v1/jobs/{job_id}")["state"] == "succeeded", 45, "success")
 
     job = get(url, key, f"/v1/jobs/{job_id}")
     assert job["attempt"] == 2
-    reasons = [e["reason"] for e in get(url, key, f"/v1/jobs/{job_id}/events")]
+    events = get(url, key, f"/v1/jobs/{job_id}/events")
+    reasons = [e["reason"] for e in events]
     assert any(r.startswith("worker lost (lease expired at") for r in reasons), reasons
+    second = [e["reason"] for e in events if e["attempt"] == 2]
+    assert "worker resumed: restored checkpoint checkpoint.tar" in second, second
+    assert f"worker workload: resumed burn-in from step {left_at}" in second, second
     report = get(url, key, f"/v1/jobs/{job_id}/energy")
     attempts = report["attempts"]
     assert [a["outcome"] for a in attempts] == ["lost", "succeeded"]
