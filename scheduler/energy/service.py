@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +16,9 @@ from scheduler.energy import accounting
 from scheduler.energy.models import JobAttempt
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
+
+if TYPE_CHECKING:
+    from scheduler.scheduling.service import Scheduling
 
 log = logging.getLogger("greenwindow.energy")
 
@@ -62,39 +65,21 @@ class SignalUsed:
         }
 
 
-def _unpack_signal(result: Any) -> tuple[IntensitySeries | None, bool]:
-    """Accept the signal as (series, measured) or as an object naming its series and origin."""
-    if result is None:
-        return None, True
-    if isinstance(result, IntensitySeries):
-        return result, False
-    if isinstance(result, tuple) and len(result) == 2:
-        series, measured = result
-        return series, not bool(measured)
-    series = getattr(result, "series", None)
-    if hasattr(result, "estimated"):
-        return series, bool(result.estimated)
-    if hasattr(result, "is_forecast"):
-        return series, bool(result.is_forecast)
-    return series, not bool(getattr(result, "measured", False))
-
-
 def accounting_signal(
-    scheduling: Any, session: Session, zone: str, start: datetime, end: datetime
+    scheduling: Scheduling, session: Session, zone: str, start: datetime, end: datetime
 ) -> SignalUsed:
     """The zone's intensity over [start, end] from the scheduling context, or a fallback."""
-    provider = getattr(scheduling, "accounting_signal", None)
-    series: IntensitySeries | None = None
-    estimated = True
-    if provider is not None:
-        try:
-            series, estimated = _unpack_signal(provider(session, zone, start, end))
-        except Exception:  # noqa: BLE001 - accounting must not fail on a signal outage
-            log.exception("accounting signal for %s failed; using the fallback intensity", zone)
-            series = None
-    if series is None or len(series) == 0:
+    try:
+        signal = scheduling.accounting_signal(session, zone, start, end)
+    except Exception:  # noqa: BLE001 - accounting must not fail on a signal outage
+        log.exception("accounting signal for %s failed; using the fallback intensity", zone)
         return SignalUsed(zone, "fallback constant", "average", True, None)
-    return SignalUsed(zone, series.source or "unknown", series.signal_type, estimated, series)
+    series = signal.series
+    if len(series) == 0:
+        return SignalUsed(zone, "fallback constant", "average", True, None)
+    return SignalUsed(
+        zone, series.source or "unknown", series.signal_type, signal.estimated, series
+    )
 
 
 def open_attempt(session: Session, job: Job, *, worker_id: str, now: datetime) -> JobAttempt:
@@ -139,7 +124,7 @@ def close_attempt(
     outcome: str,
     report: dict[str, Any] | None,
     now: datetime,
-    scheduling: Any,
+    scheduling: Scheduling,
 ) -> JobAttempt:
     """Store the attempt's report and account its emissions bucket by bucket."""
     row = get_attempt(session, job.id, job.attempt)
@@ -224,7 +209,7 @@ def attempts(session: Session, job_id: str) -> list[JobAttempt]:
     )
 
 
-def settle_job(session: Session, job: Job, *, now: datetime, scheduling: Any) -> None:
+def settle_job(session: Session, job: Job, *, now: datetime, scheduling: Scheduling) -> None:
     """At a job's end: release what is left of its reservation; its actual totals are the sum
     of its attempts, each charged when it was measured."""
     rows = attempts(session, job.id)
@@ -234,17 +219,16 @@ def settle_job(session: Session, job: Job, *, now: datetime, scheduling: Any) ->
     _observe(scheduling, session, job, rows)
 
 
-def _observe(scheduling: Any, session: Session, job: Job, rows: list[JobAttempt]) -> None:
+def _observe(scheduling: Scheduling, session: Session, job: Job, rows: list[JobAttempt]) -> None:
     """Feed the measured duration and energy to the estimator, when it learns from them."""
-    observe = getattr(scheduling, "observe_measurement", None)
-    if observe is None or job.state != "succeeded" or not rows:
+    if job.state != "succeeded" or not rows:
         return
     duration_s = sum(
         (row.ended_at - row.started_at).total_seconds() for row in rows if row.ended_at
     )
     hardware = (rows[-1].report or {}).get("hardware") or {}
     try:
-        observe(
+        scheduling.observe_measurement(
             session,
             job,
             duration_s=duration_s,
@@ -256,7 +240,7 @@ def _observe(scheduling: Any, session: Session, job: Job, rows: list[JobAttempt]
 
 
 def counterfactual_kg(
-    scheduling: Any, session: Session, job: Job, rows: list[JobAttempt]
+    scheduling: Scheduling, session: Session, job: Job, rows: list[JobAttempt]
 ) -> float | None:
     """Emissions of the same measured energy profile had the job started at submission."""
     buckets = [

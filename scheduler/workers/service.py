@@ -7,7 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -20,6 +20,9 @@ from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
 from scheduler.workers.models import Worker
 from scheduler.workers.schemas import WorkerRegister
+
+if TYPE_CHECKING:
+    from scheduler.scheduling.service import Scheduling
 
 TOKEN_PREFIX = "gww"
 # A worker is dead after this many heartbeat intervals without a word.
@@ -268,7 +271,7 @@ def complete(
     report: dict[str, Any] | None,
     result: dict[str, Any] | None,
     now: datetime,
-    scheduling: Any,
+    scheduling: Scheduling,
 ) -> Job:
     """The attempt succeeded: account its energy, settle the budget."""
     energy.close_attempt(
@@ -291,7 +294,7 @@ def fail(
     retryable: bool,
     cancelled: bool,
     now: datetime,
-    scheduling: Any,
+    scheduling: Scheduling,
     max_infra_restarts: int,
 ) -> Job:
     """The attempt failed (or stopped on cancel); a retryable failure is requeued while
@@ -334,7 +337,7 @@ def release(
     report: dict[str, Any] | None,
     reason: str,
     now: datetime,
-    scheduling: Any,
+    scheduling: Scheduling,
 ) -> Job:
     """The worker checkpointed and let go (pause or shutdown): back to scheduled."""
     energy.close_attempt(
@@ -348,7 +351,7 @@ def release(
 
 
 def reap_expired_leases(
-    session: Session, *, now: datetime, max_infra_restarts: int, scheduling: Any
+    session: Session, *, now: datetime, max_infra_restarts: int, scheduling: Scheduling
 ) -> int:
     """Take back running jobs whose lease expired: requeue, fail after too many restarts, or
     cancel when asked. Idempotent: a reaped job is no longer running."""
