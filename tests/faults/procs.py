@@ -161,7 +161,11 @@ class WorkerAgent(Process):
         if max_jobs is not None:
             args += ["--max-jobs", str(max_jobs)]
         work_dir.mkdir(parents=True, exist_ok=True)
-        env = {"GREENWINDOW_WORKER_TOKEN": WORKER_TOKEN}
+        # Checkpoints go up as soon as they are written, so every kill point has one.
+        env = {
+            "GREENWINDOW_WORKER_TOKEN": WORKER_TOKEN,
+            "GREENWINDOW_CHECKPOINT_UPLOAD_SECONDS": "0.3",
+        }
         super().__init__(args, env, work_dir / "worker.log")
 
 
