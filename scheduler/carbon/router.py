@@ -13,8 +13,8 @@ from scheduler.carbon.schemas import ForecastRead, IntensityPointRead, PlanPrevi
 from scheduler.carbon.series import IntensitySeries
 from scheduler.deps import AdminDep, NowDep, SessionDep, UserDep
 from scheduler.errors import InvalidInput, NotFound
-from scheduler.jobs.models import Job
 from scheduler.jobs.schemas import JobCreate
+from scheduler.jobs.service import draft
 from scheduler.planning.tariff import TariffSchedule
 
 router = APIRouter(prefix="/v1", tags=["carbon"])
@@ -90,30 +90,9 @@ def preview_plan(
     """Where a job would be planned now, its expected kg CO2e and the saving; nothing is saved."""
     if principal.team is None:
         raise InvalidInput("previews use a team's key (its datasets)", field="Authorization")
-    scheduling = request.app.state.scheduling
-    deadline = body.resolved_deadline(now)
-    if deadline <= now:
-        raise InvalidInput("deadline is in the past", field="deadline")
-    job = Job(
-        id="preview",
-        team_id=principal.team.id,
-        name=body.name,
-        kind=body.kind,
-        dataset=body.dataset.model_dump() if body.dataset else {},
-        config=body.config,
-        gpus=body.gpus,
-        deadline=deadline,
-        interruptible=body.interruptible,
-        objective=body.objective,
-        priority=body.priority,
-        zone=body.zone or scheduling.default_zone,
-        state="scheduled",
-        progress=None,
-        planned_intervals=[],
+    job, _, _ = draft(
+        session, team=principal.team, spec=body, now=now, scheduling=request.app.state.scheduling
     )
-    scheduling.validate_submission(session, job)
-    scheduling.estimate(session, job, now=now)
-    scheduling.place_new_job(session, job, now=now)
     saving = job.run_now_kg_co2e - job.estimated_kg_co2e
     return PlanPreview(
         zone=job.zone,

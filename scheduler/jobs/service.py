@@ -88,6 +88,40 @@ def _existing_for_key(session: Session, team: Team, key: str, request_hash: str)
     return job
 
 
+def draft(
+    session: Session, *, team: Team, spec: JobCreate, now: datetime, scheduling: Scheduling
+) -> tuple[Job, JobState, str]:
+    """An unsaved job for `spec`: validated, estimated and placed around the queue; returns it
+    with the state and reason its plan implies (submission saves it, a preview does not)."""
+    deadline = spec.resolved_deadline(now)
+    if deadline <= now:
+        raise InvalidInput("deadline is in the past", field="deadline")
+    job = Job(
+        team_id=team.id,
+        name=spec.name,
+        kind=spec.kind,
+        dataset=spec.dataset.model_dump() if spec.dataset else {},
+        config=spec.config,
+        gpus=spec.gpus,
+        deadline=deadline,
+        interruptible=spec.interruptible,
+        objective=spec.objective,
+        priority=spec.priority,
+        zone=spec.zone or scheduling.default_zone,
+        state=JobState.SCHEDULED.value,
+        submitted_at=now,
+        updated_at=now,
+        attempt=0,
+        infra_restarts=0,
+        cancel_requested=False,
+        planned_intervals=[],
+    )
+    scheduling.validate_submission(session, job)
+    scheduling.estimate(session, job, now=now)
+    state, reason = scheduling.place_new_job(session, job, now=now)
+    return job, state, reason
+
+
 def submit(
     session: Session,
     *,
@@ -104,36 +138,9 @@ def submit(
         existing = _existing_for_key(session, team, idempotency_key, request_hash)
         if existing is not None:
             return existing, False
-    deadline = spec.resolved_deadline(now)
-    if deadline <= now:
-        raise InvalidInput("deadline is in the past", field="deadline")
-    zone = spec.zone or scheduling.default_zone
-    scheduling.check_zone(zone)
-    job = Job(
-        team_id=team.id,
-        name=spec.name,
-        kind=spec.kind,
-        dataset=spec.dataset.model_dump() if spec.dataset else {},
-        config=spec.config,
-        gpus=spec.gpus,
-        deadline=deadline,
-        interruptible=spec.interruptible,
-        objective=spec.objective,
-        priority=spec.priority,
-        zone=zone,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        state=JobState.SCHEDULED.value,
-        submitted_at=now,
-        updated_at=now,
-        attempt=0,
-        infra_restarts=0,
-        cancel_requested=False,
-        planned_intervals=[],
-    )
-    scheduling.validate_submission(session, job)
-    scheduling.estimate(session, job, now=now)
-    state, reason = scheduling.place_new_job(session, job, now=now)
+    job, state, reason = draft(session, team=team, spec=spec, now=now, scheduling=scheduling)
+    job.idempotency_key = idempotency_key
+    job.request_hash = request_hash
     admission = budgets.admit(session, team, job.estimated_kg_co2e, now=now)
     if admission.decision == "deny":
         raise budgets.deny_error(admission)

@@ -68,9 +68,6 @@ class Scheduling:
     def default_zone(self) -> str:
         return self.settings.zone
 
-    def check_zone(self, zone: str) -> None:
-        """Any zone is accepted; one without a signal plans on the conservative fallback."""
-
     def validate_submission(self, session: Session, job: Job) -> None:
         """Checks that need the database: the dataset must exist and belong to the team."""
         if job.kind == "gpt-sovits-finetune":
