@@ -25,8 +25,9 @@ from scheduler.db.migrate import upgrade
 from scheduler.settings import Settings
 
 PG_ENV = "GREENWINDOW_TEST_POSTGRES_URL"
-# One template per pytest-xdist worker, so parallel workers never race on it.
-PG_TEMPLATE = f"greenwindow_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+# One template per test process (each pytest-xdist worker is one), so parallel workers, or
+# two test runs on one server, never drop each other's template.
+PG_TEMPLATE = f"greenwindow_test_template_{os.getpid()}"
 
 
 def _postgres_admin_url() -> str | None:
@@ -39,11 +40,12 @@ def _postgres_admin_url() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> str | None:
+def postgres_template() -> Iterator[str | None]:
     """Migrate a template database once; each test clones it (fast) into a fresh database."""
     admin_url = _postgres_admin_url()
     if admin_url is None:
-        return None
+        yield None
+        return
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
@@ -57,7 +59,8 @@ def postgres_template() -> str | None:
         engine.dispose()
     template_url = make_url(admin_url).set(database=PG_TEMPLATE).render_as_string(False)
     upgrade(template_url)
-    return admin_url
+    yield admin_url
+    drop_postgres_database(admin_url, PG_TEMPLATE)
 
 
 @pytest.fixture(scope="session")

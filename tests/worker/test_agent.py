@@ -40,17 +40,29 @@ def burnin(steps: int = 40, sleep: float = 0.02, **extra: Any) -> dict[str, Any]
     return {"steps": steps, "size": 8, "checkpoint_every": 5, "step_sleep_s": sleep, **extra}
 
 
-def make_agent(service: FakeService, tmp_path: Path, *, nvml: Nvml | None = None,
-               max_jobs: int = 1, **options: Any) -> Agent:
+def make_agent(
+    service: FakeService,
+    tmp_path: Path,
+    *,
+    nvml: Nvml | None = None,
+    max_jobs: int = 1,
+    **options: Any,
+) -> Agent:
     nvml = nvml or Nvml(None, error="no driver")
     gpus = nvml.all_gpus()
     client = WorkerClient("http://service", FLEET_TOKEN, transport=service.transport())
     return Agent(
         client,
-        AgentOptions(work_dir=tmp_path, zone="ES", cpu_only=not gpus, poll_seconds=0.05,
-                     max_jobs=max_jobs, **{"sample_seconds": 0.1, "codecarbon": False,
-                                           **options}),
-        nvml=nvml, gpus=gpus,
+        AgentOptions(
+            work_dir=tmp_path,
+            zone="ES",
+            cpu_only=not gpus,
+            poll_seconds=0.05,
+            max_jobs=max_jobs,
+            **{"sample_seconds": 0.1, "codecarbon": False, **options},
+        ),
+        nvml=nvml,
+        gpus=gpus,
     )
 
 
@@ -61,6 +73,7 @@ def finish(job: FakeJob, index: int = -1) -> tuple[str, dict[str, Any]]:
 def step_at_least(n: int) -> Any:
     def rule(job: FakeJob, body: dict[str, Any]) -> bool:
         return body.get("progress", {}).get("step", 0) >= n
+
     return rule
 
 
@@ -110,8 +123,11 @@ def test_heartbeats_carry_progress_and_energy(tmp_path: Path) -> None:
 def test_cancel_stops_the_child_and_fails_as_cancelled(tmp_path: Path) -> None:
     service = FakeService()
     reached = step_at_least(3)
-    job = service.add_job("burn-in", burnin(steps=10_000),
-                          action_rule=lambda j, b: "cancel" if reached(j, b) else "continue")
+    job = service.add_job(
+        "burn-in",
+        burnin(steps=10_000),
+        action_rule=lambda j, b: "cancel" if reached(j, b) else "continue",
+    )
     started = time.monotonic()
     make_agent(service, tmp_path).run()
     verb, body = finish(job)
@@ -177,17 +193,23 @@ def test_child_crash_is_a_retryable_failure(tmp_path: Path) -> None:
 def test_lease_lost_stops_the_child_without_further_writes(tmp_path: Path) -> None:
     service = FakeService()
     reached = step_at_least(3)
+    stolen_at: list[int] = []
 
     def steal(job: FakeJob, body: dict[str, Any]) -> str:
-        if reached(job, body):
+        if reached(job, body) and not stolen_at:
             job.lease_token = "now-owned-by-someone-else"
+            stolen_at.append(len(service.requests))
         return "continue"
 
     job = service.add_job("burn-in", burnin(steps=10_000), action_rule=steal)
     make_agent(service, tmp_path, lease_lost_grace_seconds=2).run()
-    assert job.finishes == [] and job.id not in service.artifacts
-    requests_after_loss = [p for _, p in service.requests if "/complete" in p or "/fail" in p
-                           or "/release" in p or "/artifacts/" in p]
+    assert job.finishes == [] and stolen_at
+    # Checkpoints uploaded while the lease was held are fine; nothing may be written after.
+    requests_after_loss = [
+        p
+        for _, p in service.requests[stolen_at[0] :]
+        if "/complete" in p or "/fail" in p or "/release" in p or "/artifacts/" in p
+    ]
     assert requests_after_loss == []
 
 
@@ -215,8 +237,9 @@ def test_finetune_job_trains_and_uploads_adapters(tmp_path: Path) -> None:
     verb, body = finish(job)
     assert verb == "complete", body.get("error")
     assert body["result"]["steps"] == {"s1": 2, "s2": 2}
-    assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT,
-            "tensorboard.tar"} <= set(service.artifacts[job.id])
+    assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT, "tensorboard.tar"} <= set(
+        service.artifacts[job.id]
+    )
 
 
 def test_zip_members_cannot_escape(tmp_path: Path) -> None:
@@ -241,9 +264,17 @@ def test_sigterm_checkpoints_releases_and_returns(tmp_path: Path) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=terminate_once_running, daemon=True).start()
-    run_agent("http://service", FLEET_TOKEN, gpus=None, zone="ES", work_dir=tmp_path,
-              cpu_only=True, poll_seconds=0.05, transport=service.transport(),
-              options={"codecarbon": False, "sample_seconds": 0.1})
+    run_agent(
+        "http://service",
+        FLEET_TOKEN,
+        gpus=None,
+        zone="ES",
+        work_dir=tmp_path,
+        cpu_only=True,
+        poll_seconds=0.05,
+        transport=service.transport(),
+        options={"codecarbon": False, "sample_seconds": 0.1},
+    )
     verb, body = finish(job)
     assert verb == "release" and body["reason"] == "shutdown"
     assert CHECKPOINT in service.artifacts[job.id]
@@ -260,8 +291,9 @@ def test_lease_is_renewed_while_artifacts_upload(tmp_path: Path) -> None:
     calls = [path for _, path in service.requests]
     first_upload = next(i for i, p in enumerate(calls) if "/artifacts/" in p)
     completed = next(i for i, p in enumerate(calls) if p.endswith("/complete"))
-    beats_during_upload = [p for p in calls[first_upload:completed]
-                           if p.endswith(f"/jobs/{job.id}/heartbeat")]
+    beats_during_upload = [
+        p for p in calls[first_upload:completed] if p.endswith(f"/jobs/{job.id}/heartbeat")
+    ]
     assert beats_during_upload
 
 
@@ -285,8 +317,16 @@ def test_agent_registers_again_when_the_service_forgets_it(tmp_path: Path) -> No
 def test_worker_needs_a_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GREENWINDOW_ZONE", raising=False)
     with pytest.raises(SystemExit, match="zone"):
-        run_agent("http://service", FLEET_TOKEN, gpus=None, zone=None, work_dir=tmp_path,
-                  cpu_only=True, poll_seconds=0.05, transport=FakeService().transport())
+        run_agent(
+            "http://service",
+            FLEET_TOKEN,
+            gpus=None,
+            zone=None,
+            work_dir=tmp_path,
+            cpu_only=True,
+            poll_seconds=0.05,
+            transport=FakeService().transport(),
+        )
 
 
 def test_worker_gpus_from_nvml_indices() -> None:
@@ -322,11 +362,25 @@ class Unreachable(httpx.BaseTransport):
 def test_agent_waits_for_the_service_to_come_up(tmp_path: Path) -> None:
     service = FakeService()
     job = service.add_job("burn-in", burnin(steps=3, sleep=0.0))
-    client = WorkerClient("http://service", FLEET_TOKEN, retries=0,
-                          transport=Unreachable(service.transport(), failures=3))
-    agent = Agent(client, AgentOptions(work_dir=tmp_path, zone="ES", cpu_only=True,
-                                       poll_seconds=0.01, max_jobs=1, codecarbon=False),
-                  nvml=Nvml(None), gpus=[])
+    client = WorkerClient(
+        "http://service",
+        FLEET_TOKEN,
+        retries=0,
+        transport=Unreachable(service.transport(), failures=3),
+    )
+    agent = Agent(
+        client,
+        AgentOptions(
+            work_dir=tmp_path,
+            zone="ES",
+            cpu_only=True,
+            poll_seconds=0.01,
+            max_jobs=1,
+            codecarbon=False,
+        ),
+        nvml=Nvml(None),
+        gpus=[],
+    )
     agent.run()
     assert len(service.registrations) == 1
     assert finish(job)[0] == "complete"
