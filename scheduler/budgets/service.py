@@ -261,9 +261,8 @@ def usage(
             LedgerEntry.at < end,
         )
     )
-    buckets: list[tuple[float, float, set[str]]] = []
     count = int(-(-(end - start) // width))
-    buckets = [(0.0, 0.0, set()) for _ in range(count)]
+    buckets: list[tuple[float, float, set[str]]] = [(0.0, 0.0, set()) for _ in range(count)]
     for entry in entries:
         index = int((entry.at - start) // width)
         kwh, kg, jobs = buckets[index]

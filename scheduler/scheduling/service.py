@@ -301,8 +301,6 @@ class Scheduling:
                 job.pause_requested = bool(job_plan.slots) and job_plan.slots[0] > 0
                 continue
             target = self._apply(job, job_plan, signal, now)
-            if job.state == JobState.PAUSED.value:
-                target = JobState.SCHEDULED if target == JobState.SCHEDULED else target
             if target.value != job.state:
                 transition(session, job, target, reason=job.state_reason, now=now)
         return len(waiting)
