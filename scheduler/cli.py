@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from scheduler.client import register_client_commands
@@ -174,6 +177,13 @@ def demo(
     kind: Annotated[str, typer.Option(help="auto, gpt-sovits-finetune or burn-in.")] = "auto",
     steps: Annotated[int, typer.Option(min=1, max=10_000, help="Training steps per job.")] = 24,
     timeout: Annotated[float, typer.Option(help="Give up after this many real seconds.")] = 900.0,
+    start_at: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"],
+            help="Start the grid clock at this UTC-offset time, e.g. 2026-11-30T23:07:00+00:00.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole loop locally: service, CPU worker, three jobs, reports, dashboard."""
     from scheduler.demo import DemoOptions, run_demo
@@ -191,14 +201,40 @@ def demo(
             kind=kind,
             steps=steps,
             timeout_s=timeout,
+            start_at=start_at,
         )
     )
 
 
 def main() -> None:
-    """Entry point for `python -m scheduler.cli`."""
-    app()
+    """Entry point of the `greenwindow` command: a failure is one plain line, never a traceback
+    (GREENWINDOW_DEBUG=1 shows it)."""
+    try:
+        app()
+    except Exception as exc:  # usage errors and Ctrl-C were already handled by the parser
+        if os.environ.get("GREENWINDOW_DEBUG"):
+            raise
+        typer.echo(f"error: {one_line_error(exc)}", err=True)
+        sys.exit(1)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """What went wrong, in one line: an HTTP answer's status and detail, else the message."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        request = exc.request
+        return (
+            f"{request.method} {request.url.path} answered {response.status_code}: {detail}"
+        ).replace("\n", " ")[:500]
+    if isinstance(exc, httpx.HTTPError):
+        return f"cannot reach the service: {type(exc).__name__}: {exc}".replace("\n", " ")
+    message = str(exc).strip().replace("\n", " ") or "no message"
+    return f"{type(exc).__name__}: {message}"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -43,7 +43,9 @@ from scheduler.client.render import fmt_kg, fmt_number, fmt_time, fmt_window, sa
 log = logging.getLogger("greenwindow.demo")
 
 TEAM = "voice-lab"
-BUDGET_KG = 0.005
+# The demo's budget is this many times the three jobs' planned emissions, so the story (jobs
+# admitted, then charged against the budget) is the same on every date and at every hour.
+BUDGET_HEADROOM = 2.0
 TERMINAL = {"succeeded", "failed", "cancelled"}
 BUSY = {"ready", "running"}
 # Real seconds between the worker's heartbeats; grid-time settings are scaled from it.
@@ -83,6 +85,8 @@ class DemoOptions:
     steps: int = 24
     timeout_s: float = 900.0
     zone: str = "ES"
+    # Where the grid clock starts (default: now), to replay the demo on a given date.
+    start_at: datetime | None = None
 
 
 # -- the accelerated clock ------------------------------------------------------------------
@@ -290,6 +294,15 @@ def training_core_usable() -> bool:
     return True
 
 
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that is at least `value` (> 0)."""
+    if value <= 0:
+        return 1e-6
+    scale = 10.0 ** math.floor(math.log10(value))
+    mantissa = next(m for m in (1, 2, 5, 10) if m * scale >= value * (1 - 1e-12))
+    return float(f"{mantissa * scale:.12g}")
+
+
 def job_body(job: DemoJob, kind: str, dataset_id: str | None, steps: int) -> dict[str, Any]:
     """The submission for one demo job: a tiny CPU fine-tune (or a burn-in)."""
     body: dict[str, Any] = {
@@ -408,18 +421,30 @@ class Demo:
             time.sleep(0.2)
         raise RuntimeError("the demo worker did not register in time")
 
-    def setup_team(self, admin: httpx.Client) -> str:
-        key = admin.post("/v1/teams", json={"name": TEAM}).raise_for_status().json()["api_key"]
+    def create_team(self, admin: httpx.Client) -> str:
+        return str(
+            admin.post("/v1/teams", json={"name": TEAM}).raise_for_status().json()["api_key"]
+        )
+
+    def set_budget(self, admin: httpx.Client, team: httpx.Client, bodies: list[dict]) -> None:
+        """A monthly hard budget sized from what the planner expects the jobs to emit."""
+        expected = 0.0
+        for body in bodies:
+            plan = team.post("/v1/plan/preview", json=body).raise_for_status().json()
+            expected += max(plan["estimated_kg_co2e"], plan["run_now_kg_co2e"])
+        limit = nice_ceiling(BUDGET_HEADROOM * expected)
         admin.put(
             f"/v1/teams/{TEAM}/budget",
             json={
                 "period": "month",
-                "limit_kg_co2e": BUDGET_KG,
+                "limit_kg_co2e": limit,
                 "thresholds": [{"percent": 80, "action": "notify"}],
             },
         ).raise_for_status()
-        self.say(f"[bold]team[/] {TEAM}: budget {fmt_kg(BUDGET_KG)} per month (hard limit)")
-        return key
+        self.say(
+            f"[bold]team[/] {TEAM}: budget {fmt_kg(limit)} per month (hard limit), "
+            f"{BUDGET_HEADROOM:g}x what the planner expects the three jobs to emit"
+        )
 
     def upload_dataset(self, team: httpx.Client, work: Path) -> str:
         from worker.training.sample import audio_seconds, write_sample_dataset, zip_dataset
@@ -442,12 +467,8 @@ class Demo:
         )
         return str(answer["id"])
 
-    def submit(self, team: httpx.Client, kind: str, dataset_id: str | None) -> list[str]:
-        ids = []
-        for job in DEMO_JOBS:
-            body = job_body(job, kind, dataset_id, self.options.steps)
-            answer = team.post("/v1/jobs", json=body).raise_for_status().json()
-            ids.append(answer["id"])
+    def submit(self, team: httpx.Client, bodies: list[dict]) -> list[str]:
+        ids = [team.post("/v1/jobs", json=body).raise_for_status().json()["id"] for body in bodies]
         jobs = [team.get(f"/v1/jobs/{job_id}").raise_for_status().json() for job_id in ids]
         self.console.print(plan_table(jobs))
         return ids
@@ -509,7 +530,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
     upgrade(settings.database_url)
     context = multiprocessing.get_context("spawn")
     # Real time until the jobs are in: the planner should see "now" as the submission time.
-    clock = DemoClock.start(1.0, context=context)
+    clock = DemoClock.start(1.0, context=context, at=options.start_at)
     app = create_app(settings, clock=clock)
     demo.say(
         f"[bold green]greenwindow demo[/]: zone {options.zone}, bundled carbon trace, "
@@ -541,14 +562,16 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
             worker.start()
             demo.wait_for_worker(admin, worker)
             demo.say("[bold]worker[/] registered (CPU only)")
-            key = demo.setup_team(admin)
+            key = demo.create_team(admin)
             team = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
             )
             dataset_id = (
                 demo.upload_dataset(team, data_dir) if kind == "gpt-sovits-finetune" else None
             )
-            ids = demo.submit(team, kind, dataset_id)
+            bodies = [job_body(job, kind, dataset_id, options.steps) for job in DEMO_JOBS]
+            demo.set_budget(admin, team, bodies)
+            ids = demo.submit(team, bodies)
             demo.say("[bold]running[/] (grid clock, job, state, progress):")
             demo.run_until_done(team, clock, ids)
             clock.set_rate(1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Float, ForeignKey, Integer, String
+from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.db.base import Base, JSONType, UTCDateTime
@@ -40,6 +40,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         CheckConstraint("kind IN ('reserve', 'release', 'charge')", name="kind"),
         CheckConstraint("kg_co2e >= 0", name="non_negative"),
+        Index("ix_budget_ledger_team_counts_at", "team_id", "counts_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -47,7 +48,12 @@ class LedgerEntry(Base):
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
+    # When the entry was written.
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The moment whose budget period the entry counts in: a reservation's planned start, a
+    # release's reservation, a charge's energy use (charges are split at UTC midnights, where
+    # every period begins, so each piece lies in exactly one period).
+    counts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(8))
     kg_co2e: Mapped[float] = mapped_column(Float)
     kwh: Mapped[float] = mapped_column(Float, default=0.0)

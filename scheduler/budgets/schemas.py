@@ -61,7 +61,11 @@ class UsagePoint(BaseModel):
 
 
 class LedgerRead(BaseModel):
-    at: datetime
+    at: datetime = Field(description="When the entry was written.")
+    counts_at: datetime = Field(
+        description="The moment whose budget period the entry counts in: a reservation's "
+        "planned start, a release's reservation, a charge's energy use (split per UTC day)."
+    )
     kind: Literal["reserve", "release", "charge"]
     kg_co2e: float
     kwh: float

@@ -2,8 +2,13 @@
 
 Ledger semantics: admitting a job *reserves* its estimate; when the job ends its
 reservation is *released* in full and the measured emissions are *charged*.
-So `committed` = reserves - releases (all outstanding reservations, whenever made)
-and `actual` = charges dated inside the current period.
+
+Every entry counts in the budget period of its `counts_at`, not of the moment it was written:
+a reservation in the period where the job is planned to run (and it moves when a replan moves
+the job to another day), a release in its reservation's period, and a charge in the period
+where the energy was used, split at UTC midnights (where every period begins) when a run
+crosses one. So for a period, `committed` = reserves - releases counted in it and `actual` =
+charges counted in it.
 """
 
 from __future__ import annotations
@@ -83,16 +88,12 @@ def _totals(session: Session, team_id: str, start: datetime, end: datetime) -> t
         (LedgerEntry.kind == "release", -LedgerEntry.kg_co2e),
         else_=0.0,
     )
-    charged = case(
-        (
-            (LedgerEntry.kind == "charge") & (LedgerEntry.at >= start) & (LedgerEntry.at < end),
-            LedgerEntry.kg_co2e,
-        ),
-        else_=0.0,
-    )
+    charged = case((LedgerEntry.kind == "charge", LedgerEntry.kg_co2e), else_=0.0)
     row = session.execute(
         select(func.coalesce(func.sum(signed), 0.0), func.coalesce(func.sum(charged), 0.0)).where(
-            LedgerEntry.team_id == team_id
+            LedgerEntry.team_id == team_id,
+            LedgerEntry.counts_at >= start,
+            LedgerEntry.counts_at < end,
         )
     ).one()
     committed, actual = float(row[0]), float(row[1])
@@ -100,13 +101,18 @@ def _totals(session: Session, team_id: str, start: datetime, end: datetime) -> t
     return max(0.0, round(committed, 12)), actual
 
 
-def budget_status(session: Session, budget: Budget, *, now: datetime) -> BudgetStatus:
-    """Actual, committed, forecast and remaining for the current period."""
-    start, end = period_window(budget.period, now)
+def budget_status(
+    session: Session, budget: Budget, *, now: datetime, at: datetime | None = None
+) -> BudgetStatus:
+    """Actual, committed, forecast and remaining for the period containing `at` (default: now).
+
+    The forecast extrapolates the period's run-rate only over the part of it still ahead.
+    """
+    start, end = period_window(budget.period, at or now)
     committed, actual = _totals(session, budget.team_id, start, end)
-    elapsed = max((now - start).total_seconds(), 1.0)
-    run_rate = actual / elapsed
-    forecast = actual + committed + run_rate * max((end - now).total_seconds(), 0.0)
+    elapsed = (min(now, end) - start).total_seconds()
+    run_rate = actual / elapsed if elapsed > 0 else 0.0
+    forecast = actual + committed + run_rate * max((end - max(now, start)).total_seconds(), 0.0)
     remaining = budget.limit_kg_co2e - actual - committed
     used_percent = 100.0 * (actual + committed) / budget.limit_kg_co2e
     warn_at = min((t["percent"] for t in budget.thresholds), default=DEFAULT_WARNING_PERCENT)
@@ -123,8 +129,11 @@ def _fmt(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def admit(session: Session, team: Team, estimate_kg: float, *, now: datetime) -> Admission:
-    """Decide whether a job estimated at `estimate_kg` may be admitted under the team's budget.
+def admit(
+    session: Session, team: Team, estimate_kg: float, *, now: datetime, at: datetime | None = None
+) -> Admission:
+    """Decide whether a job estimated at `estimate_kg`, planned to start at `at` (default: now),
+    may be admitted under the team's budget of the period it is planned in.
 
     A hard budget blocks when the job would push actual + committed past the limit, or past a
     `hold_new` / `deny_submit` threshold; the highest threshold crossed picks the action, and
@@ -133,7 +142,7 @@ def admit(session: Session, team: Team, estimate_kg: float, *, now: datetime) ->
     budget = session.get(Budget, team.id)
     if budget is None or budget.mode == "soft":
         return Admission("admit")
-    status = budget_status(session, budget, now=now)
+    status = budget_status(session, budget, now=now, at=at)
     projected = status.actual_kg_co2e + status.committed_kg_co2e + estimate_kg
     projected_percent = 100.0 * projected / budget.limit_kg_co2e
     blocking = [t for t in budget.thresholds if t["action"] in ("hold_new", "deny_submit")]
@@ -185,19 +194,35 @@ def _entry(
     kg: float,
     kwh: float,
     now: datetime,
+    counts_at: datetime,
     note: str,
 ) -> LedgerEntry:
     entry = LedgerEntry(
-        team_id=team_id, job_id=job_id, at=now, kind=kind, kg_co2e=max(kg, 0.0), kwh=kwh, note=note
+        team_id=team_id,
+        job_id=job_id,
+        at=now,
+        counts_at=counts_at,
+        kind=kind,
+        kg_co2e=max(kg, 0.0),
+        kwh=kwh,
+        note=note,
     )
     session.add(entry)
     return entry
 
 
 def reserve(
-    session: Session, *, team_id: str, job_id: str, kg: float, kwh: float, now: datetime
+    session: Session,
+    *,
+    team_id: str,
+    job_id: str,
+    kg: float,
+    kwh: float,
+    now: datetime,
+    counts_at: datetime,
+    note: str = "estimate reserved at admission",
 ) -> None:
-    """Reserve a job's estimated emissions."""
+    """Reserve a job's estimated emissions in the period of `counts_at` (its planned start)."""
     _entry(
         session,
         "reserve",
@@ -206,25 +231,75 @@ def reserve(
         kg=kg,
         kwh=kwh,
         now=now,
-        note="estimate reserved at admission",
+        counts_at=counts_at,
+        note=note,
     )
 
 
 def release(
-    session: Session, *, team_id: str, job_id: str, kg: float, now: datetime, note: str
+    session: Session,
+    *,
+    team_id: str,
+    job_id: str,
+    kg: float,
+    now: datetime,
+    counts_at: datetime,
+    note: str,
 ) -> None:
-    """Release (part of) a job's reservation."""
+    """Release (part of) a reservation, in the period the reservation counts in."""
     if kg > 0:
         _entry(
-            session, "release", team_id=team_id, job_id=job_id, kg=kg, kwh=0.0, now=now, note=note
+            session,
+            "release",
+            team_id=team_id,
+            job_id=job_id,
+            kg=kg,
+            kwh=0.0,
+            now=now,
+            counts_at=counts_at,
+            note=note,
         )
 
 
+@dataclass(frozen=True)
+class EnergyUse:
+    """Energy used from `start` on, and its emissions: one piece of a measured attempt."""
+
+    start: datetime
+    kwh: float
+    kg_co2e: float
+
+
 def charge(
-    session: Session, *, team_id: str, job_id: str, kg: float, kwh: float, now: datetime, note: str
+    session: Session,
+    *,
+    team_id: str,
+    job_id: str,
+    uses: list[EnergyUse],
+    now: datetime,
+    note: str,
 ) -> None:
-    """Charge measured emissions to the team."""
-    _entry(session, "charge", team_id=team_id, job_id=job_id, kg=kg, kwh=kwh, now=now, note=note)
+    """Charge measured emissions, one entry per UTC day in which the energy was used.
+
+    Every budget period starts at a UTC midnight, so a day's piece never straddles two
+    periods: a run from 23:30 to 00:30 across a month's end is charged to both months.
+    """
+    by_day: dict[datetime, list[EnergyUse]] = {}
+    for use in uses:
+        day = use.start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        by_day.setdefault(day, []).append(use)
+    for pieces in by_day.values():
+        _entry(
+            session,
+            "charge",
+            team_id=team_id,
+            job_id=job_id,
+            kg=sum(p.kg_co2e for p in pieces),
+            kwh=sum(p.kwh for p in pieces),
+            now=now,
+            counts_at=min(p.start for p in pieces),
+            note=note,
+        )
 
 
 def ledger(session: Session, team: Team, *, limit: int = 500) -> list[LedgerEntry]:
@@ -257,14 +332,14 @@ def usage(
         select(LedgerEntry).where(
             LedgerEntry.team_id == team.id,
             LedgerEntry.kind == "charge",
-            LedgerEntry.at >= start,
-            LedgerEntry.at < end,
+            LedgerEntry.counts_at >= start,
+            LedgerEntry.counts_at < end,
         )
     )
     count = int(-(-(end - start) // width))
     buckets: list[tuple[float, float, set[str]]] = [(0.0, 0.0, set()) for _ in range(count)]
     for entry in entries:
-        index = int((entry.at - start) // width)
+        index = int((entry.counts_at - start) // width)
         kwh, kg, jobs = buckets[index]
         if entry.job_id:
             jobs.add(entry.job_id)

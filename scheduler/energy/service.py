@@ -173,8 +173,7 @@ def _charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetim
         session,
         team_id=job.team_id,
         job_id=job.id,
-        kg=row.kg_co2e,
-        kwh=row.total_kwh,
+        uses=_energy_uses(row),
         now=now,
         note=f"measured emissions of job {job.id} attempt {row.attempt} ({row.outcome})",
     )
@@ -186,11 +185,38 @@ def _charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetim
             job_id=job.id,
             kg=covered,
             now=now,
+            counts_at=job.reserved_counts_at or now,
             note=f"attempt {row.attempt} measured: that much of the reservation released",
         )
         job.reserved_kg_co2e -= covered
     job.actual_kwh = (job.actual_kwh or 0.0) + row.total_kwh
     job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + row.kg_co2e
+
+
+def _energy_uses(row: JobAttempt) -> list[budgets.EnergyUse]:
+    """The attempt's totals spread over its priced buckets, so a charge lands in the periods
+    where the energy was used; an attempt with no priced energy counts at its start."""
+    pieces = [
+        (
+            accounting.parse_time(bucket["start"]),
+            float(bucket["kwh"]),
+            float(bucket["kwh"]) * float(bucket["g_per_kwh"]),
+        )
+        for bucket in row.buckets or []
+    ]
+    kwh_sum = sum(kwh for _, kwh, _ in pieces)
+    grams_sum = sum(grams for _, _, grams in pieces)
+    if kwh_sum <= 0 or grams_sum <= 0:
+        return [budgets.EnergyUse(start=row.started_at, kwh=row.total_kwh, kg_co2e=row.kg_co2e)]
+    # Shares of the buckets, scaled to the attempt's totals, so the parts add up exactly.
+    return [
+        budgets.EnergyUse(
+            start=start,
+            kwh=row.total_kwh * kwh / kwh_sum,
+            kg_co2e=row.kg_co2e * grams / grams_sum,
+        )
+        for start, kwh, grams in pieces
+    ]
 
 
 def _time_or(value: Any, default: datetime) -> datetime:

@@ -67,6 +67,8 @@ class Job(Base):
     estimated_kg_co2e: Mapped[float] = mapped_column(Float, default=0.0)
     run_now_kg_co2e: Mapped[float] = mapped_column(Float, default=0.0)
     reserved_kg_co2e: Mapped[float] = mapped_column(Float, default=0.0)
+    # The moment whose budget period holds the reservation (the planned start when reserved).
+    reserved_counts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Execution: attempt + lease token fence every worker write.
     attempt: Mapped[int] = mapped_column(Integer, default=0)

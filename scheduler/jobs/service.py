@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -141,7 +141,7 @@ def submit(
     job, state, reason = draft(session, team=team, spec=spec, now=now, scheduling=scheduling)
     job.idempotency_key = idempotency_key
     job.request_hash = request_hash
-    admission = budgets.admit(session, team, job.estimated_kg_co2e, now=now)
+    admission = budgets.admit(session, team, job.estimated_kg_co2e, now=now, at=job.planned_start)
     if admission.decision == "deny":
         raise budgets.deny_error(admission)
     if admission.decision == "hold":
@@ -173,6 +173,7 @@ def submit(
 
 
 def _reserve(session: Session, job: Job, *, now: datetime) -> None:
+    counts_at = job.planned_start or now
     budgets.reserve(
         session,
         team_id=job.team_id,
@@ -180,8 +181,46 @@ def _reserve(session: Session, job: Job, *, now: datetime) -> None:
         kg=job.estimated_kg_co2e,
         kwh=job.estimated_kwh,
         now=now,
+        counts_at=counts_at,
     )
     job.reserved_kg_co2e = job.estimated_kg_co2e
+    job.reserved_counts_at = counts_at
+
+
+def move_reservation(session: Session, job: Job, *, now: datetime) -> None:
+    """Move a job's outstanding reservation to the UTC day of its (new) planned start.
+
+    Budget periods begin at UTC midnights, so a move within one day changes no period's
+    figures and is not written.
+    """
+    old, new = job.reserved_counts_at, job.planned_start
+    if job.reserved_kg_co2e <= 0 or old is None or new is None or _utc_day(old) == _utc_day(new):
+        return
+    note = f"replanned from {old.date().isoformat()} to {new.date().isoformat()}"
+    budgets.release(
+        session,
+        team_id=job.team_id,
+        job_id=job.id,
+        kg=job.reserved_kg_co2e,
+        now=now,
+        counts_at=old,
+        note=f"reservation moved: {note}",
+    )
+    budgets.reserve(
+        session,
+        team_id=job.team_id,
+        job_id=job.id,
+        kg=job.reserved_kg_co2e,
+        kwh=job.estimated_kwh,
+        now=now,
+        counts_at=new,
+        note=f"reservation moved: {note}",
+    )
+    job.reserved_counts_at = new
+
+
+def _utc_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
 
 
 def readmit_held(session: Session, *, now: datetime, scheduling: Scheduling) -> int:
@@ -193,9 +232,14 @@ def readmit_held(session: Session, *, now: datetime, scheduling: Scheduling) -> 
     for job in list(held):
         team = session.get(Team, job.team_id)
         assert team is not None
-        if budgets.admit(session, team, job.estimated_kg_co2e, now=now).decision != "admit":
-            continue
+        # Placed first so admission judges the budget period the job would run in; a job
+        # that stays held keeps that tentative plan, which no other placement counts.
         state, reason = scheduling.place_new_job(session, job, now=now)
+        admission = budgets.admit(
+            session, team, job.estimated_kg_co2e, now=now, at=job.planned_start
+        )
+        if admission.decision != "admit":
+            continue
         transition(session, job, state, reason=reason, now=now)
         _reserve(session, job, now=now)
         admitted += 1
@@ -247,7 +291,13 @@ def events(session: Session, job: Job) -> list[JobEvent]:
 def release_reservation(session: Session, job: Job, *, now: datetime, note: str) -> None:
     """Give back whatever is still reserved for the job."""
     budgets.release(
-        session, team_id=job.team_id, job_id=job.id, kg=job.reserved_kg_co2e, now=now, note=note
+        session,
+        team_id=job.team_id,
+        job_id=job.id,
+        kg=job.reserved_kg_co2e,
+        now=now,
+        counts_at=job.reserved_counts_at or now,
+        note=note,
     )
     job.reserved_kg_co2e = 0.0
 

@@ -271,7 +271,7 @@ class Scheduling:
 
     def replan_zone(self, session: Session, zone: str, *, now: datetime) -> int:
         """Plan the zone's whole queue jointly and move jobs whose window opened to `ready`."""
-        from scheduler.jobs.service import transition
+        from scheduler.jobs.service import move_reservation, transition
 
         waiting = list(
             session.scalars(
@@ -301,6 +301,7 @@ class Scheduling:
                 job.pause_requested = bool(job_plan.slots) and job_plan.slots[0] > 0
                 continue
             target = self._apply(job, job_plan, signal, now)
+            move_reservation(session, job, now=now)
             if target.value != job.state:
                 transition(session, job, target, reason=job.state_reason, now=now)
         return len(waiting)

@@ -153,7 +153,7 @@ def test_the_data_dir_is_the_volume_and_writable(dockerfile: list[tuple[str, str
 
 def test_console_script_is_the_typer_app() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["greenwindow"] == "scheduler.cli:app"
+    assert project["scripts"]["greenwindow"] == "scheduler.cli:main"
 
 
 def test_dockerfile_torch_variants_and_base(dockerfile: list[tuple[str, str]]) -> None:

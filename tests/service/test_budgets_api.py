@@ -123,8 +123,9 @@ def test_usage_series_counts_charges(client: TestClient, team_key: str, clock: F
             session,
             team_id=team.id,
             job_id=job["id"],
-            kg=0.5,
-            kwh=2.0,
+            uses=[
+                budgets.EnergyUse(start=datetime(2026, 3, 1, 12, tzinfo=UTC), kwh=2.0, kg_co2e=0.5)
+            ],
             now=datetime(2026, 3, 1, 12, tzinfo=UTC),
             note="test",
         )
@@ -132,8 +133,9 @@ def test_usage_series_counts_charges(client: TestClient, team_key: str, clock: F
             session,
             team_id=team.id,
             job_id=job["id"],
-            kg=0.25,
-            kwh=1.0,
+            uses=[
+                budgets.EnergyUse(start=datetime(2026, 3, 2, 8, tzinfo=UTC), kwh=1.0, kg_co2e=0.25)
+            ],
             now=datetime(2026, 3, 2, 8, tzinfo=UTC),
             note="test",
         )
