@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from datetime import datetime
@@ -126,6 +127,7 @@ def worker(
     max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
 ) -> None:
     """Run a GPU worker: register, claim jobs, train, meter energy, report."""
+    require_worker_extra()
     from worker.agent import run_agent
 
     if not token:
@@ -142,6 +144,27 @@ def worker(
         poll_seconds=poll_seconds,
         max_jobs=max_jobs,
     )
+
+
+WORKER_PACKAGES = ("torch", "codecarbon", "pynvml", "safetensors")
+
+
+def require_worker_extra() -> None:
+    """Stop with one line naming the extra when a worker runs on a service-only install."""
+    missing = []
+    for name in WORKER_PACKAGES:
+        try:
+            importlib.import_module(name)  # the worker imports them all at once anyway
+        except ImportError:
+            missing.append(name)
+    if missing:
+        typer.echo(
+            f"error: the worker needs {', '.join(missing)}, which a service-only install lacks: "
+            "pip install 'greenwindow[worker]' (GPU hosts: install a CUDA build of torch first, "
+            "see the README)",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 @app.command("sample-dataset")
@@ -186,6 +209,7 @@ def demo(
     ] = None,
 ) -> None:
     """Run the whole loop locally: service, CPU worker, three jobs, reports, dashboard."""
+    require_worker_extra()
     from scheduler.demo import DemoOptions, run_demo
 
     if kind not in ("auto", "gpt-sovits-finetune", "burn-in"):

@@ -156,16 +156,33 @@ def test_console_script_is_the_typer_app() -> None:
     assert project["scripts"]["greenwindow"] == "scheduler.cli:main"
 
 
+def _stage(dockerfile: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    """The instructions of one build stage (after its FROM, up to the next FROM)."""
+    start = dockerfile.index(("FROM", next(r for k, r in dockerfile if r.endswith(f"AS {name}"))))
+    end = next((i for i in range(start + 1, len(dockerfile)) if dockerfile[i][0] == "FROM"), None)
+    return dockerfile[start + 1 : end]
+
+
 def test_dockerfile_torch_variants_and_base(dockerfile: list[tuple[str, str]]) -> None:
-    assert ("FROM", "python:3.11-slim") in dockerfile
-    args = dict(rest.split("=", 1) for kw, rest in dockerfile if kw == "ARG" and "=" in rest)
+    assert ("FROM", "python:3.11-slim AS base") in dockerfile
+    worker = _stage(dockerfile, "worker")
+    args = dict(rest.split("=", 1) for kw, rest in worker if kw == "ARG" and "=" in rest)
     assert args["TORCH_VARIANT"] == "cpu" and args["TORCH_VERSION"] == "2.13.0"
-    runs = [rest for kw, rest in dockerfile if kw == "RUN"]
+    runs = [rest for kw, rest in worker if kw == "RUN"]
     torch_run = next(run for run in runs if "torch==" in run)
     assert "https://download.pytorch.org/whl/${TORCH_VARIANT}" in torch_run
     assert "--index-url" in torch_run
     # The project installs after torch, so pip keeps the chosen build.
-    assert runs.index(torch_run) < next(i for i, run in enumerate(runs) if "pip install ." in run)
+    assert runs.index(torch_run) < next(i for i, run in enumerate(runs) if '".[worker]"' in run)
+
+
+def test_the_api_image_has_no_torch(dockerfile: list[tuple[str, str]], compose: dict) -> None:
+    api = _stage(dockerfile, "api")
+    assert [rest for kw, rest in api if kw == "RUN"] == ["pip install ."]
+    # The last stage is the default target: a plain `docker build .` is the light image.
+    assert [rest for kw, rest in dockerfile if kw == "FROM"][-1] == "base AS api"
+    assert compose["services"]["api"]["build"]["target"] == "api"
+    assert compose["services"]["worker"]["build"]["target"] == "worker"
 
 
 def test_dockerfile_copies_every_package(dockerfile: list[tuple[str, str]]) -> None:
