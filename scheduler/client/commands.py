@@ -88,7 +88,10 @@ def submit(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Job name.")] = None,
     kind: Annotated[str | None, typer.Option(help="gpt-sovits-finetune or burn-in.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset id.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Dataset id, or a local directory or zip to upload first."),
+    ] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs the job needs.")] = None,
     deadline: Annotated[str | None, typer.Option(help="RFC 3339 deadline.")] = None,
     max_delay: Annotated[
@@ -113,6 +116,8 @@ def submit(
 ) -> None:
     """Submit a job from flags or a job file; print its plan."""
     with _one_line_errors():
+        if dataset is not None and Path(dataset).exists():
+            dataset = _upload_for_submission(ctx, Path(dataset), server, key)
         body = build_submission(
             load_job_file(file) if file else None,
             {
@@ -144,6 +149,19 @@ def submit(
             ]
         )
     )
+
+
+def _upload_for_submission(
+    ctx: typer.Context, source: Path, server: str | None, key: str | None
+) -> str:
+    """Upload a local dataset and wait until the service accepts it; its id."""
+    from scheduler.client.files import upload_dataset_path, wait_until_usable
+
+    with _client(ctx, server, key) as client:
+        uploaded = upload_dataset_path(client, source, name=None)
+        usable = wait_until_usable(client, uploaded, sleep=_hooks(ctx).sleep)
+    typer.echo(f"uploaded dataset {usable['id']} from {source}", err=True)
+    return str(usable["id"])
 
 
 def jobs(

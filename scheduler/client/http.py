@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -158,6 +162,28 @@ class GreenwindowClient:
         """One job."""
         return self.request("GET", f"/v1/jobs/{_segment(job_id)}")
 
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        interval_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict[str, Any]:
+        """Poll a job until it succeeds, fails or is cancelled; the final job.
+
+        Raises ClientError when `timeout_s` passes first.
+        """
+        waited = 0.0
+        while True:
+            job = self.job(job_id)
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if timeout_s is not None and waited >= timeout_s:
+                raise ClientError(f"job {job_id} still {job['state']} after {waited:.0f} s")
+            sleep(interval_s)
+            waited += interval_s
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Ask for a job to be cancelled."""
         return self.request("POST", f"/v1/jobs/{_segment(job_id)}/cancel")
@@ -173,3 +199,109 @@ class GreenwindowClient:
     def forecast(self, zone: str, *, hours: int = 48) -> dict[str, Any]:
         """The zone's carbon-intensity forecast."""
         return self.request("GET", f"/v1/zones/{_segment(zone)}/forecast", params={"hours": hours})
+
+    # -- datasets and artifacts ------------------------------------------------------------
+
+    def upload_dataset(self, archive: Path, *, name: str | None = None) -> dict[str, Any]:
+        """Upload a dataset zip (streamed from disk); the stored dataset."""
+        params = {"name": name} if name else None
+        with archive.open("rb") as body:
+            return self.request(
+                "POST",
+                "/v1/datasets",
+                params=params,
+                content=body,
+                headers={"Content-Type": "application/zip"},
+                timeout=None,
+            )
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """The team's datasets, newest first."""
+        return self.request("GET", "/v1/datasets")
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        """One dataset."""
+        return self.request("GET", f"/v1/datasets/{_segment(dataset_id)}")
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        """The files a job stored: name, size, sha256, attempt."""
+        return self.request("GET", f"/v1/jobs/{_segment(job_id)}/artifacts")
+
+    def download_artifact(
+        self,
+        job_id: str,
+        artifact: dict[str, Any],
+        out_dir: Path,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Stream one artifact into `out_dir`, checking its sha256 before it takes its name.
+
+        A partial or corrupt download never appears under the artifact's name.
+        """
+        name = str(artifact["name"])
+        if name != Path(name).name or name in ("", ".", ".."):
+            raise ClientError(f"refusing artifact name {name!r}: not a plain file name")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / name
+        partial = out_dir / f".{name}.part"
+        digest = hashlib.sha256()
+        path = f"/v1/jobs/{_segment(job_id)}/artifacts/{_segment(name)}"
+        try:
+            with self._http.stream("GET", path, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(response.status_code, error_detail(response))
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes(1 << 20):
+                        handle.write(chunk)
+                        digest.update(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise ConnectionFailed(f"cannot reach {self.config.server}: {_reason(exc)}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if digest.hexdigest() != artifact["sha256"]:
+            partial.unlink(missing_ok=True)
+            raise ClientError(
+                f"{name}: sha256 {digest.hexdigest()} does not match the listed "
+                f"{artifact['sha256']}; nothing was kept"
+            )
+        os.replace(partial, target)
+        return target
+
+    # -- administration (the admin token as key) -------------------------------------------
+
+    def create_team(self, name: str, *, webhook_url: str | None = None) -> dict[str, Any]:
+        """Create a team; its first key is in the answer, shown once."""
+        body: dict[str, Any] = {"name": name}
+        if webhook_url:
+            body["webhook_url"] = webhook_url
+        return self.request("POST", "/v1/teams", json=body)
+
+    def teams(self) -> list[dict[str, Any]]:
+        """Every team with its keys (without secrets)."""
+        return self.request("GET", "/v1/teams")
+
+    def create_key(self, team: str) -> dict[str, Any]:
+        """A new key for a team, shown once."""
+        return self.request("POST", f"/v1/teams/{_segment(team)}/keys")
+
+    def revoke_key(self, team: str, key_id: str) -> dict[str, Any]:
+        """Revoke one of a team's keys."""
+        return self.request("DELETE", f"/v1/teams/{_segment(team)}/keys/{_segment(key_id)}")
+
+    def set_budget(self, team: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Set or replace a team's budget; its figures."""
+        return self.request("PUT", f"/v1/teams/{_segment(team)}/budget", json=spec)
+
+    def set_tariff(self, zone: str, schedule: dict[str, Any]) -> dict[str, Any]:
+        """Set a zone's time-of-use tariff."""
+        return self.request("PUT", f"/v1/zones/{_segment(zone)}/tariff", json=schedule)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The registered workers with their liveness and GPUs."""
+        return self.request("GET", "/v1/workers")
