@@ -60,6 +60,8 @@ class Scheduling:
             password=settings.carbon_password,
             trace_path=str(settings.carbon_trace_path) if settings.carbon_trace_path else None,
             clock=clock,
+            plan=settings.carbon_plan,
+            base_url=settings.carbon_base_url,
         )
         self.estimates = EstimateModel()
         self._learned_history = False
