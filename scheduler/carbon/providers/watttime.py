@@ -93,6 +93,10 @@ class WattTimeProvider:
         self._login_lock = threading.Lock()
         self._http = HttpClient(NAME, base_url or BASE_URL, transport=transport, sleep=sleep)
 
+    def share_login(self, other: WattTimeProvider) -> None:
+        """Use the bearer token `other` already holds (same account), saving a login."""
+        self._token = other._token
+
     def _login(self, stale: str | None = None) -> str:
         with self._login_lock:
             if self._token is not None and self._token != stale:
