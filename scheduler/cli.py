@@ -207,6 +207,7 @@ def signals_check(
 ) -> None:
     """Call each endpoint of the configured provider once and print what this account has."""
     from scheduler.carbon.providers.check import check_signals, format_report, usable
+    from scheduler.carbon.providers.factory import plan_for
 
     settings = _settings()
     zone = zone or settings.zone
@@ -225,7 +226,11 @@ def signals_check(
         raise typer.Exit(2) from None
     typer.echo(
         format_report(
-            settings.carbon_provider, zone, settings.carbon_plan, settings.carbon_base_url, probes
+            settings.carbon_provider,
+            zone,
+            plan_for(settings.carbon_plan, settings.carbon_provider),
+            settings.carbon_base_url,
+            probes,
         )
     )
     if not usable(probes):

@@ -82,9 +82,20 @@ class Settings(BaseSettings):
     @field_validator("carbon_plan")
     @classmethod
     def _known_plan(cls, value: str) -> str:
-        if value.strip().lower() not in ("free", "paid"):
-            raise ValueError("must be free or paid")
-        return value.strip().lower()
+        # One plan for whichever provider is configured, or one per provider.
+        text = value.strip().lower()
+        if text in ("free", "paid"):
+            return text
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        providers = {"trace", "electricitymaps", "watttime", "ukci"}
+        if not pairs or any(
+            not sep or name.strip() not in providers or plan.strip() not in ("free", "paid")
+            for name, sep, plan in pairs
+        ):
+            raise ValueError(
+                "must be free, paid, or provider=plan pairs (electricitymaps=paid,watttime=free)"
+            )
+        return ",".join(f"{name.strip()}={plan.strip()}" for name, _, plan in pairs)
 
     @field_validator("carbon_base_url")
     @classmethod

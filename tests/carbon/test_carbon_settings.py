@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.carbon.providers.electricitymaps import ElectricityMapsProvider
+from scheduler.carbon.providers.factory import plan_for
 from scheduler.carbon.providers.watttime import WattTimeProvider
 from scheduler.scheduling.service import Scheduling
 from scheduler.settings import SettingsError, load_settings
@@ -23,6 +24,8 @@ def test_defaults_are_the_free_plan_and_the_providers_own_url(
     ("name", "value"),
     [
         ("GREENWINDOW_CARBON_PLAN", "gold"),
+        ("GREENWINDOW_CARBON_PLAN", "electricitymaps=gold"),
+        ("GREENWINDOW_CARBON_PLAN", "carbonapi=paid"),
         ("GREENWINDOW_CARBON_BASE_URL", "ftp://mirror"),
         ("GREENWINDOW_CARBON_BASE_URL", "127.0.0.1:8080"),
     ],
@@ -50,3 +53,15 @@ def test_free_watttime_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GREENWINDOW_CARBON_PLAN", raising=False)
     provider = Scheduling(load_settings(), clock=lambda: None).provider  # type: ignore[arg-type]
     assert isinstance(provider, WattTimeProvider) and provider.plan == "free"
+
+
+def test_plan_per_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREENWINDOW_CARBON_PLAN", " ElectricityMaps=paid , watttime=free")
+    monkeypatch.setenv("GREENWINDOW_CARBON_PROVIDER", "electricitymaps")
+    monkeypatch.setenv("GREENWINDOW_CARBON_TOKEN", "t")
+    settings = load_settings()
+    assert settings.carbon_plan == "electricitymaps=paid,watttime=free"
+    assert plan_for(settings.carbon_plan, "watttime") == "free"
+    assert plan_for(settings.carbon_plan, "ukci") == "free"
+    provider = Scheduling(settings, clock=lambda: None).provider  # type: ignore[arg-type]
+    assert isinstance(provider, ElectricityMapsProvider) and provider.plan == "paid"

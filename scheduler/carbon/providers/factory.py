@@ -16,6 +16,15 @@ from scheduler.carbon.providers.watttime import WattTimeProvider
 PROVIDER_NAMES = ("trace", "electricitymaps", "watttime", "ukci")
 
 
+def plan_for(setting: str, provider: str) -> str:
+    """The plan of `provider` from GREENWINDOW_CARBON_PLAN: `free`, `paid`, or
+    `provider=plan` pairs (a provider not named there is on the free plan)."""
+    if setting in PLANS:
+        return setting
+    pairs = dict(part.split("=", 1) for part in setting.split(",") if "=" in part)
+    return pairs.get(provider, "free")
+
+
 def make_provider(
     name: str,
     *,
