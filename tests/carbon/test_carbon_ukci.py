@@ -178,3 +178,13 @@ def test_malformed(api: FakeApi, sleeps: list[float], body: object) -> None:
     api.on("/intensity", httpx.Response(200, json=body))
     with pytest.raises(ProviderDataError, match="ukci"):
         provider(api, sleeps).current("GB")
+
+
+def test_refusal_quotes_the_apis_own_message(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/intensity", json_reply("ukci_400.json", status=400))
+    with pytest.raises(ProviderError) as caught:
+        provider(api, sleeps).current("GB")
+    assert str(caught.value) == (
+        "ukci: /intensity was refused (HTTP 400): Please enter a valid date"
+    )
+    assert sleeps == []  # a 400 is not retried

@@ -66,6 +66,8 @@ def _detail(response: httpx.Response, limit: int = 300) -> str:
         body = response.json()
     except ValueError:
         body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]  # UK CI: {"error": {"code": "400 Bad Request", "message": ...}}
     if isinstance(body, dict):
         said = [body[key] for key in ("error", "message") if isinstance(body.get(key), str)]
         # WattTime sends both, the message repeating the error: keep the longer one.
