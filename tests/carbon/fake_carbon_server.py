@@ -47,6 +47,16 @@ class FakeCarbonServer:
                 server.requests.append((parts.path, query))
                 handler = server.routes.get(parts.path)
                 if handler is None:
+                    # A route ending in "/" serves every path under it (UK CI puts times in
+                    # the path); the handler reads the path from the "path" query key.
+                    prefixes = [p for p in server.routes if p.endswith("/")]
+                    match = max(
+                        (p for p in prefixes if parts.path.startswith(p)), key=len, default=None
+                    )
+                    if match is not None:
+                        handler = server.routes[match]
+                        query = {**query, "path": parts.path[len(match) :]}
+                if handler is None:
                     status, body = 404, {"error": f"no route for {parts.path}"}
                 else:
                     status, body = handler(query, dict(self.headers))
@@ -225,3 +235,44 @@ def watttime_routes(
         }
 
     return {"/login": login, "/v3/historical": historical, "/v3/forecast": forecast}
+
+
+# -- UK Carbon Intensity -----------------------------------------------------------------
+
+
+def ukci_routes(*, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict[str, Handler]:
+    """National routes: `/intensity` is the last completed half hour, with an actual;
+    ranges carry actuals up to the present and forecasts after it."""
+
+    def half_hour(moment: datetime) -> datetime:
+        return moment.replace(minute=moment.minute - moment.minute % 30, second=0, microsecond=0)
+
+    def period(start: datetime) -> dict[str, Any]:
+        settled = start + timedelta(minutes=30) <= clock()
+        value = _daily(start) / 2
+        return {
+            "from": start.strftime("%Y-%m-%dT%H:%MZ"),
+            "to": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%MZ"),
+            "intensity": {
+                "forecast": value + 3,
+                "actual": value if settled else None,
+                "index": "low",
+            },
+        }
+
+    def latest(query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"data": [period(half_hour(clock()) - timedelta(minutes=30))]}
+
+    def ranges(query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any]:
+        first_text, _, second = query["path"].partition("/")
+        start = datetime.fromisoformat(first_text)
+        if second in ("fw24h", "fw48h"):
+            end = start + timedelta(hours=int(second[2:4]))
+        else:
+            end = datetime.fromisoformat(second)
+        if end - start > timedelta(days=14):
+            return 400, {"error": {"code": "400 Bad Request", "message": "range too long"}}
+        count = int((end - start) / timedelta(minutes=30))
+        return 200, {"data": [period(start + timedelta(minutes=30 * i)) for i in range(count)]}
+
+    return {"/intensity": latest, "/intensity/": ranges}

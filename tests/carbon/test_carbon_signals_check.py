@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_carbon_server import electricitymaps_routes, serving, watttime_routes
+from fake_carbon_server import electricitymaps_routes, serving, ukci_routes, watttime_routes
 from typer.testing import CliRunner
 
 from scheduler.cli import app
@@ -143,3 +143,24 @@ def test_trace_needs_no_account(monkeypatch: pytest.MonkeyPatch) -> None:
     result = check("--zone", "ES")
     assert result.exit_code == 0, result.output
     assert "replayed" in line_of(result.output, "latest")
+
+
+def test_ukci_needs_no_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    with serving(ukci_routes()) as server:
+        configure(monkeypatch, carbon_provider="ukci", carbon_base_url=server.url)
+        result = check("--zone", "GB")
+        paths = server.paths()
+    assert result.exit_code == 0, result.output
+    assert len(paths) == 3 and paths[0] == "/intensity" and paths[2].endswith("/fw48h")
+    assert "(observed)" in line_of(result.output, "latest")
+    assert "ok: 48 h ahead in 30-min slots" in line_of(result.output, "forecast")
+    assert "slots of 30 min" in line_of(result.output, "history")
+    assert "observed)" in line_of(result.output, "history")
+    assert "open API, no plan" in result.output
+
+
+def test_a_provider_that_cannot_be_built_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, carbon_provider="electricitymaps")
+    result = check("--zone", "DE")
+    assert result.exit_code == 2
+    assert "GREENWINDOW_CARBON_TOKEN" in result.output

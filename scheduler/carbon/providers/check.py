@@ -226,6 +226,8 @@ def check_signals(
     raise ProviderError(f"unknown carbon provider {name!r}")
 
 
+# The providers whose accounts have plans.
+PLANNED = ("electricitymaps", "watttime")
 SIGNALS = {
     "electricitymaps": "average (life-cycle, consumption-based)",
     "watttime": "marginal (co2_moer); average (co2_aoer) as history only",
@@ -240,7 +242,7 @@ def advice(name: str, plan: str, zone: str, probes: list[Probe]) -> list[str]:
     if any(probe.outcome == REJECTED for probe in probes):
         lines.append("credentials rejected: check GREENWINDOW_CARBON_TOKEN / _USERNAME / _PASSWORD")
         return lines
-    if name not in ("electricitymaps", "watttime"):
+    if name not in PLANNED:
         return lines
     # The service reads WattTime's marginal signal; its average is reported, not advised on.
     beyond_free = [probe for probe in probes if not probe.free and "average" not in probe.need]
@@ -268,8 +270,11 @@ def format_report(
     name: str, zone: str, plan: str, base_url: str | None, probes: list[Probe]
 ) -> str:
     """The report `greenwindow signals check` prints."""
+    plan_note = f"configured plan {plan}" if name in PLANNED else "open API, no plan"
+    if name == "trace":
+        plan_note = "local trace, no account"
     lines = [
-        f"provider {name}, zone {zone}, configured plan {plan}"
+        f"provider {name}, zone {zone}, {plan_note}"
         + (f", base URL {base_url}" if base_url else ""),
         f"signal: {SIGNALS.get(name, '?')}",
     ]
