@@ -324,3 +324,39 @@ def test_base_url_setting_is_used(api: FakeApi, sleeps: list[float]) -> None:
 def test_unknown_plan_is_refused() -> None:
     with pytest.raises(ProviderError, match="plan"):
         make_provider("electricitymaps", token="t", plan="gold")
+
+
+def test_free_plan_forecaster_learns_from_every_refresh(api: FakeApi, sleeps: list[float]) -> None:
+    clock = {"now": NOW}
+
+    def last_day(request: httpx.Request) -> httpx.Response:
+        last = clock["now"].replace(minute=0) - timedelta(hours=1)
+        items = [
+            {
+                "zone": "DE",
+                "carbonIntensity": 300,
+                "datetime": (last - timedelta(hours=h)).isoformat(),
+                "isEstimated": False,
+            }
+            for h in range(24)
+        ]
+        return httpx.Response(200, json={"zone": "DE", "history": items})
+
+    api.on(HISTORY, last_day)
+    source = make_provider(
+        "electricitymaps",
+        token="t",
+        clock=lambda: clock["now"],
+        transport=api.transport,
+        sleep=sleeps.append,
+    )
+    source.forecast("DE", hours=6)
+    clock["now"] += timedelta(days=1)
+    source.forecast("DE", hours=6)
+    kept = source._observed["DE"]  # the hours the own forecaster learns from
+    assert len(kept) == 48 and kept.provenance == ("observed",) * 48
+    # After a gap the old hours are dropped rather than bridged by a long forward-fill.
+    clock["now"] += timedelta(days=3)
+    source.forecast("DE", hours=6)
+    assert len(source._observed["DE"]) == 24
+    assert api.paths() == [HISTORY] * 3

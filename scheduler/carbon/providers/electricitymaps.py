@@ -226,9 +226,9 @@ class ElectricityMapsProvider:
             payload = self._get(FORECAST, zone, horizonHours=horizon_for(hours))
             series = self._series(field(NAME, payload, "forecast"), "forecast", zone)
         else:
-            self._recent_history(zone)
+            recent = self._recent_history(zone)
             with self._lock:
-                observed = self._observed[zone]
+                observed = self._observed.get(zone, recent)
             try:
                 series = seasonal_forecast(observed, now, hours)
             except ValueError as exc:
