@@ -230,6 +230,48 @@ def demo(
     )
 
 
+signals_app = typer.Typer(help="The carbon signal provider.", no_args_is_help=True)
+app.add_typer(signals_app, name="signals")
+
+
+@signals_app.command("check")
+def signals_check(
+    zone: Annotated[
+        str | None, typer.Option(help="Grid zone to try (default: GREENWINDOW_ZONE).")
+    ] = None,
+) -> None:
+    """Call each endpoint of the configured provider once and print what this account has."""
+    from scheduler.carbon.providers.check import check_signals, format_report, usable
+    from scheduler.carbon.providers.factory import plan_for
+
+    settings = _settings()
+    zone = zone or settings.zone
+    try:
+        probes = check_signals(
+            settings.carbon_provider,
+            zone,
+            token=settings.carbon_token,
+            username=settings.carbon_username,
+            password=settings.carbon_password,
+            trace_path=settings.carbon_trace_path,
+            base_url=settings.carbon_base_url,
+        )
+    except Exception as exc:  # a provider that cannot even be built: say why, plainly
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        format_report(
+            settings.carbon_provider,
+            zone,
+            plan_for(settings.carbon_plan, settings.carbon_provider),
+            settings.carbon_base_url,
+            probes,
+        )
+    )
+    if not usable(probes):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the `greenwindow` command: a failure is one plain line, never a traceback
     (GREENWINDOW_DEBUG=1 shows it)."""

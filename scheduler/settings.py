@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     carbon_username: str | None = None
     carbon_password: str | None = Field(default=None, repr=False)
     carbon_trace_path: Path | None = None
+    # The provider account's plan: "free" calls only the endpoints free tiers include.
+    carbon_plan: str = "free"
+    # Replaces the provider's API base URL (a proxy, a mirror, a test server).
+    carbon_base_url: str | None = None
 
     # Capacity the planner assumes per zone when no worker has registered yet.
     default_capacity_gpus: int = Field(default=1, ge=0, le=100_000)
@@ -74,6 +78,33 @@ class Settings(BaseSettings):
         if value not in known:
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
+
+    @field_validator("carbon_plan")
+    @classmethod
+    def _known_plan(cls, value: str) -> str:
+        # One plan for whichever provider is configured, or one per provider.
+        text = value.strip().lower()
+        if text in ("free", "paid"):
+            return text
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        providers = {"trace", "electricitymaps", "watttime", "ukci"}
+        if not pairs or any(
+            not sep or name.strip() not in providers or plan.strip() not in ("free", "paid")
+            for name, sep, plan in pairs
+        ):
+            raise ValueError(
+                "must be free, paid, or provider=plan pairs (electricitymaps=paid,watttime=free)"
+            )
+        return ",".join(f"{name.strip()}={plan.strip()}" for name, _, plan in pairs)
+
+    @field_validator("carbon_base_url")
+    @classmethod
+    def _http_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        if value is not None and not value.strip().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.strip() if value else None
 
     @model_validator(mode="after")
     def _derived_paths(self) -> Settings:

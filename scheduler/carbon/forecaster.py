@@ -23,7 +23,6 @@ it is an error. Values are clipped at zero. The function is pure: same inputs, s
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -71,7 +70,7 @@ def seasonal_forecast(history: IntensitySeries, start: datetime, hours: float) -
     start = history.start + ((as_utc(start) - history.start) // slot) * slot
     past = history.window(history.start, start)
     if len(past) and past.end > start:
-        past = replace(past, values=past.values[:-1])
+        past = past.window(past.start, past.end - slot)
     if len(past) == 0:
         raise ValueError(f"no history before {start.isoformat()} to forecast from")
     count = math.ceil(hours * 60 / step)

@@ -15,6 +15,10 @@ import numpy as np
 
 ALLOWED_STEPS = (5, 15, 30, 60)
 SIGNAL_TYPES = ("average", "marginal")
+# Where a slot's value came from, most trustworthy first. A slot built from several
+# (a coarse resample) takes the least trustworthy label among them.
+PROVENANCE_LABELS = ("observed", "replayed", "estimated", "filled", "forecast")
+_PROVENANCE_RANK = {label: rank for rank, label in enumerate(PROVENANCE_LABELS)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -41,6 +45,11 @@ class IntensitySeries:
     values: np.ndarray
     signal_type: str = "average"
     source: str = ""
+    # One label per slot from PROVENANCE_LABELS; None means "whatever the caller assumes"
+    # (observed for history, forecast for a forecast).
+    provenance: tuple[str, ...] | None = None
+    # Optional per-slot detail of the label, e.g. Electricity Maps' estimationMethod.
+    provenance_detail: tuple[str | None, ...] | None = None
     _step: timedelta = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +66,21 @@ class IntensitySeries:
             raise ValueError("IntensitySeries.values must be finite (no NaN or inf)")
         # Frozen outside and inside: a shared series must not change under its readers.
         values.flags.writeable = False
+        if self.provenance is not None:
+            labels = tuple(self.provenance)
+            if len(labels) != len(values):
+                raise ValueError(f"provenance has {len(labels)} labels for {len(values)} values")
+            unknown = set(labels) - set(PROVENANCE_LABELS)
+            if unknown:
+                raise ValueError(
+                    f"provenance labels must be among {PROVENANCE_LABELS}, not {sorted(unknown)}"
+                )
+            object.__setattr__(self, "provenance", labels)
+        if self.provenance_detail is not None:
+            details = tuple(self.provenance_detail)
+            if self.provenance is None or len(details) != len(values):
+                raise ValueError("provenance_detail needs provenance and one entry per value")
+            object.__setattr__(self, "provenance_detail", details)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "_step", timedelta(minutes=self.step_minutes))
@@ -72,6 +96,8 @@ class IntensitySeries:
             and self.step_minutes == other.step_minutes
             and self.signal_type == other.signal_type
             and self.source == other.source
+            and self.provenance == other.provenance
+            and self.provenance_detail == other.provenance_detail
             and np.array_equal(self.values, other.values)
         )
 
@@ -96,7 +122,32 @@ class IntensitySeries:
         # A slot overlaps when it starts before `end`: the ceiling of the offset of `end`.
         last = min(len(self), -((self.start - end) // self._step))
         last = max(first, last) if end > start else first
-        return replace(self, start=self.start + first * self._step, values=self.values[first:last])
+        return self._slice(first, last)
+
+    def _slice(self, first: int, last: int) -> IntensitySeries:
+        """Slots `first` to `last - 1`, labels included."""
+        return replace(
+            self,
+            start=self.start + first * self._step,
+            values=self.values[first:last],
+            provenance=None if self.provenance is None else self.provenance[first:last],
+            provenance_detail=(
+                None if self.provenance_detail is None else self.provenance_detail[first:last]
+            ),
+        )
+
+    def labelled(self, label: str, detail: str | None = None) -> IntensitySeries:
+        """The same series with every slot labelled `label`."""
+        count = len(self)
+        return replace(
+            self,
+            provenance=(label,) * count,
+            provenance_detail=None if detail is None else (detail,) * count,
+        )
+
+    def labels(self, default: str) -> tuple[str, ...]:
+        """Per-slot provenance, `default` for every slot when the series carries none."""
+        return self.provenance if self.provenance is not None else (default,) * len(self)
 
     def value_at(self, t: datetime) -> float:
         """Value of the slot containing `t`; ValueError outside the series."""
@@ -119,7 +170,13 @@ class IntensitySeries:
             return replace(self, step_minutes=step_minutes)
         if step_minutes < self.step_minutes:
             factor = self.step_minutes // step_minutes
-            return replace(self, step_minutes=step_minutes, values=np.repeat(self.values, factor))
+            return replace(
+                self,
+                step_minutes=step_minutes,
+                values=np.repeat(self.values, factor),
+                provenance=_repeat(self.provenance, factor),
+                provenance_detail=_repeat(self.provenance_detail, factor),
+            )
         # Coarse slots sit on the clock grid (e.g. whole hours); edge slots that the data
         # only partly covers take the mean of the part that is there.
         new_start = floor_to_step(self.start, step_minutes)
@@ -128,7 +185,40 @@ class IntensitySeries:
         buckets = (np.arange(len(self)) + offset) // factor
         sums = np.bincount(buckets, weights=self.values)
         counts = np.bincount(buckets)
-        return replace(self, start=new_start, step_minutes=step_minutes, values=sums / counts)
+        provenance, detail = self._coarse_labels(buckets, len(counts))
+        return replace(
+            self,
+            start=new_start,
+            step_minutes=step_minutes,
+            values=sums / counts,
+            provenance=provenance,
+            provenance_detail=detail,
+        )
+
+    def _coarse_labels(
+        self, buckets: np.ndarray, count: int
+    ) -> tuple[tuple[str, ...] | None, tuple[str | None, ...] | None]:
+        """Per coarse slot, the least trustworthy label of its fine slots (and its detail)."""
+        if self.provenance is None:
+            return None, None
+        chosen: list[int | None] = [None] * count
+        for index, bucket in enumerate(buckets.tolist()):
+            best = chosen[bucket]
+            if best is None or (
+                _PROVENANCE_RANK[self.provenance[index]] > _PROVENANCE_RANK[self.provenance[best]]
+            ):
+                chosen[bucket] = index
+        picks = [index for index in chosen if index is not None]
+        labels = tuple(self.provenance[index] for index in picks)
+        if self.provenance_detail is None:
+            return labels, None
+        return labels, tuple(self.provenance_detail[index] for index in picks)
+
+
+def _repeat(labels: tuple | None, factor: int) -> tuple | None:
+    if labels is None:
+        return None
+    return tuple(label for label in labels for _ in range(factor))
 
 
 def infer_step_minutes(times: Sequence[datetime]) -> int:
@@ -149,8 +239,14 @@ def _grid_series(
     step_minutes: int | None,
     describe: Callable[[int], str],
     meta: dict[str, Any],
+    labels: Sequence[str] | None = None,
+    details: Sequence[str | None] | None = None,
 ) -> IntensitySeries:
-    """Place points on a regular grid, forward-filling gaps; `describe(i)` names point i."""
+    """Place points on a regular grid, forward-filling gaps; `describe(i)` names point i.
+
+    With `labels` (one provenance label per point, optional `details` likewise), the series
+    carries them per slot and labels forward-filled slots `filled`.
+    """
     if not points:
         raise ValueError("no data points")
     times = [as_utc(t) for t, _ in points]
@@ -161,6 +257,8 @@ def _grid_series(
     start = times[order[0]]
     slots = (times[order[-1]] - start) // step + 1
     values = np.full(slots, np.nan)
+    slot_labels: list[str] = ["filled"] * slots
+    slot_details: list[str | None] = [None] * slots
     for i in order:
         offset = times[i] - start
         if offset % step:
@@ -173,17 +271,37 @@ def _grid_series(
             raise ValueError(f"{describe(i)}: value {points[i][1]!r} is not a finite number")
         # A repeated time keeps the value seen last, as a later revision would.
         values[offset // step] = value
+        if labels is not None:
+            slot_labels[offset // step] = labels[i]
+            slot_details[offset // step] = details[i] if details is not None else None
     # Forward-fill: each missing slot takes the last value before it.
     filled = np.where(np.isnan(values), 0, np.arange(slots))
     np.maximum.accumulate(filled, out=filled)
+    if labels is not None:
+        meta = {**meta, "provenance": tuple(slot_labels)}
+        if details is not None:
+            meta["provenance_detail"] = tuple(slot_details)
     return IntensitySeries(start=start, step_minutes=step_minutes, values=values[filled], **meta)
 
 
 def series_from_points(
-    points: Sequence[tuple[datetime, float]], step_minutes: int | None = None, **meta: Any
+    points: Sequence[tuple[datetime, float]],
+    step_minutes: int | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    details: Sequence[str | None] | None = None,
+    **meta: Any,
 ) -> IntensitySeries:
-    """Build a series from (time, value) pairs: infers the step, forward-fills gaps."""
-    return _grid_series(points, step_minutes, lambda i: f"point {i}", meta)
+    """Build a series from (time, value) pairs: infers the step, forward-fills gaps.
+
+    `labels` gives each point's provenance (see `IntensitySeries.provenance`); gaps that
+    are forward-filled are then labelled `filled`.
+    """
+    if labels is not None and len(labels) != len(points):
+        raise ValueError(f"{len(labels)} labels for {len(points)} points")
+    if details is not None and len(details) != len(points):
+        raise ValueError(f"{len(details)} details for {len(points)} points")
+    return _grid_series(points, step_minutes, lambda i: f"point {i}", meta, labels, details)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -284,6 +402,7 @@ def read_trace_csv(path: str | Path, column: Literal["lca", "direct"] = "lca") -
             None,
             lambda i: f"{path}:{line_numbers[i]}",
             {"signal_type": "average", "source": f"trace:{zone}"},
+            labels=["observed"] * len(points),
         )
     except ValueError as exc:
         message = str(exc)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from scheduler.carbon import service as carbon
 from scheduler.carbon.models import Tariff
 from scheduler.carbon.providers.base import CarbonProvider
-from scheduler.carbon.providers.factory import make_provider
+from scheduler.carbon.providers.factory import make_provider, plan_for
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
 from scheduler.planning.estimate import EstimateModel, config_signature
@@ -60,6 +60,8 @@ class Scheduling:
             password=settings.carbon_password,
             trace_path=str(settings.carbon_trace_path) if settings.carbon_trace_path else None,
             clock=clock,
+            plan=plan_for(settings.carbon_plan, settings.carbon_provider),
+            base_url=settings.carbon_base_url,
         )
         self.estimates = EstimateModel()
         self._learned_history = False

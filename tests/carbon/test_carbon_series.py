@@ -190,3 +190,79 @@ def test_equality_compares_values() -> None:
     assert series == hourly([1.0, 2.0])
     assert series != hourly([1, 3])
     assert series != replace(series, source="other")
+
+
+def labelled(values: list[float], labels: tuple[str, ...], start: datetime = T0) -> IntensitySeries:
+    return IntensitySeries(
+        start=start, step_minutes=30, values=np.array(values, dtype=float), provenance=labels
+    )
+
+
+def test_provenance_is_optional_and_validated() -> None:
+    assert hourly([1, 2]).provenance is None
+    assert hourly([1, 2]).labels("forecast") == ("forecast", "forecast")
+    with pytest.raises(ValueError, match="2 labels for 3 values"):
+        labelled([1, 2, 3], ("observed", "observed"))
+    with pytest.raises(ValueError, match="provenance labels must be among"):
+        labelled([1], ("guessed",))
+    with pytest.raises(ValueError, match="provenance_detail"):
+        IntensitySeries(start=T0, step_minutes=60, values=np.ones(1), provenance_detail=("x",))
+
+
+def test_provenance_survives_window_and_resample() -> None:
+    series = labelled([1, 2, 3, 4], ("observed", "estimated", "filled", "forecast"))
+    assert series.window(T0 + timedelta(minutes=30), T0 + timedelta(hours=2)).provenance == (
+        "estimated",
+        "filled",
+        "forecast",
+    )
+    assert series.resample(15).provenance == (
+        "observed",
+        "observed",
+        "estimated",
+        "estimated",
+        "filled",
+        "filled",
+        "forecast",
+        "forecast",
+    )
+    # A coarse slot is only as trustworthy as its least trustworthy part.
+    assert series.resample(60).provenance == ("estimated", "forecast")
+    detailed = replace(
+        series, provenance_detail=(None, "TIME_SLICER_AVERAGE", None, None)
+    ).resample(60)
+    assert detailed.provenance_detail == ("TIME_SLICER_AVERAGE", None)
+
+
+def test_provenance_takes_part_in_equality() -> None:
+    series = labelled([1, 2], ("observed", "observed"))
+    assert series == labelled([1, 2], ("observed", "observed"))
+    assert series != labelled([1, 2], ("observed", "estimated"))
+    assert series != replace(series, provenance=None)
+
+
+def test_points_with_labels_mark_forward_filled_gaps() -> None:
+    series = series_from_points(
+        [(T0, 1.0), (T0 + timedelta(hours=2), 3.0)],
+        60,
+        labels=["observed", "estimated"],
+        details=[None, "X"],
+    )
+    assert list(series.values) == [1, 1, 3]
+    assert series.provenance == ("observed", "filled", "estimated")
+    assert series.provenance_detail == (None, None, "X")
+
+
+def test_trace_reader_labels_observed_and_filled(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "time,value\n2024-03-01T00:00Z,1\n2024-03-01T01:00Z,\n2024-03-01T02:00Z,3\n"
+        "2024-03-01T03:00Z,4\n2024-03-01T04:00Z,5\n"
+    )
+    assert read_trace_csv(path).provenance == (
+        "observed",
+        "filled",
+        "observed",
+        "observed",
+        "observed",
+    )

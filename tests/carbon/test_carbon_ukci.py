@@ -99,19 +99,64 @@ def test_history_tolerates_null_actuals(api: FakeApi, sleeps: list[float]) -> No
     assert list(series.values) == [153, 151, 152, 153]
 
 
-def test_long_history_is_split(api: FakeApi, sleeps: list[float]) -> None:
+def test_long_history_is_split_into_13_day_requests(api: FakeApi, sleeps: list[float]) -> None:
+    # The API caps a range at 14 days; chunks stay a day below that limit.
     api.on(
-        "/regional/intensity/2024-01-01T00:00Z/2024-01-15T00:00Z/regionid/13",
+        "/regional/intensity/2024-01-01T00:00Z/2024-01-14T00:00Z/regionid/13",
         json_reply("ukci_regional_range_regionid.json"),
     )
     api.on(
-        "/regional/intensity/2024-01-15T00:00Z/2024-01-16T00:00Z/regionid/13",
+        "/regional/intensity/2024-01-14T00:00Z/2024-01-15T02:00Z/regionid/13",
         json_reply("ukci_regional_range_regionid.json"),
     )
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    series = provider(api, sleeps).history("13", start, start + timedelta(days=15))
+    series = provider(api, sleeps).history("13", start, start + timedelta(days=14, hours=2))
     assert len(api.requests) == 2
     assert list(series.values) == LONDON
+    # Regional values are forecasts only: labelled so.
+    assert series.provenance == ("forecast",) * 4
+
+
+@pytest.mark.parametrize("zone", ["18", "region:18", "0"])
+def test_only_documented_region_ids(zone: str) -> None:
+    with pytest.raises(ProviderError, match="region id 1-17"):
+        parse_zone(zone)
+    assert parse_zone("17") == Area("regionid", "17")
+
+
+def test_forecast_filled_history_is_labelled_forecast(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/intensity/2024-01-15T00:00Z/2024-01-15T02:00Z", json_reply("ukci_national_fw48h.json"))
+    start = datetime(2024, 1, 15, tzinfo=UTC)
+    series = provider(api, sleeps).history("GB", start, start + timedelta(hours=2))
+    assert series.provenance == ("observed", "forecast", "forecast", "forecast")
+
+
+def test_intensity_is_the_last_completed_half_hour(api: FakeApi, sleeps: list[float]) -> None:
+    # At 00:42 the API still reports 00:00-00:30 (the last completed half hour); greenwindow
+    # keeps that period's start rather than relabelling it as the clock's half hour.
+    api.on("/intensity", json_reply("ukci_national_now.json"))
+    late = make_provider(
+        "ukci",
+        clock=lambda: datetime(2024, 1, 15, 0, 42, tzinfo=UTC),
+        transport=api.transport,
+        sleep=sleeps.append,
+    )
+    latest = late.latest("GB")
+    assert late.current("GB") == (datetime(2024, 1, 15, tzinfo=UTC), 172.0)
+    assert latest.provenance == ("observed",) and latest.end == datetime(
+        2024, 1, 15, 0, 30, tzinfo=UTC
+    )
+
+
+def test_latest_without_an_actual_is_a_forecast(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/regional/regionid/13", json_reply("ukci_regional_now_regionid.json"))
+    assert provider(api, sleeps).latest("13").provenance == ("forecast",)
+
+
+def test_forecast_is_labelled_forecast(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/intensity/2024-01-15T00:00Z/fw24h", json_reply("ukci_national_fw48h.json"))
+    series = provider(api, sleeps).forecast("GB", hours=3)
+    assert series.provenance == ("forecast",) * 6
 
 
 def test_server_error_then_success(api: FakeApi, sleeps: list[float]) -> None:
@@ -133,3 +178,13 @@ def test_malformed(api: FakeApi, sleeps: list[float], body: object) -> None:
     api.on("/intensity", httpx.Response(200, json=body))
     with pytest.raises(ProviderDataError, match="ukci"):
         provider(api, sleeps).current("GB")
+
+
+def test_refusal_quotes_the_apis_own_message(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/intensity", json_reply("ukci_400.json", status=400))
+    with pytest.raises(ProviderError) as caught:
+        provider(api, sleeps).current("GB")
+    assert str(caught.value) == (
+        "ukci: /intensity was refused (HTTP 400): Please enter a valid date"
+    )
+    assert sleeps == []  # a 400 is not retried

@@ -14,6 +14,7 @@ from carbon_fakes import FakeApi, json_reply, recorded
 from scheduler.carbon.providers import (
     ProviderAuthError,
     ProviderDataError,
+    ProviderPlanLimit,
     ProviderUnavailable,
     make_provider,
 )
@@ -22,11 +23,12 @@ from scheduler.carbon.providers.watttime import LBS_PER_MWH_TO_G_PER_KWH
 NOW = datetime(2024, 1, 15, 0, 7, tzinfo=UTC)
 
 
-def provider(api: FakeApi, sleeps: list[float], signal_type: str | None = None):
+def provider(api: FakeApi, sleeps: list[float], signal_type: str | None = None, plan: str = "free"):
     return make_provider(
         "watttime",
         username="ada",
         password="pw",
+        plan=plan,
         clock=lambda: NOW,
         transport=api.transport,
         sleep=sleeps.append,
@@ -96,17 +98,83 @@ def test_bad_credentials(api: FakeApi, sleeps: list[float]) -> None:
         make_provider("watttime", username="ada")
 
 
-def test_unlicensed_region(api: FakeApi, sleeps: list[float]) -> None:
+def test_unlicensed_region_is_a_plan_limit(api: FakeApi, sleeps: list[float]) -> None:
+    # An account set up as paid that lacks the region: WattTime's real 403 body.
     api.on("/login", json_reply("watttime_login.json"))
     api.on("/v3/forecast", json_reply("watttime_403.json", status=403))
-    with pytest.raises(ProviderAuthError, match="PJM_NJ.*not licensed"):
-        provider(api, sleeps).forecast("PJM_NJ", 1)
+    with pytest.raises(ProviderPlanLimit) as caught:
+        provider(api, sleeps, plan="paid").forecast("PJM_NJ", 1)
+    message = str(caught.value)
+    assert caught.value.endpoint == "/v3/forecast" and caught.value.status_code == 403
+    assert "plan limit: /v3/forecast for region PJM_NJ / co2_moer" in message
+    assert "Invalid scope" in message and "free access to CAISO_NORTH" in message
+    assert "token rejected" not in message and "GREENWINDOW_CARBON_PASSWORD" not in message
+
+
+@pytest.mark.parametrize("call", ["forecast", "history", "current"])
+def test_free_plan_outside_caiso_north_sends_nothing(
+    api: FakeApi, sleeps: list[float], call: str
+) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    source = provider(api, sleeps, plan="free")
+    with pytest.raises(ProviderPlanLimit, match="free plan reads CAISO_NORTH only"):
+        if call == "forecast":
+            source.forecast("PJM_NJ", 24)
+        elif call == "history":
+            source.history("PJM_NJ", NOW - timedelta(hours=2), NOW)
+        else:
+            source.current("PJM_NJ")
+    assert api.requests == []
+
+
+def test_free_plan_has_no_average_signal() -> None:
+    with pytest.raises(ProviderPlanLimit, match="free plan serves co2_moer"):
+        make_provider("watttime", username="ada", password="pw", signal_type="average")
+
+
+def test_average_forecast_never_asks_for_a_co2_aoer_forecast(
+    api: FakeApi, sleeps: list[float]
+) -> None:
+    def two_days(request: httpx.Request) -> httpx.Response:
+        start = datetime.fromisoformat(request.url.params["start"])
+        first = max(start, NOW - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+        points = [
+            {
+                "point_time": (first + timedelta(minutes=5 * i)).isoformat(),
+                "value": 800 + 200 * ((first + timedelta(minutes=5 * i)).hour >= 12),
+            }
+            for i in range(int((NOW - first) / timedelta(minutes=5)))
+        ]
+        meta = {"units": "lbs_co2_per_mwh", "data_point_period_seconds": 300}
+        return httpx.Response(200, json={"data": points, "meta": meta})
+
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/historical", two_days)
+    api.on("/v3/forecast", httpx.Response(400, json={"error": "co2_aoer has no forecast"}))
+    series = provider(api, sleeps, signal_type="average", plan="paid").forecast("CAISO_NORTH", 24)
+    assert "/v3/forecast" not in api.paths()
+    assert all(r.url.params["signal_type"] == "co2_aoer" for r in api.requests[1:])
+    assert series.signal_type == "average" and series.source == "forecaster:watttime"
+    assert series.provenance == ("forecast",) * len(series)
+    assert len(series) == 24 * 12 and series.start == datetime(2024, 1, 15, 0, 5, tzinfo=UTC)
+
+
+def test_labels_of_history_and_forecast(api: FakeApi, sleeps: list[float]) -> None:
+    api.on("/login", json_reply("watttime_login.json"))
+    api.on("/v3/historical", json_reply("watttime_historical.json"))
+    api.on("/v3/forecast", json_reply("watttime_forecast.json"))
+    source = provider(api, sleeps)
+    start = datetime(2024, 1, 14, 23, tzinfo=UTC)
+    history = source.history("CAISO_NORTH", start, start + timedelta(hours=1))
+    assert history.provenance is not None
+    assert history.provenance[3] == "filled" and history.provenance.count("observed") == 11
+    assert set(source.forecast("CAISO_NORTH", 1).provenance or ()) == {"forecast"}
 
 
 def test_average_history_with_a_null_point(api: FakeApi, sleeps: list[float]) -> None:
     api.on("/login", json_reply("watttime_login.json"))
     api.on("/v3/historical", json_reply("watttime_historical.json"))
-    source = provider(api, sleeps, signal_type="average")
+    source = provider(api, sleeps, signal_type="average", plan="paid")
     start = datetime(2024, 1, 14, 23, tzinfo=UTC)
     series = source.history("CAISO_NORTH", start, start + timedelta(hours=1))
     assert series.signal_type == "average" and len(series) == 12

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from scheduler.carbon.providers.base import (
+    PLANS,
     CarbonProvider,
     ProviderAuthError,
     ProviderDataError,
     ProviderError,
+    ProviderPlanLimit,
     ProviderUnavailable,
 )
 from scheduler.carbon.providers.factory import PROVIDER_NAMES, make_provider
@@ -14,11 +16,13 @@ from scheduler.carbon.providers.trace import DEFAULT_ZONE, default_trace_path
 
 __all__ = [
     "DEFAULT_ZONE",
+    "PLANS",
     "PROVIDER_NAMES",
     "CarbonProvider",
     "ProviderAuthError",
     "ProviderDataError",
     "ProviderError",
+    "ProviderPlanLimit",
     "ProviderUnavailable",
     "default_trace_path",
     "make_provider",

@@ -16,16 +16,42 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+PLANS = ("free", "paid")
+
+
 class ProviderError(Exception):
     """A carbon provider could not answer; the message says which one and why."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        # A short excerpt of the provider's error body, when there was one.
+        self.detail = detail
 
 
 class ProviderAuthError(ProviderError):
     """The provider rejected the credentials (or the account may not read that zone)."""
+
+
+class ProviderPlanLimit(ProviderError):
+    """The account's plan does not include an endpoint (or a region, or a signal).
+
+    Not a bad credential: the same token works for the endpoints the plan has. `endpoint`
+    names the one that is out of reach.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        status_code: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, detail=detail)
+        self.endpoint = endpoint
 
 
 class ProviderUnavailable(ProviderError):

@@ -58,10 +58,23 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _detail(response: httpx.Response) -> str:
-    """A short, single-line excerpt of an error body for messages."""
-    text = " ".join(response.text.split())
-    return text[:200] + ("..." if len(text) > 200 else "")
+def _detail(response: httpx.Response, limit: int = 300) -> str:
+    """A short, single-line excerpt of an error body for messages: the body's own
+    `message` / `error` text when it is JSON carrying one, else the raw body."""
+    text = response.text
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]  # UK CI: {"error": {"code": "400 Bad Request", "message": ...}}
+    if isinstance(body, dict):
+        said = [body[key] for key in ("error", "message") if isinstance(body.get(key), str)]
+        # WattTime sends both, the message repeating the error: keep the longer one.
+        if said:
+            text = max(said, key=len)
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 class HttpClient:
@@ -165,16 +178,21 @@ class HttpClient:
     def _client_error(self, path: str, response: httpx.Response) -> ProviderError:
         status = response.status_code
         hint = f"; {self.auth_hint}" if self.auth_hint else ""
+        detail = _detail(response)
         if status == 401:
             return ProviderAuthError(
-                f"{self.provider}: token rejected (HTTP 401){hint}", status_code=status
+                f"{self.provider}: token rejected (HTTP 401){hint}",
+                status_code=status,
+                detail=detail,
             )
         if status == 403:
             return ProviderAuthError(
-                f"{self.provider}: access to {path} denied (HTTP 403): {_detail(response)}{hint}",
+                f"{self.provider}: access to {path} denied (HTTP 403): {detail}{hint}",
                 status_code=status,
+                detail=detail,
             )
         return ProviderError(
-            f"{self.provider}: {path} was refused (HTTP {status}): {_detail(response)}",
+            f"{self.provider}: {path} was refused (HTTP {status}): {detail}",
             status_code=status,
+            detail=detail,
         )

@@ -55,13 +55,24 @@ def to_series(
     provider: str,
     points: list[tuple[datetime, float | None]],
     step_minutes: int | None = None,
+    *,
+    labels: list[str] | None = None,
+    details: list[str | None] | None = None,
     **meta: Any,
 ) -> IntensitySeries:
-    """A series from parsed points; null readings become gaps, forward-filled."""
-    present = [(moment, value) for moment, value in points if value is not None]
-    if not present:
+    """A series from parsed points; null readings become gaps, forward-filled (and, with
+    per-point provenance `labels`, labelled `filled`)."""
+    keep = [i for i, (_, value) in enumerate(points) if value is not None]
+    if not keep:
         raise ProviderDataError(f"{provider}: response holds no intensity values")
+    present = [points[i] for i in keep]
     try:
-        return series_from_points(present, step_minutes, **meta)
+        return series_from_points(
+            present,  # type: ignore[arg-type]
+            step_minutes,
+            labels=None if labels is None else [labels[i] for i in keep],
+            details=None if details is None else [details[i] for i in keep],
+            **meta,
+        )
     except ValueError as exc:
         raise ProviderDataError(f"{provider}: unusable time series: {exc}") from None

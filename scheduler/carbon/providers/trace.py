@@ -82,12 +82,19 @@ class TraceProvider:
                 indices[i] = (moment.replace(year=year, day=28) - trace.start) // step
             else:
                 indices[i] = (moment.replace(year=year) - trace.start) // step
+        # A replayed slot is a recorded value moved onto today's calendar; a slot the trace
+        # itself had to forward-fill stays `filled`.
+        recorded = trace.labels("observed")
+        provenance = tuple(
+            "filled" if recorded[index] == "filled" else "replayed" for index in indices.tolist()
+        )
         return IntensitySeries(
             start=start,
             step_minutes=trace.step_minutes,
             values=trace.values[indices],
             signal_type=trace.signal_type,
             source=trace.source,
+            provenance=provenance,
         )
 
     def current(self, zone: str) -> tuple[datetime, float]:

@@ -1,4 +1,11 @@
-"""GB Carbon Intensity API (NESO): national or regional intensity in half-hour slots, no key."""
+"""GB Carbon Intensity API (NESO): national or regional intensity in half-hour slots, no key.
+
+The API has no plans: every endpoint is open. Its values are labelled: a half hour with a
+measured `actual` is `observed`; one that only has a `forecast` (the future, recent half
+hours not yet settled, and every regional value) is `forecast`. `/intensity` answers the
+last completed half hour, which may be up to 30 minutes old: `current` returns that half
+hour's own start, not the clock's.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +24,11 @@ from scheduler.carbon.series import IntensitySeries, as_utc, floor_to_step
 BASE_URL = "https://api.carbonintensity.org.uk"
 NAME = "ukci"
 STEP_MINUTES = 30
-# Ranges longer than this are split into several requests (the API caps a range's length).
-RANGE_CHUNK = timedelta(days=14)
+# Ranges longer than this are split into several requests: the API caps a range at 14
+# days, and a chunk one day shorter keeps clear of that limit.
+RANGE_CHUNK = timedelta(days=13)
+# The documented region ids: 1-14 are the DNO regions, 15-17 England, Scotland, Wales.
+REGION_IDS = range(1, 18)
 _OUTWARD_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
 
 
@@ -42,13 +52,13 @@ def parse_zone(zone: str) -> Area:
         return Area("national")
     kind, _, key = text.rpartition(":")
     if kind in ("REGION", "REGIONID") or (not kind and key.isdigit()):
-        if key.isdigit() and 1 <= int(key) <= 18:
+        if key.isdigit() and int(key) in REGION_IDS:
             return Area("regionid", str(int(key)))
     elif kind == "POSTCODE" or (not kind and _OUTWARD_POSTCODE.match(key)):
         if _OUTWARD_POSTCODE.match(key):
             return Area("postcode", key)
     raise ProviderError(
-        f"{NAME}: zone {zone!r} is not GB, a region id 1-18 (e.g. 13 or region:13) "
+        f"{NAME}: zone {zone!r} is not GB, a region id 1-17 (e.g. 13 or region:13) "
         "or an outward postcode (e.g. RG10 or postcode:RG10)"
     )
 
@@ -93,12 +103,12 @@ def _region_intensity(entry: Any, region_id: int) -> Any:
     raise ProviderDataError(f"{NAME}: region {region_id} missing from a period")
 
 
-def _value(intensity: Any, prefer_actual: bool) -> float | None:
-    """Measured value when asked for and present, else the forecast one."""
+def _value(intensity: Any, prefer_actual: bool) -> tuple[float | None, str]:
+    """Measured value (`observed`) when asked for and present, else the forecast one."""
     actual = number(NAME, intensity.get("actual")) if isinstance(intensity, dict) else None
     if prefer_actual and actual is not None:
-        return actual
-    return number(NAME, field(NAME, intensity, "forecast"))
+        return actual, "observed"
+    return number(NAME, field(NAME, intensity, "forecast")), "forecast"
 
 
 class UkciProvider:
@@ -113,22 +123,33 @@ class UkciProvider:
         clock: Clock | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Sleep | None = None,
-        base_url: str = BASE_URL,
+        base_url: str | None = None,
     ) -> None:
         self._clock = clock or utc_now
-        self._http = HttpClient(NAME, base_url, transport=transport, sleep=sleep)
+        self._http = HttpClient(NAME, base_url or BASE_URL, transport=transport, sleep=sleep)
 
     def _series(self, payload: Any, prefer_actual: bool) -> IntensitySeries:
-        points = [
-            (start, _value(intensity, prefer_actual)) for start, intensity in periods(payload)
-        ]
-        return to_series(NAME, points, STEP_MINUTES, signal_type="average", source=NAME)
+        points: list[tuple[datetime, float | None]] = []
+        labels: list[str] = []
+        for start, intensity in periods(payload):
+            value, label = _value(intensity, prefer_actual)
+            points.append((start, value))
+            labels.append(label)
+        return to_series(
+            NAME, points, STEP_MINUTES, labels=labels, signal_type="average", source=NAME
+        )
 
-    def current(self, zone: str) -> tuple[datetime, float]:
-        """The current half hour (measured where the API has it) and its intensity."""
+    def latest(self, zone: str) -> IntensitySeries:
+        """The last half hour the API reports (measured where it has it), labelled."""
         area = parse_zone(zone)
         path = "/intensity" if area.kind == "national" else f"/regional{area.suffix}"
         series = self._series(self._http.get_json(path), prefer_actual=True)
+        # The answer's own period, which may end before the clock's current half hour.
+        return series.window(series.start, series.start + timedelta(minutes=STEP_MINUTES))
+
+    def current(self, zone: str) -> tuple[datetime, float]:
+        """Start and intensity of the last half hour reported (up to 30 minutes old)."""
+        series = self.latest(zone)
         return series.start, float(series.values[0])
 
     def history(self, zone: str, start: datetime, end: datetime) -> IntensitySeries:
@@ -136,6 +157,7 @@ class UkciProvider:
         area = parse_zone(zone)
         start, end = as_utc(start), as_utc(end)
         points: list[tuple[datetime, float | None]] = []
+        labels: list[str] = []
         chunk_start = floor_to_step(start, STEP_MINUTES)
         while chunk_start < end:
             chunk_end = min(end, chunk_start + RANGE_CHUNK)
@@ -146,10 +168,13 @@ class UkciProvider:
                 payload = self._http.get_json(f"/regional/intensity/{span}{area.suffix}")
             series = self._series(payload, prefer_actual=True)
             points += list(zip(series.times(), series.values.tolist(), strict=True))
+            labels += series.labels("observed")
             chunk_start = chunk_end
         if not points:
             raise ValueError("history needs start < end")
-        merged = to_series(NAME, points, STEP_MINUTES, signal_type="average", source=NAME)
+        merged = to_series(
+            NAME, points, STEP_MINUTES, labels=labels, signal_type="average", source=NAME
+        )
         return merged.window(start, end)
 
     def forecast(self, zone: str, hours: float = 48) -> IntensitySeries:
