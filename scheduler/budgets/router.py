@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from scheduler.budgets import service
-from scheduler.budgets.schemas import BudgetRead, BudgetSet, LedgerRead, Threshold, UsagePoint
+from scheduler.budgets.schemas import (
+    BudgetRead,
+    BudgetSet,
+    BurnHistory,
+    BurnPointRead,
+    LedgerRead,
+    Threshold,
+    UsagePoint,
+)
 from scheduler.deps import AdminDep, NowDep, SessionDep, UserDep, require_team_access
 from scheduler.teams.service import get_team
 
@@ -48,6 +56,28 @@ def get_budget(team: str, session: SessionDep, now: NowDep, principal: UserDep) 
     found = get_team(session, team)
     require_team_access(principal, found)
     return _read(service.budget_status(session, service.get_budget(session, found), now=now))
+
+
+@router.get("/budget/history", response_model=BurnHistory)
+def get_burn_history(
+    team: str, session: SessionDep, now: NowDep, principal: UserDep
+) -> BurnHistory:
+    """How this period's budget burned: cumulative actual and outstanding committed over time."""
+    found = get_team(session, team)
+    require_team_access(principal, found)
+    budget = service.get_budget(session, found)
+    status = service.budget_status(session, budget, now=now)
+    return BurnHistory(
+        period_start=status.period_start,
+        period_end=status.period_end,
+        limit_kg_co2e=budget.limit_kg_co2e,
+        points=[
+            BurnPointRead(
+                at=p.at, actual_kg_co2e=p.actual_kg_co2e, committed_kg_co2e=p.committed_kg_co2e
+            )
+            for p in service.burn_history(session, budget, now=now)
+        ],
+    )
 
 
 @router.get("/usage", response_model=list[UsagePoint])

@@ -71,3 +71,18 @@ class LedgerRead(BaseModel):
     kwh: float
     job_id: str | None
     note: str
+
+
+class BurnPointRead(BaseModel):
+    at: datetime
+    actual_kg_co2e: float = Field(description="Charged in this period up to `at`.")
+    committed_kg_co2e: float = Field(description="Reserved for this period and outstanding.")
+
+
+class BurnHistory(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    limit_kg_co2e: float
+    points: list[BurnPointRead] = Field(
+        description="After each ledger entry of the period, in the order written (at most 400)."
+    )

@@ -313,6 +313,59 @@ def ledger(session: Session, team: Team, *, limit: int = 500) -> list[LedgerEntr
     return list(session.scalars(query))
 
 
+@dataclass(frozen=True)
+class BurnPoint:
+    """A budget's cumulative actual and outstanding committed kg CO2e at one moment."""
+
+    at: datetime
+    actual_kg_co2e: float
+    committed_kg_co2e: float
+
+
+MAX_BURN_POINTS = 400
+
+
+def burn_history(
+    session: Session, budget: Budget, *, now: datetime, max_points: int = MAX_BURN_POINTS
+) -> list[BurnPoint]:
+    """How the current period's budget burned: after each ledger entry counted in the period,
+    the cumulative actual and the outstanding committed, in the order the entries were written.
+
+    Entries written before the period began (reservations made last month for a job planned
+    in this one) show at the period's start. At most `max_points` points: past that, the last
+    point of each equal slice of the period is kept, so the newest is always the last.
+    """
+    start, end = period_window(budget.period, now)
+    rows = session.execute(
+        select(LedgerEntry.at, LedgerEntry.kind, LedgerEntry.kg_co2e)
+        .where(
+            LedgerEntry.team_id == budget.team_id,
+            LedgerEntry.counts_at >= start,
+            LedgerEntry.counts_at < end,
+        )
+        .order_by(LedgerEntry.at, LedgerEntry.id)
+    )
+    actual = committed = 0.0
+    points = [BurnPoint(start, 0.0, 0.0)]
+    for at, kind, kg in rows:
+        if kind == "charge":
+            actual += kg
+        else:
+            committed += kg if kind == "reserve" else -kg
+        point = BurnPoint(max(at, start), actual, max(0.0, round(committed, 12)))
+        if point.at == points[-1].at:
+            points[-1] = point
+        else:
+            points.append(point)
+    if len(points) > max_points:
+        width = (end - start) / max_points
+        kept: dict[int, BurnPoint] = {}
+        for point in points:
+            kept[min(int((point.at - start) / width), max_points - 1)] = point
+        points = list(kept.values())
+    return points
+
+
 STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
 MAX_USAGE_POINTS = 10_000
 

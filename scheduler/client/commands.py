@@ -346,17 +346,24 @@ def budget(
         str | None, typer.Argument(help="Team name (default: your team).", show_default=False)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The raw figures as JSON.")] = False,
+    history: Annotated[
+        bool, typer.Option("--history", help="How the budget burned over this period.")
+    ] = False,
     server: ServerOption = None,
     key: KeyOption = None,
 ) -> None:
     """Show a team's carbon budget: actual and committed against the limit."""
     with _one_line_errors(), _client(ctx, server, key) as client:
         name = team or client.config.team or _team_of_newest_job(client)
-        figures = client.budget(name)
+        figures = client.budget_history(name) if history else client.budget(name)
     if as_json:
         typer.echo(json.dumps(figures, indent=2))
         return
     console = _console()
+    if history:
+        console.print(Text.assemble((name, "bold"), " budget burn this period"))
+        console.print(render.burn_table(figures))
+        return
     console.print(
         Text.assemble(
             (name, "bold"),

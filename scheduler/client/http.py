@@ -196,6 +196,10 @@ class GreenwindowClient:
         """The team's budget figures for the current period."""
         return self.request("GET", f"/v1/teams/{_segment(team)}/budget")
 
+    def budget_history(self, team: str) -> dict[str, Any]:
+        """How the team's budget burned this period (cumulative actual, committed)."""
+        return self.request("GET", f"/v1/teams/{_segment(team)}/budget/history")
+
     def forecast(self, zone: str, *, hours: int = 48) -> dict[str, Any]:
         """The zone's carbon-intensity forecast."""
         return self.request("GET", f"/v1/zones/{_segment(zone)}/forecast", params={"hours": hours})

@@ -344,3 +344,28 @@ def progress_line(job: Mapping[str, Any], energy: Mapping[str, Any] | None = Non
     if state == "running" and energy.get("kwh_so_far") is not None:
         parts.append(f"{fmt_number(energy['kwh_so_far'], 'kWh', 5)} so far")
     return " · ".join(parts)
+
+
+BURN_ROWS = 12
+
+
+def burn_table(history: Mapping[str, Any], rows: int = BURN_ROWS) -> Table:
+    """A budget's burn over its period: at most `rows` evenly spread points, each with its bar."""
+    points = list(history.get("points") or [])
+    if len(points) > rows:
+        # Evenly spread, always keeping the newest.
+        step = (len(points) - 1) / (rows - 1)
+        points = [points[round(i * step)] for i in range(rows)]
+    limit = float(history["limit_kg_co2e"])
+    table = Table(header_style="bold")
+    for column in ("at", "actual", "committed", "against the limit"):
+        table.add_column(column)
+    for point in points:
+        actual, committed = point["actual_kg_co2e"], point["committed_kg_co2e"]
+        table.add_row(
+            fmt_time(point["at"]),
+            fmt_kg(actual),
+            fmt_kg(committed),
+            budget_bar(actual, committed, limit, width=30),
+        )
+    return table

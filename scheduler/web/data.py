@@ -112,6 +112,11 @@ def _budget_row(session: Session, team: Team, now: datetime) -> dict[str, Any]:
             "remaining_kg_co2e": status.remaining_kg_co2e,
             "used_percent": status.used_percent,
             "state": status.state,
+            # [time, actual, actual + committed] after each ledger entry of the period.
+            "burn": [
+                [p.at.isoformat(), p.actual_kg_co2e, p.actual_kg_co2e + p.committed_kg_co2e]
+                for p in budgets.burn_history(session, budget, now=now)
+            ],
         },
     }
 

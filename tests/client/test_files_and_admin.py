@@ -11,7 +11,7 @@ import httpx
 import pytest
 from cli_driver import Cli
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, bearer
+from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, bearer
 from sqlalchemy import update
 
 from scheduler.client.config import ClientConfig
@@ -179,3 +179,16 @@ def test_the_python_client_waits_for_the_end(cli: Cli, client: TestClient, team_
     with session_scope(client.app.state.session_factory) as session:
         session.execute(update(Job).where(Job.id == job_id).values(state="cancelled"))
     assert api.wait(job_id, sleep=sleeps.append)["state"] == "cancelled"
+
+
+def test_budget_history_from_the_command_line(cli: Cli, admin: Cli, clock: FakeClock) -> None:
+    assert admin("admin", "budget", "set", "alpha", "--limit", "1").exit_code == 0
+    for _ in range(15):
+        clock.advance(minutes=10)
+        cli("submit", "--name", "b", "--kind", "burn-in")
+    shown = cli("budget", "alpha", "--history")
+    assert shown.exit_code == 0, shown.output
+    rows = [line for line in shown.stdout.splitlines() if "% of 1 kg CO2e" in line]
+    assert len(rows) == 12  # 16 points (start + 15 reservations), spread to 12
+    raw = json.loads(cli("budget", "alpha", "--history", "--json").stdout)
+    assert len(raw["points"]) == 16 and raw["points"][-1]["actual_kg_co2e"] == 0.0

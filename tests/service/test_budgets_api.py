@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from helpers import FakeClock, admin_headers, bearer, burn_in_job
 
@@ -164,3 +165,40 @@ def test_period_windows() -> None:
         datetime(2027, 1, 1, tzinfo=UTC),
     )
     assert period_window("year", t)[1] == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_burn_history_follows_the_ledger(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    _set_budget(client)
+    first = _submit(client, team_key).json()
+    clock.advance(hours=1)
+    second = _submit(client, team_key).json()
+    clock.advance(hours=1)
+    client.post(f"/v1/jobs/{first['id']}/cancel", headers=bearer(team_key))
+    history = client.get("/v1/teams/alpha/budget/history", headers=bearer(team_key)).json()
+    assert history["limit_kg_co2e"] == 10.0
+    committed = [p["committed_kg_co2e"] for p in history["points"]]
+    one, two = first["estimated_kg_co2e"], second["estimated_kg_co2e"]
+    assert committed == pytest.approx([0.0, one, one + two, two])
+    assert [p["actual_kg_co2e"] for p in history["points"]] == [0.0] * 4
+    assert history["points"][0]["at"].startswith("2026-03-01T00:00:00")
+
+
+def test_burn_history_is_bounded() -> None:
+    from scheduler.budgets import service as budgets
+
+    class FakeBudget:
+        team_id, period = "t", "day"
+
+    class FakeSession:
+        def execute(self, _query: object) -> list[tuple[datetime, str, float]]:
+            start = datetime(2026, 3, 2, tzinfo=UTC)
+            return [(start + timedelta(seconds=10 * i), "charge", 0.001) for i in range(8000)]
+
+    points = budgets.burn_history(
+        FakeSession(), FakeBudget(), now=datetime(2026, 3, 2, 23, tzinfo=UTC), max_points=50
+    )
+    assert len(points) <= 50
+    assert points[-1].actual_kg_co2e == pytest.approx(8.0)
+    assert [p.at for p in points] == sorted(p.at for p in points)

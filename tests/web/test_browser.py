@@ -110,6 +110,10 @@ def test_every_page_renders_its_charts_without_errors(
     page.goto(f"{url}/dashboard/budgets")
     assert _points(page, "#budget-chart") == 4  # actual and committed, for two teams
     assert page.locator("#budget-chart line.mark.limit").count() == 2
+    # Burn over the period: actual, actual + committed and the limit line for each team.
+    assert page.locator("#burn-chart path.line.burn-actual").count() == 2
+    assert page.locator("#burn-chart path.line.burn-committed").count() == 2
+    assert page.locator("#burn-chart path.line.burn-limit").count() == 2
     page.screenshot(path=str(tmp_path / "budgets.png"), full_page=True)
 
     page.goto(f"{url}/dashboard/jobs/{seeded.jobs['alpha-urgent']}")

@@ -162,6 +162,30 @@
       };
     });
     GWChart.bars(document.getElementById("budget-chart"), { rows: rows, unit: "% of limit", empty: "no team has a budget" });
+    drawBurn(view);
+  }
+
+  /* How each budget burned this period: actual and actual + committed, in % of its limit. */
+  function drawBurn(view) {
+    var series = [];
+    var range;
+    view.teams.filter(function (t) { return t.budget; }).forEach(function (t) {
+      var b = t.budget;
+      var pct = function (kg) { return (100 * kg) / b.limit_kg_co2e; };
+      var nowMs = ms(view.now);
+      var burn = (b.burn || []).map(function (p) { return [ms(p[0]), pct(p[1]), pct(p[2])]; });
+      if (burn.length) burn.push([Math.min(nowMs, ms(b.period_end)), burn[burn.length - 1][1], burn[burn.length - 1][2]]);
+      series.push({ name: t.team + ": actual + committed", cls: "burn-committed", step: true,
+        points: burn.map(function (p) { return [p[0], p[2]]; }) });
+      series.push({ name: t.team + ": actual", cls: "burn-actual", step: true, fill: true,
+        points: burn.map(function (p) { return [p[0], p[1]]; }) });
+      range = [ms(b.period_start), ms(b.period_end)];
+      series.push({ name: "limit", cls: "burn-limit", points: [[range[0], 100], [range[1], 100]] });
+    });
+    GWChart.timeSeries(document.getElementById("burn-chart"), {
+      series: series, xRange: range, yLabel: "% of limit", yMin: 0, height: 200,
+      empty: "no team has a budget",
+    });
   }
 
   function drawJob(view) {
