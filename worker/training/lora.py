@@ -93,6 +93,36 @@ def apply_lora(
     return adapted
 
 
+def _merged_weight(module: nn.Linear | nn.Conv1d, delta: LoRADelta) -> torch.Tensor:
+    """The base weight with the low-rank update folded in (same result for every input)."""
+    a, b = delta.a.detach().float(), delta.b.detach().float()
+    if delta.conv is None:
+        update = b @ a
+    else:
+        update = torch.einsum("or,rik->oik", b[:, :, 0], a)
+    return (module.weight.detach().float() + update * delta.scale).to(module.weight.dtype)
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with every adapter merged into its layer and its keys removed.
+
+    The result has exactly the keys of the unadapted model, so it loads into the base
+    architecture (ours, or the original's after renaming).
+    """
+    state = dict(model.state_dict())
+    for name, module in model.named_modules():
+        delta = getattr(module, "lora", None)
+        if not isinstance(delta, LoRADelta):
+            continue
+        if nn.utils.parametrize.is_parametrized(module):
+            raise ValueError(f"cannot merge an adapter into the parametrized layer {name}")
+        prefix = f"{name}." if name else ""
+        state[f"{prefix}weight"] = _merged_weight(module, delta)
+        state.pop(f"{prefix}lora.a")
+        state.pop(f"{prefix}lora.b")
+    return state
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of the parameters that require gradients, by state-dict key."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
