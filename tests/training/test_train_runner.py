@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,8 +127,17 @@ def test_both_stages_export_adapters_and_a_paused_run_resumes_identically(
     assert result.status == "succeeded"
     assert result.steps == {"s1": 3, "s2": 3}
     names = sorted(p.name for p in result.outputs)
-    assert names == ["adapter_config.json", "s1_lora.safetensors", "s2_lora.safetensors"]
+    # The tiny stage-2 size has no counterpart in the original, so only the GPT is merged.
+    assert names == [
+        "adapter_config.json",
+        "gpt_merged.ckpt",
+        "s1_lora.safetensors",
+        "s2_lora.safetensors",
+    ]
     assert all(p.exists() for p in result.outputs)
+    adapter_config = json.loads((work / "outputs/adapter_config.json").read_text())
+    assert adapter_config["stages"]["s1"]["merged"] == "gpt_merged.ckpt"
+    assert adapter_config["stages"]["s2"]["merged"] is None
     progress = [e for e in straight if e["type"] == "progress"]
     assert all(PROGRESS_KEYS <= e.keys() for e in progress)
     assert [e["stage"] for e in progress] == ["s1"] * 3 + ["s2"] * 3

@@ -29,9 +29,9 @@ from __future__ import annotations
 import io
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -71,6 +71,7 @@ _FIXED_S2 = {
     "style_hidden": 128,
 }
 _LISTED = 8
+M = TypeVar("M", bound=nn.Module)
 
 
 class UpstreamFormatError(ValueError):
@@ -232,6 +233,17 @@ def load_exact(
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value.to(own[key].dtype))
+
+
+def _unfilled(factory: Callable[[], M]) -> M:
+    """A model with allocated but unset storage, for loads that fill every tensor.
+
+    Random init of a v2 model costs seconds on a CPU and is overwritten anyway; callers use
+    this only where `load_exact` leaves nothing out.
+    """
+    with torch.device("meta"):
+        model = factory()
+    return model.to_empty(device="cpu")
 
 
 # --- sizes from the original's configs ------------------------------------------------------
@@ -424,7 +436,7 @@ def load_s1_checkpoint(path: str | Path, size: T2SSize | None = None) -> Text2Se
         if not isinstance(config, Mapping) or "model" not in config:
             raise UpstreamFormatError(f"{path}: no model config; pass the size explicitly")
         size = t2s_size_from_config(config)
-    model = Text2Semantic(size)
+    model = _unfilled(lambda: Text2Semantic(size))
     load_s1_state(model, path)
     return model
 
@@ -462,7 +474,11 @@ def load_s2_generator(
     state, config = _s2_state(path)
     if size is None:
         size = sovits_size_from_config(config) if config else sovits_size("v2")
-    generator = SoVITSGenerator(size)
+    # A posterior left out keeps its random init, so only then is the model initialised.
+    if allow_missing_posterior:
+        generator = SoVITSGenerator(size)
+    else:
+        generator = _unfilled(lambda: SoVITSGenerator(size))
     load_exact(
         generator,
         state,
@@ -481,7 +497,7 @@ def load_s2_discriminator_state(discriminator: Discriminator, path: str | Path) 
 
 def load_s2_discriminator(path: str | Path, size: SoVITSSize | None = None) -> Discriminator:
     """A discriminator built from an original `s2D*.pth` (v2 periods unless `size` says)."""
-    discriminator = build_discriminator(size or sovits_size("v2"))
+    discriminator = _unfilled(lambda: build_discriminator(size or sovits_size("v2")))
     load_s2_discriminator_state(discriminator, path)
     return discriminator
 
@@ -524,11 +540,20 @@ def _torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def write_gpt_ckpt(model: Text2Semantic, path: str | Path, info: str = "GPT-e1") -> Path:
-    """The GPT `.ckpt` the original's s1 export writes: fp16 `weight`, `config`, `info`."""
+def write_gpt_ckpt(
+    model: Text2Semantic,
+    path: str | Path,
+    info: str = "GPT-e1",
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """The GPT `.ckpt` the original's s1 export writes: fp16 `weight`, `config`, `info`.
+
+    `config` defaults to the original's v2 yaml with this model's shape; pass a base's own
+    config to carry it over unchanged.
+    """
     payload = {
         "weight": t2s_upstream_state(model),
-        "config": t2s_config(model.size),
+        "config": dict(config) if config is not None else t2s_config(model.size),
         "info": info,
     }
     return _atomic_write(Path(path), _torch_bytes(payload))

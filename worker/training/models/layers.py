@@ -212,7 +212,6 @@ class WaveNet(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.gradient_checkpointing = False
-        self.cond_layer = weight_norm(nn.Conv1d(gin, 2 * hidden * n_layers, 1))
         self.in_layers = nn.ModuleList(
             weight_norm(nn.Conv1d(hidden, 2 * hidden, kernel, padding=kernel // 2))
             for _ in range(n_layers)
@@ -221,6 +220,7 @@ class WaveNet(nn.Module):
             weight_norm(nn.Conv1d(hidden, 2 * hidden if i < n_layers - 1 else hidden, 1))
             for i in range(n_layers)
         )
+        self.cond_layer = weight_norm(nn.Conv1d(gin, 2 * hidden * n_layers, 1))
 
     def _layer(
         self, index: int, x: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor

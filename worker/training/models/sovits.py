@@ -100,10 +100,10 @@ class TextEncoder(nn.Module):
         self.encoder_ssl = RelativeEncoder(
             h, size.filter_channels, size.n_heads, size.ssl_layers, size.dropout, size.rel_window
         )
-        self.text_embedding = nn.Embedding(size.phoneme_vocab, h)
         self.encoder_text = RelativeEncoder(
             h, size.filter_channels, size.n_heads, size.text_layers, size.dropout, size.rel_window
         )
+        self.text_embedding = nn.Embedding(size.phoneme_vocab, h)
         self.mrte = MRTE(h, size.mrte_hidden, size.mrte_heads, size.gin)
         self.encoder2 = RelativeEncoder(
             h, size.filter_channels, size.n_heads, size.post_layers, size.dropout, size.rel_window
@@ -232,12 +232,8 @@ class SoVITSGenerator(nn.Module):
     def __init__(self, size: SoVITSSize) -> None:
         super().__init__()
         self.size = size
-        self.ssl_proj = nn.Conv1d(size.ssl_dim, size.ssl_dim, 2, stride=2)
-        self.quantizer = FrozenCodebook(size.codebook_size, size.ssl_dim)
-        self.ref_enc = StyleEncoder(size.audio.ref_bins, size.style_hidden, size.gin)
+        # Construction order = the original's, so state dicts list tensors in its order.
         self.enc_p = TextEncoder(size)
-        self.enc_q = PosteriorEncoder(size)
-        self.flow = Flow(size)
         self.dec = Generator(
             size.hidden,
             size.upsample_initial,
@@ -247,6 +243,11 @@ class SoVITSGenerator(nn.Module):
             size.resblock_dilations,
             size.gin,
         )
+        self.enc_q = PosteriorEncoder(size)
+        self.flow = Flow(size)
+        self.ref_enc = StyleEncoder(size.audio.ref_bins, size.style_hidden, size.gin)
+        self.ssl_proj = nn.Conv1d(size.ssl_dim, size.ssl_dim, 2, stride=2)
+        self.quantizer = FrozenCodebook(size.codebook_size, size.ssl_dim)
         self.freeze_content_path()
 
     def freeze_content_path(self) -> None:
