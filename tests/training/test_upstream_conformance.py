@@ -250,7 +250,7 @@ def test_v2_discriminator_maps_every_tensor_and_forward_matches(
     assert len(mapped) == 111
     _assert_same_tensors(mapped, v2_base.discriminator.state_dict())
     torch.manual_seed(0)
-    real, fake = torch.randn(2, 1, 2560), torch.randn(2, 1, 2560)
+    real, fake = torch.randn(2, 1, 1024), torch.randn(2, 1, 1024)
     with torch.no_grad():
         scores_real, scores_fake, features_real, _ = v2_base.discriminator(real, fake)
         ours_scores, ours_features = ours(real)

@@ -1,10 +1,14 @@
-"""Low-rank adapters on Linear and Conv1d layers, plus export and reload of trainable weights.
+"""Low-rank adapters on Linear and Conv1d layers, plus export, reload and merging.
 
 A small wrapper of our own rather than peft: the adapter is a child module (`<layer>.lora.a/.b`)
 whose output a forward hook adds to the layer's, so the base weights keep their original
 state-dict keys (pretrained checkpoints load before or after adapting), kernel-k Conv1d layers of
 the SoVITS encoders are covered, and the models stay plain modules for DDP, gradient
 checkpointing and weight-norm parametrizations.
+
+peft would buy no compatibility: GPT-SoVITS uses it only for its v3/v4 SoVITS (CFM blocks), and
+its v2 models are fine-tuned and shipped as full weights. Results therefore leave greenwindow as
+merged full weights (`merged_state_dict`, written by `worker.training.upstream`).
 """
 
 from __future__ import annotations

@@ -98,15 +98,19 @@ def _plain(value: Any) -> Any:
 def read_upstream_file(path: str | Path) -> dict[str, Any]:
     """The dict of an original checkpoint or export, safely unpickled (tensors and plain data)."""
     path = Path(path)
-    data = path.read_bytes()
-    head = data[:2]
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    source: Path | io.BytesIO = path
     if head != ZIP_MAGIC:
         if head not in SOVITS_HEADERS:
             raise UpstreamFormatError(f"{path}: neither a torch file nor a known version header")
-        data = ZIP_MAGIC + data[2:]
+        source = io.BytesIO(ZIP_MAGIC + path.read_bytes()[2:])
     try:
         with torch.serialization.safe_globals([(_HParamsStandIn, "utils.HParams")]):
-            raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            # A plain torch file is memory-mapped: a v2 generator is hundreds of MB.
+            raw = torch.load(
+                source, map_location="cpu", weights_only=True, mmap=isinstance(source, Path)
+            )
     except Exception as exc:  # noqa: BLE001 - any unpickling refusal is a format error here
         raise UpstreamFormatError(f"{path}: not loadable as plain tensors and data: {exc}") from exc
     if not isinstance(raw, dict):
