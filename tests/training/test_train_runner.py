@@ -110,7 +110,7 @@ def test_stage2_mel_loss_decreases_on_the_sample_data(sample_dataset: tuple[Path
     items = PreparedDataset.load(sample_dataset[1]).items
     for item in items:  # the first second of every clip keeps the test quick
         item.ssl, item.wav32k = item.ssl[:, :50], item.wav32k[:32_000]
-    progress = _trainer_on(items, "s2", 16, 2, lora_rank=0, s2_learning_rate=1e-3)
+    progress = _trainer_on(items, "s2", 24, 2, lora_rank=0, s2_learning_rate=1e-3)
     mel = [e["loss_mel_l1"] for e in progress]
     assert _mean(mel[-4:]) < 0.8 * _mean(mel[:4])
     assert torch.isfinite(torch.tensor([e["loss_discriminator"] for e in progress])).all()

@@ -52,7 +52,7 @@ from worker.training.upstream import (
     sovits_config,
     t2s_config,
     write_gpt_ckpt,
-    write_s2_training_checkpoint,
+    write_s2_pretrained,
     write_sovits_pth,
 )
 
@@ -141,13 +141,16 @@ def v2_base(tmp_path_factory: pytest.TempPathFactory, ref: SimpleNamespace) -> S
     s1_weight = OrderedDict((k, v.half()) for k, v in t2s.state_dict().items())
     _save({"weight": s1_weight, "config": s1_config, "info": "GPT-e13"}, base / V2_S1_FILE)
 
+    # The original's pretrained s2G / s2D: fp16 tensors under `weight` (its s2_train.py loads
+    # exactly that key), the generator with its s2.json config.
     hps = sovits_config(sovits_size("v2"))
-    generator = _upstream_generator(ref, hps)
-    optimizer = torch.optim.AdamW(generator.parameters(), 1e-4)
-    g_file = {"model": generator.state_dict(), "iteration": 2333, "learning_rate": 1e-4}
-    _save({**g_file, "optimizer": optimizer.state_dict()}, base / V2_S2G_FILE)
-    discriminator = ref.models.MultiPeriodDiscriminator(False).eval()
-    _save({"model": discriminator.state_dict(), "iteration": 2333}, base / V2_S2D_FILE)
+    generator = _upstream_generator(ref, hps).half().float()
+    g_weight = OrderedDict((k, v.half()) for k, v in generator.state_dict().items())
+    _save({"weight": g_weight, "config": hps, "info": "pretrained_s2G_v2"}, base / V2_S2G_FILE)
+    discriminator = _random_values(lambda: ref.models.MultiPeriodDiscriminator(False))
+    d_weight = OrderedDict((k, v.half()) for k, v in discriminator.state_dict().items())
+    _save({"weight": d_weight, "info": "pretrained_s2D_v2"}, base / V2_S2D_FILE)
+    discriminator.half().float()
     return SimpleNamespace(
         models=models,
         base=base,
@@ -266,11 +269,11 @@ def test_v2_discriminator_maps_every_tensor_and_forward_matches(
 
 def test_a_mismatched_base_fails_naming_the_tensors(tmp_path: Path) -> None:
     generator = SoVITSGenerator(sovits_size("tiny"))
-    path = write_s2_training_checkpoint(generator, tmp_path / "s2Gbad.pth")
+    path = write_s2_pretrained(generator, tmp_path / "s2Gbad.pth")
     state = torch.load(path, weights_only=True)
-    state["model"].pop("enc_p.encoder_text.attn_layers.0.emb_rel_v")
-    state["model"]["enc_p.encoder_text.attn_layers.0.emb_rel_w"] = torch.zeros(1, 9, 16)
-    state["model"]["flow.flows.2.post.bias"] = torch.zeros(3)
+    state["weight"].pop("enc_p.encoder_text.attn_layers.0.emb_rel_v")
+    state["weight"]["enc_p.encoder_text.attn_layers.0.emb_rel_w"] = torch.zeros(1, 9, 16)
+    state["weight"]["flow.flows.2.post.bias"] = torch.zeros(3)
     torch.save(state, path)
     with pytest.raises(UpstreamFormatError) as caught:
         load_s2_generator(path, sovits_size("tiny"))
@@ -292,7 +295,7 @@ def test_a_gpt_tensor_without_a_place_fails(tmp_path: Path) -> None:
 
 def test_an_s2g_without_its_discriminator_is_refused(tmp_path: Path) -> None:
     generator = SoVITSGenerator(sovits_size("tiny"))
-    path = write_s2_training_checkpoint(generator, tmp_path / "s2G1.pth")
+    path = write_s2_pretrained(generator, tmp_path / "s2G1.pth")
     with pytest.raises(UpstreamFormatError, match="s2D1.pth is missing"):
         load_pretrained_s2(generator, torch.nn.Module(), path)
 

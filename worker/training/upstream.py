@@ -4,9 +4,11 @@ inference formats.
 Reading:
 - `load_s1_checkpoint` reads a GPT `.ckpt` (`{"weight", "config", "info"}`, keys `model.*`),
   the layout of both the pretrained `s1*.ckpt` and the original's per-epoch exports.
-- `load_s2_generator` / `load_s2_discriminator` read `s2G*.pth` / `s2D*.pth` training
-  checkpoints (`{"model": state_dict, ...}`) and `process_ckpt.py` exports (`{"weight",
-  "config", "info"}`, optionally behind a two-byte version header).
+- `load_s2_generator` / `load_s2_discriminator` read the pretrained `s2G*.pth` / `s2D*.pth`
+  (`{"weight": state_dict, ...}`; the original's `s2_train.py` loads their `weight`), its
+  resumable `G_*.pth` / `D_*.pth` training checkpoints (`{"model": state_dict, ...}`) and
+  `process_ckpt.py` exports (`{"weight", "config", "info"}`, optionally behind a two-byte
+  version header).
 
 Every load is exact: each tensor of the file must land on a parameter or buffer of the same
 shape and every parameter and buffer must be filled, otherwise `UpstreamFormatError` names the
@@ -439,7 +441,10 @@ def load_s1_checkpoint(path: str | Path, size: T2SSize | None = None) -> Text2Se
         config = raw.get("config")
         if not isinstance(config, Mapping) or "model" not in config:
             raise UpstreamFormatError(f"{path}: no model config; pass the size explicitly")
-        size = t2s_size_from_config(config)
+        try:
+            size = t2s_size_from_config(config)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamFormatError(f"{path}: unusable config ({exc!r})") from exc
     model = _unfilled(lambda: Text2Semantic(size))
     load_s1_state(model, path)
     return model
@@ -447,7 +452,7 @@ def load_s1_checkpoint(path: str | Path, size: T2SSize | None = None) -> Text2Se
 
 def _s2_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     raw = read_upstream_file(path)
-    tensors = _tensors(raw, ("model", "weight"), path)
+    tensors = _tensors(raw, ("weight", "model"), path)
     state = {s2_key_from_upstream(k): v for k, v in tensors.items()}
     config = raw.get("config")
     return state, config if isinstance(config, Mapping) else {}
@@ -477,7 +482,10 @@ def load_s2_generator(
     path = Path(path)
     state, config = _s2_state(path)
     if size is None:
-        size = sovits_size_from_config(config) if config else sovits_size("v2")
+        try:
+            size = sovits_size_from_config(config) if config else sovits_size("v2")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamFormatError(f"{path}: unusable config ({exc!r})") from exc
     # A posterior left out keeps its random init, so only then is the model initialised.
     if allow_missing_posterior:
         generator = SoVITSGenerator(size)
@@ -574,14 +582,14 @@ def write_sovits_pth(generator: SoVITSGenerator, path: str | Path, info: str = "
     return _atomic_write(Path(path), V2_HEADER + data[2:])
 
 
-def write_s2_training_checkpoint(
-    model: nn.Module, path: str | Path, learning_rate: float = 1e-4
-) -> Path:
-    """An `s2G`/`s2D` file in the layout of the original's pretrained ones (`model` key, fp32)."""
-    payload = {
-        "model": sovits_upstream_state(model),
-        "iteration": 0,
-        "optimizer": None,
-        "learning_rate": learning_rate,
-    }
+def write_s2_pretrained(model: nn.Module, path: str | Path, info: str = "greenwindow") -> Path:
+    """An `s2G`/`s2D` file in the layout of the original's pretrained ones.
+
+    `weight` holds every tensor (enc_q included) in its own dtype; a generator the original can
+    build also gets its `config`.
+    """
+    payload: dict[str, Any] = {"weight": sovits_upstream_state(model), "info": info}
+    size = getattr(model, "size", None)
+    if isinstance(size, SoVITSSize) and not sovits_size_problems(size):
+        payload["config"] = sovits_config(size)
     return _atomic_write(Path(path), _torch_bytes(payload))
