@@ -471,3 +471,50 @@ def test_export_rejects_an_unknown_base(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "unknown base 'v9'" in result.output
+
+
+def test_an_adapter_file_merges_into_its_base(tmp_path: Path) -> None:
+    from worker.training.config import FinetuneConfig
+    from worker.training.export import _apply_adapter, adapter_metadata
+    from worker.training.lora import export_adapter
+    from worker.training.stages import build_stage
+
+    config = FinetuneConfig(stage="s1", model_size="tiny", lora_rank=4, lora_ffn=True)
+    torch.manual_seed(5)
+    stage = build_stage("s1", config, torch.device("cpu"))
+    trained = stage.models["t2s"].eval()
+    base_state = {k: v.clone() for k, v in merged_state_dict(trained).items()}
+    _randomise_adapters(trained)
+    meta = {"stage": "s1", "model_size": "tiny", "lora_rank": 4, "lora_alpha": 32.0}
+    path = export_adapter(trained, tmp_path / "s1_lora.safetensors", {**meta, "lora_ffn": True})
+
+    base = Text2Semantic(t2s_size("tiny")).eval()
+    base.load_state_dict(base_state)
+    torch.manual_seed(0)
+    inputs = (
+        torch.randint(0, 732, (1, 5)),
+        torch.tensor([5]),
+        torch.randn(1, 1024, 5),
+        torch.randint(0, 1024, (1, 4)),
+    )
+    with torch.no_grad():
+        expected = trained(*inputs)
+        assert (base(*inputs) - expected).abs().max() > 0.1  # the adapter matters
+        _apply_adapter(base, "s1", path, adapter_metadata(path))
+        # Adapter files store fp16, the only difference from the trained model.
+        torch.testing.assert_close(base(*inputs), expected, atol=5e-3, rtol=0)
+
+
+def test_export_refuses_an_adapter_of_another_size(tmp_path: Path) -> None:
+    from worker.training.lora import export_adapter
+
+    model = Text2Semantic(t2s_size("tiny"))
+    apply_lora(model, 2, 2.0, S1_ATTENTION)
+    meta = {"stage": "s1", "model_size": "tiny", "lora_rank": 2, "lora_alpha": 2.0}
+    adapter = export_adapter(model, tmp_path / "s1_lora.safetensors", meta)
+    result = CliRunner().invoke(
+        app,
+        ["export", "--models", str(tmp_path), "--adapters", str(adapter), "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 2
+    assert "trained on size 'tiny', not 'v2'" in result.output
