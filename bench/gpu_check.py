@@ -58,7 +58,9 @@ def part_train(steps: int, warmup: int) -> None:
         print(line, flush=True)
 
 
-def _stage1_step_times(steps: int, sampler_seconds: float | None) -> list[float]:
+def _stage1_step_times(
+    steps: int, sampler_seconds: float | None, device_name: str = "cuda", size: str = "v2"
+) -> list[float]:
     import torch
 
     from worker.metering.nvml import Nvml, NvmlMeter
@@ -70,8 +72,8 @@ def _stage1_step_times(steps: int, sampler_seconds: float | None) -> list[float]
     from worker.training.synthetic import synthetic_items
     from worker.training.trainer import Trainer, TrainerSettings
 
-    device = torch.device("cuda", 0)
-    config = FinetuneConfig(stage="s1", model_size="v2", lora_rank=32, precision="bf16")
+    device = torch.device(device_name, 0) if device_name == "cuda" else torch.device(device_name)
+    config = FinetuneConfig(stage="s1", model_size=size, lora_rank=32, precision="bf16")
     seed_everything(0)
     stage = build_stage("s1", config, device)
     items = synthetic_items(32, seconds=4.0, n_codes=1024)
@@ -80,7 +82,8 @@ def _stage1_step_times(steps: int, sampler_seconds: float | None) -> list[float]
 
     def on_event(event: dict) -> None:
         if event.get("type") == "progress":
-            torch.cuda.synchronize()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             now = time.perf_counter()
             times.append(now - last[0])
             last[0] = now
@@ -175,7 +178,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--interval", type=float, default=None)
     parser.add_argument("--seconds", type=float, default=60.0)
+    # A CPU smoke run of the sampler child (tiny size), to check the script without a GPU.
+    parser.add_argument("--cpu-smoke", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu_smoke and args.part == "sampler-child":
+        times = _stage1_step_times(args.steps, args.interval, "cpu", "tiny")
+        print(statistics.median(times))
+        return
     _require_gpu()
     if args.part == "train":
         part_train(args.steps, args.warmup)
