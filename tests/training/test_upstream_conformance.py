@@ -518,3 +518,18 @@ def test_export_refuses_an_adapter_of_another_size(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "trained on size 'tiny', not 'v2'" in result.output
+
+
+def test_a_missing_reference_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import gsv_reference
+
+    monkeypatch.setattr(gsv_reference, "_cache", None)
+    monkeypatch.setattr(gsv_reference, "CODE", tmp_path / "absent")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        gsv_reference.load_reference()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        gsv_reference.load_reference()
