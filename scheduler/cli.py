@@ -182,6 +182,29 @@ def sample_dataset(
         typer.echo(f"wrote {zip_dataset(out_dir, zip_to)}")
 
 
+@app.command("export")
+def export_weights(
+    models: Annotated[
+        Path, typer.Option(help="Directory in GPT-SoVITS's pretrained_models layout.")
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for the merged .ckpt and .pth.")],
+    base: Annotated[str, typer.Option(help="Base model in --models.")] = "v2",
+    adapters: Annotated[
+        list[Path] | None, typer.Option("--adapters", help="A job's adapter file (repeatable).")
+    ] = None,
+) -> None:
+    """Merge a job's adapters into a base; write GPT-SoVITS's GPT .ckpt and SoVITS .pth."""
+    from worker.training.export import export_from_base
+
+    try:
+        written = export_from_base(models, base, adapters or [], out)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
 @app.command()
 def demo(
     speedup: Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_stage_targets_attention_and_optionally_ffn() -> None:
     assert len(with_ffn.adapted) == 4 * 2
     s2 = build_stage("s2", FinetuneConfig(stage="s2", model_size="tiny"), CPU)
     names = set(s2.adapted)
-    assert any(n.endswith("attn.conv_q") for n in names)
+    assert any(re.search(r"attn_layers\.\d+\.conv_q$", n) for n in names)
     assert any(n.endswith("mrte.cross_attention.conv_o") for n in names)
     generator = s2.models["generator"]
     trainable = {n.split(".")[0] for n, p in generator.named_parameters() if p.requires_grad}

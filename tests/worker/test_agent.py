@@ -240,6 +240,9 @@ def test_finetune_job_trains_and_uploads_adapters(tmp_path: Path) -> None:
     assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT, "tensorboard.tar"} <= set(
         service.artifacts[job.id]
     )
+    # Beside the adapters: the merged GPT in GPT-SoVITS's format and the adapter config.
+    assert {"gpt_merged.ckpt", "adapter_config.json"} <= set(service.artifacts[job.id])
+    assert service.artifacts[job.id]["gpt_merged.ckpt"][:2] == b"PK"
 
 
 def test_zip_members_cannot_escape(tmp_path: Path) -> None:

@@ -1,10 +1,14 @@
-"""Low-rank adapters on Linear and Conv1d layers, plus export and reload of trainable weights.
+"""Low-rank adapters on Linear and Conv1d layers, plus export, reload and merging.
 
 A small wrapper of our own rather than peft: the adapter is a child module (`<layer>.lora.a/.b`)
 whose output a forward hook adds to the layer's, so the base weights keep their original
 state-dict keys (pretrained checkpoints load before or after adapting), kernel-k Conv1d layers of
 the SoVITS encoders are covered, and the models stay plain modules for DDP, gradient
 checkpointing and weight-norm parametrizations.
+
+peft would buy no compatibility: GPT-SoVITS uses it only for its v3/v4 SoVITS (CFM blocks), and
+its v2 models are fine-tuned and shipped as full weights. Results therefore leave greenwindow as
+merged full weights (`merged_state_dict`, written by `worker.training.upstream`).
 """
 
 from __future__ import annotations
@@ -91,6 +95,36 @@ def apply_lora(
     if not adapted:
         raise ValueError(f"no layer matches the LoRA targets {targets}")
     return adapted
+
+
+def _merged_weight(module: nn.Linear | nn.Conv1d, delta: LoRADelta) -> torch.Tensor:
+    """The base weight with the low-rank update folded in (same result for every input)."""
+    a, b = delta.a.detach().float(), delta.b.detach().float()
+    if delta.conv is None:
+        update = b @ a
+    else:
+        update = torch.einsum("or,rik->oik", b[:, :, 0], a)
+    return (module.weight.detach().float() + update * delta.scale).to(module.weight.dtype)
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with every adapter merged into its layer and its keys removed.
+
+    The result has exactly the keys of the unadapted model, so it loads into the base
+    architecture (ours, or the original's after renaming).
+    """
+    state = dict(model.state_dict())
+    for name, module in model.named_modules():
+        delta = getattr(module, "lora", None)
+        if not isinstance(delta, LoRADelta):
+            continue
+        if nn.utils.parametrize.is_parametrized(module):
+            raise ValueError(f"cannot merge an adapter into the parametrized layer {name}")
+        prefix = f"{name}." if name else ""
+        state[f"{prefix}weight"] = _merged_weight(module, delta)
+        state.pop(f"{prefix}lora.a")
+        state.pop(f"{prefix}lora.b")
+    return state
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

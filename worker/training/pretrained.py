@@ -1,93 +1,69 @@
-"""Base weights from a local file: our own exports or the original GPT-SoVITS checkpoints."""
+"""Base weights from local files, loaded exactly: the original GPT-SoVITS checkpoints or
+our own safetensors exports.
+
+Every load fails with `UpstreamFormatError` naming the tensors that have no place and the
+parameters that would stay at init; nothing is skipped silently.
+"""
 
 from __future__ import annotations
 
-import logging
-import re
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 from torch import nn
 
-log = logging.getLogger(__name__)
+from worker.training.models.hifigan import Discriminator
+from worker.training.models.sovits import SoVITSGenerator
+from worker.training.models.t2s import Text2Semantic
+from worker.training.upstream import (
+    UpstreamFormatError,
+    load_exact,
+    load_s1_state,
+    load_s2_discriminator_state,
+    load_s2_generator_state,
+)
 
-# Original stage-1 names -> ours (the original keeps torch's packed MultiheadAttention layout).
-_S1_RENAMES = [
-    (r"^ar_text_embedding\.word_embeddings\.", "text_embedding."),
-    (r"^ar_audio_embedding\.word_embeddings\.", "audio_embedding."),
-    (r"^ar_text_position\.", "text_position."),
-    (r"^ar_audio_position\.", "audio_position."),
-    (r"^ar_predict_layer\.", "head."),
-    (r"^h\.layers\.(\d+)\.self_attn\.in_proj_weight$", r"layers.\1.in_proj.weight"),
-    (r"^h\.layers\.(\d+)\.self_attn\.in_proj_bias$", r"layers.\1.in_proj.bias"),
-    (r"^h\.layers\.(\d+)\.self_attn\.out_proj\.", r"layers.\1.out_proj."),
-    (r"^h\.layers\.(\d+)\.", r"layers.\1."),
-]
+# The original's v2 base: `GPT_SoVITS/pretrained_models/gsv-v2final-pretrained/`.
+V2_PRETRAINED_DIR = "gsv-v2final-pretrained"
+V2_S1_FILE = "s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt"
+V2_S2G_FILE = "s2G2333k.pth"
+V2_S2D_FILE = "s2D2333k.pth"
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file or a torch checkpoint (unwrapping `weight`/`model` keys)."""
+def _load_safetensors(model: nn.Module, path: Path, label: str) -> None:
+    load_exact(model, load_file(str(path)), f"{label} {path}")
+
+
+def load_pretrained_s1(model: Text2Semantic, path: str | Path) -> None:
+    """Load stage-1 base weights: an original GPT `.ckpt`, or our safetensors."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("weight", "model", "state_dict"):
-        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-            raw = raw[key]
-            break
-    return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+        _load_safetensors(model, path, "stage 1")
+    else:
+        load_s1_state(model, path)
 
 
-def _rename_s1(key: str) -> str:
-    key = key.removeprefix("model.")
-    for pattern, replacement in _S1_RENAMES:
-        renamed, count = re.subn(pattern, replacement, key)
-        if count:
-            return renamed
-    return key
+def discriminator_sibling(generator_path: Path) -> Path:
+    """The `s2D` file that belongs to an `s2G` file (same directory, s2G -> s2D)."""
+    if "s2G" not in generator_path.name:
+        raise UpstreamFormatError(f"{generator_path}: not an s2G file, cannot find its s2D")
+    return generator_path.with_name(generator_path.name.replace("s2G", "s2D"))
 
 
-def _rename_weight_norm(key: str) -> str:
-    # Old-style weight_norm stores weight_g / weight_v; parametrizations use original0 / 1.
-    key = re.sub(r"\.weight_g$", ".parametrizations.weight.original0", key)
-    return re.sub(r"\.weight_v$", ".parametrizations.weight.original1", key)
+def load_pretrained_s2(
+    generator: SoVITSGenerator, discriminator: Discriminator, path: str | Path
+) -> None:
+    """Load an original `s2G*.pth` into the generator and its `s2D*.pth` sibling into D.
 
-
-def _load(model: nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    result = model.load_state_dict(usable, strict=False)
-    skipped = len(state) - len(usable)
-    log.info(
-        "%s: loaded %d tensors, %d left at init, %d skipped",
-        label,
-        len(usable),
-        len(result.missing_keys),
-        skipped,
-    )
-    if not usable:
-        raise ValueError(f"{label}: no tensor of the file matches the model")
-
-
-def load_pretrained_s1(model: nn.Module, path: str | Path) -> None:
-    """Load stage-1 base weights (ours, or an original `s1*.ckpt`)."""
-    state = {_rename_s1(k): v.float() for k, v in read_state_dict(path).items()}
-    _load(model, state, f"stage 1 base {path}")
-
-
-def load_pretrained_s2(generator: nn.Module, discriminator: nn.Module, path: str | Path) -> None:
-    """Load stage-2 generator weights; an `s2D` sibling of an original `s2G` file loads into D."""
+    Both files are required: a discriminator left at random init would undo the fine-tune's
+    first steps, so its absence is an error like any other missing tensor.
+    """
     path = Path(path)
-    state = {_rename_weight_norm(k): v.float() for k, v in read_state_dict(path).items()}
-    state = {
-        k.replace("quantizer.vq.layers.0._codebook.embed", "quantizer.codebook"): v.squeeze(0)
-        if "_codebook.embed" in k
-        else v
-        for k, v in state.items()
-    }
-    _load(generator, state, f"stage 2 generator {path}")
-    sibling = path.with_name(path.name.replace("s2G", "s2D"))
-    if sibling != path and sibling.exists():
-        d_state = {_rename_weight_norm(k): v.float() for k, v in read_state_dict(sibling).items()}
-        _load(discriminator, d_state, f"stage 2 discriminator {sibling}")
+    if path.suffix == ".safetensors":
+        _load_safetensors(generator, path, "stage 2 generator")
+        return
+    sibling = discriminator_sibling(path)
+    if not sibling.is_file():
+        raise UpstreamFormatError(f"{path}: its discriminator {sibling.name} is missing")
+    load_s2_generator_state(generator, path)
+    load_s2_discriminator_state(discriminator, sibling)

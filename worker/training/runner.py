@@ -26,6 +26,7 @@ from worker.training.checkpoint import (
 )
 from worker.training.config import FinetuneConfig
 from worker.training.distributed import DistContext, launch_distributed, pick_device
+from worker.training.export import MERGED_GPT, MERGED_SOVITS, export_merged_stage
 from worker.training.lora import export_adapter, load_adapter, load_trainable_state
 from worker.training.stages import Stage, build_stage
 from worker.training.telemetry import TensorBoardLog
@@ -170,7 +171,7 @@ def _run_rank(
                 steps[name] = done["steps"]
                 metrics.update(done["metrics"])
                 if ctx.is_main:
-                    outputs.append(_export_saved(name, config, done, dataset.codebook, outputs_dir))
+                    outputs.extend(_export_saved(name, config, done, dataset.codebook, outputs_dir))
                 continue
             seed_everything(config.seed)  # the same base init on every rank and every resume
             stage = build_stage(name, config, ctx.device, dataset.codebook)
@@ -233,6 +234,7 @@ def _run_rank(
             if ctx.is_main:
                 path = outputs_dir / adapter_filename(name, config)
                 outputs.append(export_adapter(model, path, _metadata(name, config, stage)))
+                outputs.extend(_export_merged(name, config, model, outcome.step, outputs_dir))
                 save(name, outcome.step, None)
     finally:
         tensorboard.close()
@@ -254,22 +256,44 @@ def _metadata(name: str, config: FinetuneConfig, stage: Stage) -> dict[str, Any]
     }
 
 
+def _merged_info(name: str, config: FinetuneConfig, steps: int) -> str:
+    # The original's own info strings: "GPT-e<epoch>" and "<epoch>epoch_<step>iteration".
+    if name == "s1":
+        return f"GPT-greenwindow-{steps}steps"
+    return f"{config.epochs or 0}epoch_{steps}iteration"
+
+
+def _export_merged(
+    name: str, config: FinetuneConfig, model: nn.Module, steps: int, outputs_dir: Path
+) -> list[Path]:
+    """The stage's full weights with its adapters merged, in the original's format."""
+    path = export_merged_stage(name, model, outputs_dir, _merged_info(name, config, steps))
+    return [path] if path is not None else []
+
+
+def merged_filename(name: str) -> str:
+    """File name of a stage's merged full weights."""
+    return MERGED_GPT if name == "s1" else MERGED_SOVITS
+
+
 def _export_saved(
     name: str,
     config: FinetuneConfig,
     done: dict[str, Any],
     codebook: np.ndarray | None,
     outputs_dir: Path,
-) -> Path:
-    """Re-export a stage finished before a resume, if its file is missing here."""
+) -> list[Path]:
+    """Re-export a stage finished before a resume, where its files are missing here."""
     path = outputs_dir / adapter_filename(name, config)
-    if path.exists():
-        return path
+    merged = outputs_dir / merged_filename(name)
+    if path.exists() and merged.exists():
+        return [path, merged]
     seed_everything(config.seed)
     stage = build_stage(name, config, torch.device("cpu"), codebook)
     model = stage.models[stage.export_key]
     load_trainable_state(model, done["weights"])
-    return export_adapter(model, path, _metadata(name, config, stage))
+    written = [export_adapter(model, path, _metadata(name, config, stage))]
+    return written + _export_merged(name, config, model, done["steps"], outputs_dir)
 
 
 def _write_adapter_config(
@@ -281,7 +305,13 @@ def _write_adapter_config(
         "format": "greenwindow-gpt-sovits/1",
         "config": config.model_dump(),
         "stages": {
-            name: {"file": adapter_filename(name, config), "steps": done["steps"]}
+            name: {
+                "file": adapter_filename(name, config),
+                "merged": merged_filename(name)
+                if (outputs_dir / merged_filename(name)).exists()
+                else None,
+                "steps": done["steps"],
+            }
             for name, done in completed.items()
         },
     }

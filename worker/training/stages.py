@@ -30,7 +30,8 @@ from worker.training.pretrained import load_pretrained_s1, load_pretrained_s2
 S1_ATTENTION = ("in_proj", "out_proj")
 S1_FFN = ("linear1", "linear2")
 S2_ATTENTION = ("conv_q", "conv_k", "conv_v", "conv_o", "w_qs", "w_ks", "w_vs", "slf_attn.fc")
-S2_FFN = ("ffn.conv_1", "ffn.conv_2")
+# Only the encoders' FFNs (`ffn_layers.N`) name their convolutions conv_1 / conv_2.
+S2_FFN = ("conv_1", "conv_2")
 # Like GPT-SoVITS v3 LoRA, the small reference (style) encoder trains fully by default.
 S2_DEFAULT_TRAINABLE = ("ref_enc",)
 # The content path defines what semantic codes mean, so it never trains.

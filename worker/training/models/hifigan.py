@@ -50,7 +50,6 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         self.conv_pre = nn.Conv1d(in_channels, initial_channels, 7, 1, 3)
-        self.cond = nn.Conv1d(gin, initial_channels, 1)
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         channels = initial_channels
@@ -64,6 +63,7 @@ class Generator(nn.Module):
             channels = out
         self.n_kernels = len(resblock_kernels)
         self.conv_post = nn.Conv1d(channels, 1, 7, 1, 3, bias=False)
+        self.cond = nn.Conv1d(gin, initial_channels, 1)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Decode latent frames conditioned on the speaker vector g [B, gin, 1]."""

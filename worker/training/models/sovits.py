@@ -20,24 +20,63 @@ from worker.training.models.layers import (
 from worker.training.models.sizes import SoVITSSize
 
 
-class FrozenCodebook(nn.Module):
-    """Single-codebook vector quantizer kept fixed during fine-tuning (nearest code, fp32)."""
+class _EMACodebook(nn.Module):
+    """Storage of one codebook in the original's layout.
+
+    `embed` holds the codes. `inited`, `cluster_size` and `embed_avg` are the original's EMA
+    state; with the quantizer frozen they are never updated here, only carried so that
+    checkpoints round-trip tensor for tensor.
+    """
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
-        self.register_buffer("codebook", torch.randn(size, dim) * 0.1)
+        self.register_buffer("inited", torch.ones(1))
+        self.register_buffer("cluster_size", torch.zeros(size))
+        self.register_buffer("embed", torch.randn(size, dim) * 0.1)
+        self.register_buffer("embed_avg", self.embed.clone())
+
+
+class _CodebookLayers(nn.Module):
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Module()])
+        self.layers[0].add_module("_codebook", _EMACodebook(size, dim))
+
+
+class FrozenCodebook(nn.Module):
+    """Single-codebook vector quantizer kept fixed during fine-tuning (nearest code, fp32).
+
+    Stored as `vq.layers.0._codebook.*`, the original's residual-VQ layout with one layer.
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.vq = _CodebookLayers(size, dim)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The codes [K, dim]."""
+        return self.vq.layers[0]._codebook.embed
 
     def set_codebook(self, centroids: np.ndarray | torch.Tensor) -> None:
         """Replace the codes, e.g. with k-means centroids [K, dim] from data preparation."""
         values = torch.as_tensor(np.asarray(centroids), dtype=torch.float32)
         if values.shape[1] != self.codebook.shape[1]:
             raise ValueError(f"codebook width {values.shape[1]} != {self.codebook.shape[1]}")
-        self.codebook = values.to(self.codebook.device)
+        store = self.vq.layers[0]._codebook
+        device = store.embed.device
+        store.embed = values.to(device)
+        store.embed_avg = values.clone().to(device)
+        store.cluster_size = torch.zeros(values.shape[0], device=device)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantize x [B, dim, T] -> (codes [B, T], quantized [B, dim, T])."""
         with torch.autocast(x.device.type, enabled=False):
             return self._nearest(x)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, T] -> quantized [B, dim, T]."""
+        return self.codebook.float()[codes].transpose(1, 2)
 
     def _nearest(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.float().transpose(1, 2)  # [B, T, dim]
@@ -61,10 +100,10 @@ class TextEncoder(nn.Module):
         self.encoder_ssl = RelativeEncoder(
             h, size.filter_channels, size.n_heads, size.ssl_layers, size.dropout, size.rel_window
         )
-        self.text_embedding = nn.Embedding(size.phoneme_vocab, h)
         self.encoder_text = RelativeEncoder(
             h, size.filter_channels, size.n_heads, size.text_layers, size.dropout, size.rel_window
         )
+        self.text_embedding = nn.Embedding(size.phoneme_vocab, h)
         self.mrte = MRTE(h, size.mrte_hidden, size.mrte_heads, size.gin)
         self.encoder2 = RelativeEncoder(
             h, size.filter_channels, size.n_heads, size.post_layers, size.dropout, size.rel_window
@@ -122,24 +161,43 @@ class MeanCoupling(nn.Module):
         nn.init.zeros_(self.post.weight)
         nn.init.zeros_(self.post.bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Forward transform of x [B, C, T]."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, reverse: bool = False
+    ) -> torch.Tensor:
+        """Forward (or inverse) transform of x [B, C, T]."""
         x0, x1 = x.split(self.half, dim=1)
         shift = self.post(self.enc(self.pre(x0) * mask, mask, g)) * mask
-        return torch.cat([x0, shift + x1 * mask], dim=1)
+        x1 = (x1 - shift) * mask if reverse else shift + x1 * mask
+        return torch.cat([x0, x1], dim=1)
+
+
+class Flip(nn.Module):
+    """Reverses the channel order (no parameters; keeps the original's module indices)."""
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, reverse: bool = False
+    ) -> torch.Tensor:
+        """x with its channels flipped."""
+        return torch.flip(x, dims=[1])
 
 
 class Flow(nn.Module):
-    """Coupling layers, each followed by a channel flip."""
+    """Coupling layers, each followed by a channel flip (couplings at even indices)."""
 
     def __init__(self, size: SoVITSSize) -> None:
         super().__init__()
-        self.flows = nn.ModuleList(MeanCoupling(size.hidden, size) for _ in range(size.flow_steps))
+        self.flows = nn.ModuleList()
+        for _ in range(size.flow_steps):
+            self.flows.append(MeanCoupling(size.hidden, size))
+            self.flows.append(Flip())
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Posterior latent z -> prior-space z_p."""
-        for coupling in self.flows:
-            x = torch.flip(coupling(x, mask, g), dims=[1])
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, reverse: bool = False
+    ) -> torch.Tensor:
+        """Posterior latent z -> prior-space z_p, or back with reverse=True."""
+        steps = reversed(self.flows) if reverse else self.flows
+        for step in steps:
+            x = step(x, mask, g, reverse)
         return x
 
 
@@ -174,12 +232,8 @@ class SoVITSGenerator(nn.Module):
     def __init__(self, size: SoVITSSize) -> None:
         super().__init__()
         self.size = size
-        self.ssl_proj = nn.Conv1d(size.ssl_dim, size.ssl_dim, 2, stride=2)
-        self.quantizer = FrozenCodebook(size.codebook_size, size.ssl_dim)
-        self.ref_enc = StyleEncoder(size.audio.ref_bins, size.style_hidden, size.gin)
+        # Construction order = the original's, so state dicts list tensors in its order.
         self.enc_p = TextEncoder(size)
-        self.enc_q = PosteriorEncoder(size)
-        self.flow = Flow(size)
         self.dec = Generator(
             size.hidden,
             size.upsample_initial,
@@ -189,6 +243,11 @@ class SoVITSGenerator(nn.Module):
             size.resblock_dilations,
             size.gin,
         )
+        self.enc_q = PosteriorEncoder(size)
+        self.flow = Flow(size)
+        self.ref_enc = StyleEncoder(size.audio.ref_bins, size.style_hidden, size.gin)
+        self.ssl_proj = nn.Conv1d(size.ssl_dim, size.ssl_dim, 2, stride=2)
+        self.quantizer = FrozenCodebook(size.codebook_size, size.ssl_dim)
         self.freeze_content_path()
 
     def freeze_content_path(self) -> None:
@@ -202,6 +261,12 @@ class SoVITSGenerator(nn.Module):
             eye = torch.eye(self.size.ssl_dim) / 2
             self.ssl_proj.weight.copy_(torch.stack([eye, eye], dim=-1))
             self.ssl_proj.bias.zero_()
+
+    def extract_codes(self, ssl: torch.Tensor) -> torch.Tensor:
+        """Semantic codes [B, T/2] of 50 Hz SSL features [B, ssl_dim, T] (25 Hz tokens)."""
+        with torch.no_grad():
+            codes, _ = self.quantizer(self.ssl_proj(ssl))
+        return codes
 
     def content(self, ssl: torch.Tensor) -> torch.Tensor:
         """Quantized 25 Hz content upsampled back to 50 Hz, [B, ssl_dim, T] (no gradient)."""

@@ -90,8 +90,9 @@ class Text2Semantic(nn.Module):
         super().__init__()
         self.size = size
         self.gradient_checkpointing = False
-        self.text_embedding = nn.Embedding(size.phoneme_vocab, size.d_model)
+        # Construction order = the original's, so state dicts list tensors in its order.
         self.bert_proj = nn.Linear(size.bert_dim, size.d_model)
+        self.text_embedding = nn.Embedding(size.phoneme_vocab, size.d_model)
         self.text_position = ScaledPositions(size.d_model, size.dropout)
         self.audio_embedding = nn.Embedding(size.semantic_codes + 1, size.d_model)
         self.audio_position = ScaledPositions(size.d_model, size.dropout)
