@@ -81,6 +81,8 @@ class FakeService:
         self.registrations: list[dict[str, Any]] = []
         self.worker_heartbeats: list[dict[str, Any]] = []
         self.artifacts: dict[str, dict[str, bytes]] = {}
+        # The status answered to each of `requests`, in the same order.
+        self.statuses: list[int] = []
         self.datasets: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.server_errors_before_claim = 0
@@ -105,9 +107,11 @@ class FakeService:
         with self.lock:
             self.requests.append((request.method, request.url.path))
             try:
-                return self._route(request)
+                response = self._route(request)
             except _Reply as reply:
-                return httpx.Response(reply.status, json=reply.body)
+                response = httpx.Response(reply.status, json=reply.body)
+            self.statuses.append(response.status_code)
+            return response
 
     def _route(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
