@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -11,11 +12,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.budgets import service as budgets
+from scheduler.budgets.models import LedgerEntry
+from scheduler.carbon import service as carbon
 from scheduler.carbon.series import IntensitySeries
 from scheduler.energy import accounting
-from scheduler.energy.models import JobAttempt
+from scheduler.energy.models import EnergyRestatement, JobAttempt
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
+from scheduler.planning.estimate import HOST_WATTS
+
+JOULES_PER_KWH = accounting.JOULES_PER_KWH
+# CodeCarbon's RAM power floor on x86 (W), used for a RAM figure CodeCarbon could not give.
+RAM_FLOOR_WATTS = 10.0
 
 if TYPE_CHECKING:
     from scheduler.scheduling.service import Scheduling
@@ -26,8 +34,8 @@ log = logging.getLogger("greenwindow.energy")
 FALLBACK_G_PER_KWH = 500.0
 FALLBACK_STEP_MINUTES = 60
 LOST_ERROR = (
-    "worker lost: energy is the last heartbeat's total (no GPU/CPU/RAM split), spread evenly "
-    "over the attempt"
+    "worker lost: energy is the last heartbeat's total plus one heartbeat interval at its last "
+    "power (no GPU/CPU/RAM split: unattributed), spread evenly over the attempt"
 )
 
 
@@ -108,13 +116,71 @@ def get_attempt(session: Session, job_id: str, attempt: int) -> JobAttempt | Non
 def note_heartbeat(
     session: Session, job: Job, energy: dict[str, Any] | None, *, now: datetime
 ) -> None:
-    """Keep the attempt's energy so far, which is all that survives a lost worker."""
+    """Keep the attempt's energy and power so far, which is all that survives a lost worker."""
     row = get_attempt(session, job.id, job.attempt)
     if row is None:
         return
     row.last_heartbeat_at = now
     if energy and energy.get("kwh_so_far") is not None:
-        row.kwh_so_far = max(float(energy["kwh_so_far"]), row.kwh_so_far)
+        row.kwh_so_far = max(_number(energy["kwh_so_far"]) or 0.0, row.kwh_so_far)
+    watts = _number((energy or {}).get("watts"))
+    if watts is not None:
+        row.accounting = {**(row.accounting or {}), "last_heartbeat_watts": watts}
+
+
+def _number(value: Any) -> float | None:
+    """A finite, non-negative float, or None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _job_watts(job: Job, settings: Any) -> tuple[float, str]:
+    """The job's planned power draw: its estimate, else the configured per-GPU default."""
+    if job.estimated_kwh and job.estimated_duration_s:
+        return job.estimated_kwh * JOULES_PER_KWH / job.estimated_duration_s, "job_estimate"
+    return settings.default_gpu_watts * max(job.gpus, 1), "default_gpu_watts"
+
+
+def estimate_missing(
+    report: dict[str, Any], job: Job, *, duration_s: float, settings: Any
+) -> dict[str, dict[str, Any]]:
+    """Estimates for the components the worker could not measure (reported as null).
+
+    GPU: the GPUs' enforced power limit over the attempt, else the job's planned power.
+    CPU and RAM: the planner's host power (CPU takes all but CodeCarbon's 10 W RAM floor).
+    With no component figure at all but a power timeline, the timeline's integral is the
+    whole attempt (booked as unattributed). A measured 0 stays 0.
+    """
+    parts = accounting.report_parts(report)
+    missing = [name for name, value in parts.items() if value is None]
+    if not missing:
+        return {}
+    hours = max(duration_s, 0.0) / 3600.0
+    timeline = accounting.parse_timeline(report.get("timeline") or [])
+    ended = _time_or(report.get("ended_at"), None)
+    if len(missing) == 3 and timeline and ended is not None:
+        kwh = accounting.timeline_kwh(timeline, ended)
+        if kwh > 0:
+            return {"unattributed": {"kwh": kwh, "basis": "power_timeline"}}
+    estimates: dict[str, dict[str, Any]] = {}
+    if "gpu" in missing:
+        limits = [_number(gpu.get("power_limit_w")) for gpu in report.get("gpus") or []]
+        if limits and all(limit for limit in limits):
+            watts, basis = sum(limits), "gpu_power_limit"  # type: ignore[arg-type]
+        else:
+            watts, basis = _job_watts(job, settings)
+            watts = max(watts - HOST_WATTS, 0.0) if basis == "job_estimate" else watts
+        estimates["gpu"] = {"kwh": watts * hours / 1000.0, "basis": basis, "watts": watts}
+    host = {"cpu": HOST_WATTS - RAM_FLOOR_WATTS, "ram": RAM_FLOOR_WATTS}
+    for name in ("cpu", "ram"):
+        if name in missing:
+            estimates[name] = {
+                "kwh": host[name] * hours / 1000.0, "basis": "host_estimate", "watts": host[name]
+            }
+    return estimates
 
 
 def close_attempt(
@@ -126,57 +192,161 @@ def close_attempt(
     now: datetime,
     scheduling: Scheduling,
 ) -> JobAttempt:
-    """Store the attempt's report and account its emissions bucket by bucket."""
+    """Store the attempt's report and account its emissions slot by slot."""
     row = get_attempt(session, job.id, job.attempt)
     if row is None:
         row = open_attempt(session, job, worker_id=job.worker_id or "", now=now)
+    settings = scheduling.settings
     row.outcome = outcome
+    notes = dict(row.accounting or {})
     if report:
-        started = _time_or(report.get("started_at"), row.started_at)
-        ended = _time_or(report.get("ended_at"), now)
-        gpu, cpu, ram = accounting.report_kwh(report)
-        timeline = accounting.parse_timeline(report.get("timeline") or [])
+        started = _time_or(report.get("started_at"), row.started_at) or row.started_at
+        ended = max(_time_or(report.get("ended_at"), now) or now, started)
+        parts = accounting.report_parts(report)
+        estimates = estimate_missing(
+            report, job, duration_s=(ended - started).total_seconds(), settings=settings
+        )
+        gpu, cpu, ram = (
+            parts[name] if parts[name] is not None else estimates.get(name, {}).get("kwh", 0.0)
+            for name in ("gpu", "cpu", "ram")
+        )
+        unattributed = estimates.get("unattributed", {}).get("kwh", 0.0)
+        if estimates:
+            notes["estimates"] = estimates
     else:
-        # The worker died: only heartbeats tell how much it used (not by component), and until
-        # when.
+        # The worker died: its heartbeats tell how much it used (not by component) and until
+        # when. It died within one heartbeat interval after the last one, and the child dies
+        # with it, so that interval is counted at the last reported power.
         started = row.started_at
-        ended = row.last_heartbeat_at or now
-        gpu, cpu, ram = 0.0, 0.0, 0.0
-        timeline = []
+        last = row.last_heartbeat_at or row.started_at
+        interval = max(min(float(settings.heartbeat_seconds), (now - last).total_seconds()), 0.0)
+        watts = notes.get("last_heartbeat_watts")
+        basis = "last_heartbeat_watts"
+        if watts is None:
+            watts, basis = _job_watts(job, settings)
+        extra = watts * interval / JOULES_PER_KWH
+        ended = last + timedelta(seconds=interval)
+        gpu = cpu = ram = 0.0
+        unattributed = row.kwh_so_far + extra
+        notes["last_interval"] = {"seconds": interval, "watts": watts, "kwh": extra, "basis": basis}
         report = {"measurement_ok": False, "errors": [LOST_ERROR], "kwh_so_far": row.kwh_so_far}
-    ended = max(ended, started)
     row.report = report
     row.ended_at = ended
     row.gpu_kwh, row.cpu_kwh, row.ram_kwh = gpu, cpu, ram
-    row.total_kwh = gpu + cpu + ram if report.get("kwh_so_far") is None else row.kwh_so_far
-    signal = accounting_signal(scheduling, session, job.zone, started, ended)
+    row.total_kwh = gpu + cpu + ram + unattributed
+    notes["pue"] = settings.pue(job.zone)
+    row.accounting = notes
+    _price(session, scheduling, job, row, started=started, now=now)
+    _charge_attempt(session, job, row, now=now)
+    return row
+
+
+def _price(
+    session: Session, scheduling: Scheduling, job: Job, row: JobAttempt, *, started: datetime,
+    now: datetime,
+) -> None:
+    """(Re)compute the attempt's slots, kg and signal summary from its stored energy."""
+    ended = row.ended_at or started
+    pue = attempt_pue(row)
+    facility_kwh = row.total_kwh * pue
+    pricing = _pricing(scheduling, session, job.zone, started, ended, now)
+    timeline = accounting.parse_timeline((row.report or {}).get("timeline") or [])
     energy = accounting.energy_by_bucket(
-        total_kwh=row.total_kwh,
+        total_kwh=facility_kwh,
         started_at=started,
         ended_at=ended,
         timeline=timeline,
-        step_minutes=signal.step_minutes,
+        step_minutes=pricing.step_minutes if pricing else FALLBACK_STEP_MINUTES,
     )
-    buckets = accounting.price_buckets(energy, signal.intensity_at)
-    row.buckets = [bucket.to_json() for bucket in buckets]
-    row.kg_co2e = accounting.total_kg(buckets)
-    row.signal = signal.to_json()
-    _charge_attempt(session, job, row, now=now)
-    return row
+    buckets = []
+    for start, kwh in energy:
+        slot = pricing.at(start) if pricing else None
+        bucket = accounting.Bucket(start, kwh, slot.g_per_kwh if slot else FALLBACK_G_PER_KWH)
+        buckets.append({**(slot.to_json() if slot else _FALLBACK_SLOT), **bucket.to_json()})
+    row.buckets = buckets
+    row.kg_co2e = sum(b["kwh"] * b["g_per_kwh"] / 1000.0 for b in buckets)
+    row.signal = signal_summary(job.zone, buckets, pue=pue, notes=pricing.notes if pricing else ())
+
+
+_FALLBACK_SLOT: dict[str, Any] = {
+    "provenance": "filled",
+    "source": "fallback constant",
+    "signal_type": "average",
+    "basis": None,
+    "made_at": None,
+}
+
+
+def _pricing(
+    scheduling: Scheduling, session: Session, zone: str, start: datetime, end: datetime,
+    now: datetime,
+) -> carbon.SlotPricing | None:
+    try:
+        return carbon.price_slots(
+            session, scheduling.provider, zone, start=start, end=end, now=now
+        )
+    except Exception:  # noqa: BLE001 - accounting must not fail on a signal outage
+        log.exception("pricing %s failed; using the fallback intensity", zone)
+        return None
+
+
+def signal_summary(
+    zone: str, buckets: list[dict[str, Any]], *, pue: float, notes: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
+    """What priced an attempt: sources, signal kind, basis, and energy share per provenance."""
+    total = sum(b["kwh"] for b in buckets)
+    by_label: dict[str, float] = {}
+    by_source: dict[str, float] = {}
+    for bucket in buckets:
+        label = bucket.get("provenance") or "filled"
+        by_label[label] = by_label.get(label, 0.0) + bucket["kwh"]
+        source = bucket.get("source") or "unknown"
+        by_source[source] = by_source.get(source, 0.0) + bucket["kwh"]
+    bases = sorted({b.get("basis") or "unknown" for b in buckets})
+    share = {k: (v / total if total > 0 else 0.0) for k, v in sorted(by_label.items())}
+    main = max(by_source, key=by_source.__getitem__) if by_source else "none"
+    return {
+        "zone": zone,
+        "source": main,
+        "sources": sorted(by_source),
+        "type": "average",
+        "basis": bases[0] if len(bases) == 1 else "mixed",
+        "provenance": share,
+        "observed_share": share.get("observed", 0.0) if total > 0 else None,
+        "estimated": any(label != "observed" for label in by_label),
+        "pue": pue,
+        "notes": list(notes)[:5],
+    }
+
+
+def ledger_note(prefix: str, signal: dict[str, Any] | None) -> str:
+    """A ledger note that records the signal basis of the entry, within the column's size."""
+    signal = signal or {}
+    shares = ",".join(f"{k} {v:.0%}" for k, v in (signal.get("provenance") or {}).items())
+    text = (
+        f"{prefix}; zone={signal.get('zone')} source={signal.get('source')} "
+        f"kind={signal.get('type')} basis={signal.get('basis')} provenance={shares or 'none'} "
+        f"pue={signal.get('pue')}"
+    )
+    return text[:512]
 
 
 def _charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetime) -> None:
     """Charge an attempt as soon as it is measured, so no energy goes uncharged even when the
     job later ends without running again; the same amount of its reservation is released so
     that committed + actual never counts it twice."""
+    pue = attempt_pue(row)
     budgets.charge(
         session,
         team_id=job.team_id,
         job_id=job.id,
         kg=row.kg_co2e,
-        kwh=row.total_kwh,
+        kwh=row.total_kwh * pue,
         now=now,
-        note=f"measured emissions of job {job.id} attempt {row.attempt} ({row.outcome})",
+        note=ledger_note(
+            f"measured emissions of job {job.id} attempt {row.attempt} ({row.outcome})",
+            row.signal,
+        ),
     )
     covered = min(row.kg_co2e, job.reserved_kg_co2e)
     if covered > 0:
@@ -189,15 +359,37 @@ def _charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetim
             note=f"attempt {row.attempt} measured: that much of the reservation released",
         )
         job.reserved_kg_co2e -= covered
-    job.actual_kwh = (job.actual_kwh or 0.0) + row.total_kwh
+    job.actual_kwh = (job.actual_kwh or 0.0) + row.total_kwh * pue
     job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + row.kg_co2e
 
 
-def _time_or(value: Any, default: datetime) -> datetime:
+def adjust(
+    session: Session, job: Job, row: JobAttempt, *, delta_kg: float, delta_kwh: float,
+    now: datetime, note: str,
+) -> None:
+    """A signed ledger adjustment for an attempt whose figure changed after it was charged."""
+    if delta_kg == 0 and delta_kwh == 0:
+        return
+    session.add(
+        LedgerEntry(
+            team_id=job.team_id, job_id=job.id, at=now, kind="adjust", kg_co2e=delta_kg,
+            kwh=delta_kwh, note=note[:512],
+        )
+    )
+    job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + delta_kg
+    job.actual_kwh = (job.actual_kwh or 0.0) + delta_kwh
+
+
+def _time_or(value: Any, default: datetime | None) -> datetime | None:
     try:
         return accounting.parse_time(value) if value else default
     except (TypeError, ValueError):
         return default
+
+
+def attempt_pue(row: JobAttempt) -> float:
+    """The PUE an attempt was accounted with (1.0 for attempts closed before PUE existed)."""
+    return float((row.accounting or {}).get("pue", 1.0))
 
 
 def attempts(session: Session, job_id: str) -> list[JobAttempt]:
@@ -213,7 +405,7 @@ def settle_job(session: Session, job: Job, *, now: datetime, scheduling: Schedul
     """At a job's end: release what is left of its reservation; its actual totals are the sum
     of its attempts, each charged when it was measured."""
     rows = attempts(session, job.id)
-    job.actual_kwh = sum(row.total_kwh for row in rows)
+    job.actual_kwh = sum(row.total_kwh * attempt_pue(row) for row in rows)
     job.actual_kg_co2e = sum(row.kg_co2e for row in rows)
     jobs.release_reservation(session, job, now=now, note=f"job {job.state}: reservation released")
     _observe(scheduling, session, job, rows)
@@ -253,3 +445,102 @@ def counterfactual_kg(
     last = max(start for start, _ in buckets) + shift + timedelta(hours=1)
     signal = accounting_signal(scheduling, session, job.zone, job.submitted_at, last)
     return sum(kwh * signal.intensity_at(start + shift) / 1000.0 for start, kwh in buckets)
+
+
+RESTATE_BATCH = 200
+
+
+def restate_attempts(session: Session, scheduling: Scheduling, *, now: datetime) -> int:
+    """Re-price recent attempts whose forecast-priced slots now have observations.
+
+    Only attempts that ended within `restatement_days` are looked at, a bounded batch per
+    tick. Each change is recorded (figures before and after, slot by slot) and booked to the
+    ledger as a signed `adjust` entry; nothing is overwritten without that record.
+    """
+    days = scheduling.settings.restatement_days
+    candidates = session.scalars(
+        select(JobAttempt)
+        .where(
+            JobAttempt.outcome != "running",
+            JobAttempt.ended_at >= now - timedelta(days=days),
+            JobAttempt.ended_at <= now,
+        )
+        .order_by(JobAttempt.ended_at)
+    )
+    restated = 0
+    looked = 0
+    for row in candidates:
+        if all(b.get("provenance") == "observed" for b in row.buckets):
+            continue
+        looked += 1
+        if looked > RESTATE_BATCH:
+            break
+        if _restate(session, scheduling, row, now=now):
+            restated += 1
+    return restated
+
+
+def _restate(session: Session, scheduling: Scheduling, row: JobAttempt, *, now: datetime) -> bool:
+    job = session.get(Job, row.job_id)
+    if job is None or not row.buckets:
+        return False
+    before = [dict(b) for b in row.buckets]
+    kg_before = row.kg_co2e
+    signal_before = row.signal
+    started = _time_or((row.report or {}).get("started_at"), row.started_at) or row.started_at
+    _price(session, scheduling, job, row, started=started, now=now)
+    after = row.buckets
+    newly_observed = _newly_observed(before, after)
+    if not newly_observed:
+        # Nothing better than before: keep the original statement untouched.
+        row.buckets, row.kg_co2e, row.signal = before, kg_before, signal_before
+        return False
+    delta = row.kg_co2e - kg_before
+    session.add(
+        EnergyRestatement(
+            attempt_id=row.id,
+            at=now,
+            kg_before=kg_before,
+            kg_after=row.kg_co2e,
+            slots=newly_observed,
+            reason=f"{len(newly_observed)} slot(s) priced from forecasts now observed",
+        )
+    )
+    adjust(
+        session, job, row, delta_kg=delta, delta_kwh=0.0, now=now,
+        note=ledger_note(
+            f"restatement of job {job.id} attempt {row.attempt} (energy used "
+            f"{accounting.rfc3339(started)}..{accounting.rfc3339(row.ended_at or started)}): "
+            f"{kg_before:.6f} -> {row.kg_co2e:.6f} kg",
+            row.signal,
+        ),
+    )
+    return True
+
+
+def _newly_observed(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Slots that were not observed before and are now, with both prices."""
+    old = [(accounting.parse_time(b["start"]), b) for b in before]
+    changes = []
+    for bucket in after:
+        if bucket.get("provenance") != "observed":
+            continue
+        start = accounting.parse_time(bucket["start"])
+        # The old slot holding this one (old slots may be coarser than the new ones).
+        holder = max((b for s, b in old if s <= start), key=lambda b: b["start"], default=None)
+        if holder is None or holder.get("provenance") == "observed":
+            continue
+        changes.append(
+            {
+                "start": bucket["start"],
+                "kwh": bucket["kwh"],
+                "before": {
+                    "g_per_kwh": holder["g_per_kwh"],
+                    "provenance": holder.get("provenance"),
+                },
+                "after": {"g_per_kwh": bucket["g_per_kwh"], "provenance": "observed"},
+            }
+        )
+    return changes
