@@ -258,7 +258,8 @@ BASES = ("lifecycle", "direct")
 # trace, its LCA column) give life-cycle factors; UK Carbon Intensity and WattTime give direct.
 _BASIS_BY_SOURCE = (
     ("electricitymaps", "lifecycle"),
-    ("es_2022", "lifecycle"),
+    # Trace files are read from their life-cycle (LCA) column where they have one.
+    ("trace:", "lifecycle"),
     ("ukci", "direct"),
     ("watttime", "direct"),
 )

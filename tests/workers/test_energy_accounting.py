@@ -105,12 +105,14 @@ def test_energy_report_is_consistent(client: TestClient, team_key: str, clock: F
         )
     assert body["kg_co2e"] == pytest.approx(expected, rel=1e-9)
     assert body["intensity_g_per_kwh_avg"] == pytest.approx(1000 * expected / kwh["total"])
-    assert body["signal"] == {
+    assert {k: body["signal"][k] for k in ("zone", "source", "type", "estimated")} == {
         "zone": "ES",
         "source": series.source,
         "type": "average",
         "estimated": signal.estimated,
     }
+    # No stored observation: every slot is the bundled trace replayed onto this date.
+    assert body["signal"]["provenance"] == {"replayed": 1.0}
     assert {p["g_per_kwh"] for p in body["timeline"]} == {
         series.value_at(started),
         series.value_at(ended - timedelta(seconds=1)),
