@@ -500,8 +500,9 @@ class Agent:
     def _finish(self, run: _JobRun, exitcode: int | None, session: MeteringSession,
                 uploader: _CheckpointUploader) -> str:
         if run.stop_reason == "lease_lost":
-            session.stop()
-            return "lease_lost"  # the job has a new owner: write nothing
+            # The job has a new owner: write no outcome, but the energy used is still charged.
+            self._send_orphan_energy(run, session)
+            return "lease_lost"
         keeper = _LeaseKeeper(self.client, run, session, self.heartbeat_seconds)
         keeper.start()
         try:
@@ -532,6 +533,7 @@ class Agent:
             return self._report_failure(run, session, reason, retryable=True)
         except LeaseLost:
             log.warning("lease lost while finishing job %s", run.claim.job_id)
+            self._send_orphan_energy(run, session)
             return "lease_lost"
 
     def _complete(self, run: _JobRun, result: dict[str, Any], session: MeteringSession) -> str:
@@ -562,8 +564,17 @@ class Agent:
             self.client.fail(run.claim, energy=session.stop(), error=error[-4000:],
                              retryable=retryable)
         except LeaseLost:
+            self._send_orphan_energy(run, session)
             return "lease_lost"
         return "failed"
+
+    def _send_orphan_energy(self, run: _JobRun, session: MeteringSession) -> None:
+        """Best effort: a report the service cannot take any more is only logged."""
+        try:
+            self.client.orphan_energy(run.claim, energy=session.stop())
+        except Exception as exc:  # noqa: BLE001 - the job is gone either way
+            log.warning("energy of job %s after the lease was lost not kept: %s",
+                        run.claim.job_id, exc)
 
     def _upload_outputs(self, run: _JobRun, result: dict[str, Any]) -> list[str]:
         names = []

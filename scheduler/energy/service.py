@@ -17,6 +17,7 @@ from scheduler.carbon import service as carbon
 from scheduler.carbon.series import IntensitySeries
 from scheduler.energy import accounting
 from scheduler.energy.models import EnergyRestatement, JobAttempt
+from scheduler.errors import Conflict, NotFound
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
 from scheduler.planning.estimate import HOST_WATTS
@@ -544,3 +545,85 @@ def _newly_observed(
             }
         )
     return changes
+
+
+# A worker's late report is bounded: no more than this power over the attempt's duration.
+MAX_WATTS_PER_GPU = 2_000.0
+MAX_HOST_WATTS = 1_000.0
+
+
+def keep_orphan_report(
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    attempt: int,
+    report: dict[str, Any],
+    now: datetime,
+    scheduling: Scheduling,
+) -> JobAttempt:
+    """Keep the report of a worker that lost its lease, as unattributed energy, and charge it.
+
+    The attempt was closed as lost from its heartbeats; the worker's own figure replaces that
+    estimate (all of it unattributed, since the lease no longer vouches for the split), and the
+    difference is charged (or adjusted down). Only the worker that ran the attempt may send it,
+    once, and the figure is bounded by a generous power over the attempt's duration.
+    """
+    row = get_attempt(session, job_id, attempt)
+    if row is None or row.worker_id != worker_id:
+        raise NotFound(f"no attempt {attempt} of job {job_id} by this worker", field="attempt")
+    if (row.accounting or {}).get("late_report"):
+        return row  # a retry of a report already kept
+    if row.outcome != "lost":
+        raise Conflict(
+            f"attempt {attempt} of job {job_id} is {row.outcome}: only a lost attempt takes a "
+            "late report",
+            field="attempt",
+        )
+    job = session.get(Job, job_id)
+    assert job is not None
+    started = row.started_at
+    ended = min(max(_time_or(report.get("ended_at"), row.ended_at) or now, started), now)
+    duration_s = (ended - started).total_seconds()
+    parts = accounting.report_parts(report)
+    estimates = estimate_missing(
+        report, job, duration_s=duration_s, settings=scheduling.settings
+    )
+    reported = sum(
+        value if value is not None else estimates.get(name, {}).get("kwh", 0.0)
+        for name, value in parts.items()
+    ) + estimates.get("unattributed", {}).get("kwh", 0.0)
+    cap = (max(job.gpus, 1) * MAX_WATTS_PER_GPU + MAX_HOST_WATTS) * duration_s / JOULES_PER_KWH
+    kept = min(reported, cap)
+    kg_before, kwh_before = row.kg_co2e, row.total_kwh * attempt_pue(row)
+    row.ended_at = ended
+    row.total_kwh = kept  # gpu/cpu/ram stay 0: all of it is unattributed
+    row.accounting = {
+        **(row.accounting or {}),
+        "late_report": {
+            "received_at": accounting.rfc3339(now),
+            "reported_kwh": reported,
+            "kept_kwh": kept,
+            "ended_at": accounting.rfc3339(ended),
+            "estimates": estimates,
+            "heartbeat_kwh": kwh_before,
+        },
+    }
+    _price(session, scheduling, job, row, started=started, now=now)
+    delta_kg = row.kg_co2e - kg_before
+    delta_kwh = row.total_kwh * attempt_pue(row) - kwh_before
+    note = ledger_note(
+        f"late report of job {job.id} attempt {attempt} from a worker that lost its lease: "
+        "unattributed energy",
+        row.signal,
+    )
+    if delta_kg >= 0:
+        budgets.charge(
+            session, team_id=job.team_id, job_id=job.id, kg=delta_kg, kwh=max(delta_kwh, 0.0),
+            now=now, note=note,
+        )
+        job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + delta_kg
+        job.actual_kwh = (job.actual_kwh or 0.0) + delta_kwh
+    else:
+        adjust(session, job, row, delta_kg=delta_kg, delta_kwh=delta_kwh, now=now, note=note)
+    return row

@@ -250,3 +250,41 @@ def test_replayed_trace_is_labelled_replayed_not_observed(
     assert body["observed_share"] == 0.0
     assert body["signal"]["estimated"] is True
     assert body["signal"]["basis"] == "lifecycle"
+
+
+def test_a_report_after_the_lease_was_lost_is_kept_as_unattributed_and_charged(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    # Before: the worker's report was refused with 409 and its energy charged nowhere.
+    store_points(client, "history", at(10), at(13), 200.0, generated_at=at(13))
+    clock.now = at(11) - timedelta(minutes=5)
+    job_id = client.post("/v1/jobs", json=burn_in_job(), headers=bearer(team_key)).json()["id"]
+    make_ready(client.app, job_id)
+    worker = WorkerSession(client, register(client))
+    clock.now = at(11)
+    worker.claim()
+    clock.advance(minutes=10)
+    worker.job_call(job_id, "heartbeat", energy={"kwh_so_far": 0.05, "watts": 300.0})
+    clock.advance(minutes=5)  # the lease (90 s) lapses: the reaper closes the attempt as lost
+    run_tick(client.app, "reap_leases")
+    heartbeat_kwh = 0.05 + 300.0 * client.app.state.settings.heartbeat_seconds / 3.6e6
+    assert energy_of(client, team_key, job_id)["kwh"]["unattributed"] == pytest.approx(
+        heartbeat_kwh
+    )
+    late = energy_report(1, at(11), 12 * 60.0, 400.0)  # 0.08 kWh measured by the worker
+    assert worker.job_call(job_id, "complete", energy=late).status_code == 409
+    response = worker.job_call(job_id, "orphan-energy", energy=late)
+    assert response.status_code == 202, response.text
+    # A retry is accepted once, not counted twice; another worker may not send it.
+    assert worker.job_call(job_id, "orphan-energy", energy=late).status_code == 202
+    other = WorkerSession(client, register(client, host="gpu-02"))
+    other.lease = dict(worker.lease)
+    assert other.job_call(job_id, "orphan-energy", energy=late).status_code == 404
+    body = energy_of(client, team_key, job_id)
+    (attempt,) = body["attempts"]
+    assert attempt["kwh"]["unattributed"] == pytest.approx(0.08)
+    assert attempt["accounting"]["late_report"]["reported_kwh"] == pytest.approx(0.08)
+    assert body["kg_co2e"] == pytest.approx(0.08 * 0.2)
+    entries = [e for e in ledger_of(client, job_id) if e.kind in ("charge", "adjust")]
+    assert sum(e.kg_co2e for e in entries) == pytest.approx(0.08 * 0.2)
+    assert any("lost its lease" in e.note for e in entries)
