@@ -180,12 +180,20 @@ class MeteringSession:
             "ended_at": rfc3339(ended_at),
             "duration_s": round(duration_s, 3),
             "gpus": [gpu.to_json() for gpu in gpus],
-            "gpu_kwh": sum(gpu.kwh for gpu in gpus),
+            # None when any GPU's reads failed: the service estimates it and says so.
+            "gpu_kwh": (
+                None if any(gpu.kwh is None for gpu in gpus)
+                else sum(gpu.kwh or 0.0 for gpu in gpus)
+            ),
             # None, never 0, when CodeCarbon gave no measurement.
             "cpu_kwh": cpu_ram.cpu_kwh,
             "ram_kwh": cpu_ram.ram_kwh,
             "methods": {
-                "gpu": "measured" if gpus else METHOD_NONE,
+                "gpu": (
+                    METHOD_NONE if not gpus
+                    else "failed" if any(gpu.kwh is None for gpu in gpus)
+                    else "measured"
+                ),
                 "cpu": cpu_ram.cpu_method if cpu_ram.ok else METHOD_NONE,
                 "ram": cpu_ram.ram_method if cpu_ram.ok else METHOD_NONE,
             },
