@@ -26,6 +26,7 @@ import httpx
 from worker.child import KIND_FINETUNE, ChildJob, ChildSpec
 from worker.client import ChecksumMismatch, Claim, LeaseLost, ProtocolError, WorkerClient
 from worker.metering.codecarbon_meter import CodeCarbonMeter, country_for_zone
+from worker.metering.host import HostEnergyMeter, HostShare
 from worker.metering.nvml import GpuInfo, Nvml, NvmlMeter
 from worker.metering.session import MeteringSession
 
@@ -203,7 +204,7 @@ class Agent:
         *,
         nvml: Nvml,
         gpus: list[tuple[GpuInfo, Any]],
-        cpu_meter_factory: Callable[[str], CodeCarbonMeter | None] | None = None,
+        cpu_meter_factory: Callable[[str], CodeCarbonMeter | HostShare | None] | None = None,
     ) -> None:
         self.client = client
         self.options = options
@@ -214,15 +215,22 @@ class Agent:
         self._fleet_meter = NvmlMeter(nvml, gpus)
         self.heartbeat_seconds = 15.0
         self.jobs_run = 0
+        self._host_meter: HostEnergyMeter | None = None
 
-    def _default_cpu_meter(self, country: str) -> CodeCarbonMeter | None:
+    def _default_cpu_meter(self, country: str) -> HostShare | None:
+        # CPU and RAM energy is host-wide: one CodeCarbon tracker for the host, started once,
+        # and each attempt gets its share by the CPU time of its process tree.
         if not self.options.codecarbon:
             return None
-        return CodeCarbonMeter(
-            country_iso_code=self.options.country_iso_code or country,
-            tracking_mode=self.options.tracking_mode,
-            measure_power_secs=max(1.0, self.options.sample_seconds),
-        )
+        if self._host_meter is None:
+            tracker = CodeCarbonMeter(
+                country_iso_code=self.options.country_iso_code or country,
+                tracking_mode=self.options.tracking_mode,
+                measure_power_secs=max(1.0, self.options.sample_seconds),
+            )
+            tracker.start()
+            self._host_meter = HostEnergyMeter(tracker.kwh_so_far, method=tracker.cpu_method)
+        return self._host_meter.join()
 
     def request_shutdown(self) -> None:
         """Finish up: checkpoint and release a running job, then return from ``run``."""
@@ -367,6 +375,8 @@ class Agent:
         except Exception as exc:
             return self._report_failure(run, session, f"could not start the job process: {exc}",
                                         retryable=True)
+        if child.process.pid is not None:
+            session.track_process(child.process.pid)
         uploader.start()
         try:
             try:

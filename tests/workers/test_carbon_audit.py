@@ -288,3 +288,25 @@ def test_a_report_after_the_lease_was_lost_is_kept_as_unattributed_and_charged(
     entries = [e for e in ledger_of(client, job_id) if e.kind in ("charge", "adjust")]
     assert sum(e.kg_co2e for e in entries) == pytest.approx(0.08 * 0.2)
     assert any("lost its lease" in e.note for e in entries)
+
+
+def test_a_run_across_a_month_boundary_is_priced_per_slot_on_each_side(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    # Worked example 4: 1 kW from 23:30 on 31 March to 00:30 on 1 April.
+    march_end = datetime(2026, 4, 1, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    store_points(client, "history", march_end - hour, march_end, 300.0, generated_at=march_end)
+    store_points(client, "history", march_end, march_end + hour, 100.0,
+                 generated_at=march_end + hour)
+    job_id = run_attempt(
+        client, team_key, clock, start=march_end - hour / 2, minutes=60, watts=1000.0
+    )
+    body = energy_of(client, team_key, job_id)
+    by_month: dict[str, float] = {}
+    for slot in body["attempts"][0]["slots"]:
+        month = slot["start"][:7]
+        by_month[month] = by_month.get(month, 0.0) + slot["kwh"] * slot["g_per_kwh"] / 1000.0
+    assert by_month == pytest.approx({"2026-03": 0.15, "2026-04": 0.05})
+    assert body["kg_co2e"] == pytest.approx(0.2)
+    assert body["observed_share"] == pytest.approx(1.0)
