@@ -131,19 +131,6 @@ def weighted_intensity(buckets: Sequence[Bucket]) -> float | None:
     return 1000.0 * total_kg(buckets) / kwh if kwh > 0 else None
 
 
-def report_kwh(report: dict[str, Any]) -> tuple[float, float, float]:
-    """GPU, CPU and RAM kWh of an attempt report; missing parts (None) count as 0."""
-
-    def number(key: str) -> float:
-        value = report.get(key)
-        try:
-            return max(float(value), 0.0) if value is not None else 0.0
-        except (TypeError, ValueError):
-            return 0.0
-
-    return number("gpu_kwh"), number("cpu_kwh"), number("ram_kwh")
-
-
 def report_parts(report: dict[str, Any]) -> dict[str, float | None]:
     """GPU, CPU and RAM kWh of an attempt report; None where the worker could not measure
     (null, missing, negative or not a number), so a failure is never read as 0."""
