@@ -61,7 +61,10 @@ def _constant(start: datetime, hours: float, reason: str) -> Signal:
 
 
 def _store(session: Session, zone: str, kind: str, series: IntensitySeries, now: datetime) -> None:
-    labels = slot_provenance(series, default="observed" if kind == "history" else "forecast")
+    default = "observed" if kind == "history" else "forecast"
+    if (series.source or "").startswith("trace:"):
+        default = "replayed"  # a recording of another year, whatever the kind of batch
+    labels = slot_provenance(series, default=default)
     basis = emission_factor_basis(series)
     session.add_all(
         IntensityPoint(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import LedgerEntry
 from scheduler.carbon import service as carbon
+from scheduler.carbon.models import IntensityPoint
 from scheduler.carbon.series import IntensitySeries
 from scheduler.energy import accounting
 from scheduler.energy.models import EnergyRestatement, JobAttempt
@@ -449,6 +450,29 @@ def counterfactual_kg(
 
 
 RESTATE_BATCH = 200
+# Slots priced from something other than an observation that an observation may replace.
+# A replayed trace is never observed later, so it is not restated.
+RESTATABLE = ("forecast", "filled", "estimated")
+
+
+def _observations_since(session: Session, row: JobAttempt, starts: list[datetime]) -> bool:
+    """Whether observed intensity is stored now for any of the attempt's non-observed slots."""
+    job = session.get(Job, row.job_id)
+    if job is None:
+        return False
+    found = session.scalar(
+        select(IntensityPoint.id)
+        .where(
+            IntensityPoint.zone == job.zone,
+            IntensityPoint.kind == "history",
+            IntensityPoint.signal_type == "average",
+            (IntensityPoint.provenance == "observed") | IntensityPoint.provenance.is_(None),
+            IntensityPoint.time >= min(starts) - timedelta(hours=1),
+            IntensityPoint.time <= max(starts),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def restate_attempts(session: Session, scheduling: Scheduling, *, now: datetime) -> int:
@@ -459,25 +483,30 @@ def restate_attempts(session: Session, scheduling: Scheduling, *, now: datetime)
     ledger as a signed `adjust` entry; nothing is overwritten without that record.
     """
     days = scheduling.settings.restatement_days
-    candidates = session.scalars(
-        select(JobAttempt)
-        .where(
-            JobAttempt.outcome != "running",
-            JobAttempt.ended_at >= now - timedelta(days=days),
-            JobAttempt.ended_at <= now,
+    candidates = list(
+        session.scalars(
+            select(JobAttempt)
+            .where(
+                JobAttempt.outcome != "running",
+                JobAttempt.ended_at >= now - timedelta(days=days),
+                JobAttempt.ended_at <= now,
+            )
+            .order_by(JobAttempt.ended_at)
         )
-        .order_by(JobAttempt.ended_at)
     )
     restated = 0
-    looked = 0
     for row in candidates:
-        if all(b.get("provenance") == "observed" for b in row.buckets):
+        restatable = [
+            accounting.parse_time(b["start"])
+            for b in row.buckets
+            if b.get("provenance") in RESTATABLE
+        ]
+        if not restatable or not _observations_since(session, row, restatable):
             continue
-        looked += 1
-        if looked > RESTATE_BATCH:
-            break
         if _restate(session, scheduling, row, now=now):
             restated += 1
+            if restated >= RESTATE_BATCH:
+                break  # the rest on the next tick
     return restated
 
 

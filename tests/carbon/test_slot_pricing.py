@@ -149,3 +149,17 @@ def test_refresh_stores_the_providers_own_labels_and_basis(session: Session) -> 
     assert [(p.provenance, p.basis) for p in stored] == [
         ("observed", "lifecycle"), ("estimated", "lifecycle")
     ]
+
+
+def test_a_stored_trace_replay_is_labelled_replayed_and_never_restated_as_observed(
+    session: Session,
+) -> None:
+    series = IntensitySeries(
+        start=T - timedelta(hours=1), step_minutes=60, values=np.array([100.0, 120.0]),
+        source="trace:DE",
+    )
+    assert carbon.refresh_zone(session, SilentProvider(series), "DE", now=T + timedelta(hours=1))
+    stored = session.scalars(select(IntensityPoint)).all()
+    assert {p.provenance for p in stored} == {"replayed"}
+    pricing = price(session, SilentProvider())
+    assert {s.provenance for s in pricing.slots.values()} == {"replayed"}
