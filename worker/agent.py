@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import tarfile
+import tempfile
 import threading
 import time
 import zipfile
@@ -26,7 +27,7 @@ import httpx
 from worker.child import KIND_FINETUNE, ChildJob, ChildSpec
 from worker.client import ChecksumMismatch, Claim, LeaseLost, ProtocolError, WorkerClient
 from worker.metering.codecarbon_meter import CodeCarbonMeter, country_for_zone
-from worker.metering.host import HostEnergyMeter, HostShare
+from worker.metering.host import HostEnergyMeter, HostRegistry, HostShare
 from worker.metering.nvml import GpuInfo, Nvml, NvmlMeter
 from worker.metering.session import MeteringSession
 
@@ -223,13 +224,20 @@ class Agent:
         if not self.options.codecarbon:
             return None
         if self._host_meter is None:
+            # The whole machine, read once; the split between this host's jobs (this agent's
+            # and other agents') is by CPU time, through a registry private to this user.
             tracker = CodeCarbonMeter(
                 country_iso_code=self.options.country_iso_code or country,
-                tracking_mode=self.options.tracking_mode,
+                tracking_mode="machine",
                 measure_power_secs=max(1.0, self.options.sample_seconds),
             )
             tracker.start()
-            self._host_meter = HostEnergyMeter(tracker.kwh_so_far, method=tracker.cpu_method)
+            registry = HostRegistry.open(
+                Path(tempfile.gettempdir()) / f"greenwindow-host-meter-{os.getuid()}"
+            )
+            self._host_meter = HostEnergyMeter(
+                tracker.kwh_so_far, method=tracker.cpu_method, registry=registry
+            )
         return self._host_meter.join()
 
     def request_shutdown(self) -> None:
@@ -272,6 +280,8 @@ class Agent:
         finally:
             self._shutdown.set()
             beat.join(timeout=5)
+            if self._host_meter is not None:
+                self._host_meter.close()
 
     def _register_when_reachable(self) -> bool:
         # A worker host may boot before the service: keep trying until it answers.

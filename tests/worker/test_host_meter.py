@@ -4,10 +4,11 @@ host's energy counter and for the processes' CPU time)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from worker.metering.host import HostEnergyMeter, process_tree_cpu_seconds
+from worker.metering.host import HostEnergyMeter, HostRegistry, process_tree_cpu_seconds
 
 
 class FakeHost:
@@ -98,3 +99,48 @@ def test_process_tree_cpu_time_of_a_real_process() -> None:
     after = process_tree_cpu_seconds(os.getpid())
     assert after is not None and after >= before
     assert process_tree_cpu_seconds(2**22 + 12345) is None
+
+
+def test_two_agents_on_one_host_split_it_through_the_registry(tmp_path: Path) -> None:
+    # Two agents (one job each) read the same 200 W package: together they charge 0.2 kWh.
+    host = FakeHost(200.0)
+    directory = tmp_path / "host-meter"
+    meters = []
+    for name in ("agent-a", "agent-b"):
+        registry = HostRegistry.open(directory, name)
+        assert registry is not None
+        meters.append(
+            HostEnergyMeter(host.read, cpu_seconds=host.cpu_seconds, clock=host.clock,
+                            registry=registry)
+        )
+    a, b = meters[0].join(), meters[1].join()
+    host.cpu_s = {11: 0.0, 22: 0.0}
+    a.track(11)
+    b.track(22)
+    for meter in (*meters, *meters):
+        meter.update()  # each sees the other's job before the hour starts
+    for _ in range(60):
+        host.t += 60.0
+        host.cpu_s[11] += 45.0
+        host.cpu_s[22] += 15.0
+        for meter in meters:
+            meter.update()
+    first, second = a.stop(), b.stop()
+    assert first.cpu_kwh == pytest.approx(0.15) and second.cpu_kwh == pytest.approx(0.05)
+    for meter in meters:
+        meter.close()
+    assert list(directory.glob("*.json")) == []
+
+
+def test_a_registry_other_users_can_write_is_not_used(tmp_path: Path) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir(mode=0o777)
+    directory.chmod(0o777)
+    assert HostRegistry.open(directory) is None
+    (tmp_path / "private").mkdir(mode=0o700)
+    registry = HostRegistry.open(tmp_path / "private", "me")
+    assert registry is not None
+    (tmp_path / "private" / "peer.json").write_text('[5, "x", -1, 7]')
+    (tmp_path / "private" / "big.json").write_text("[" + "1," * 5000 + "1]")
+    registry.publish([3])
+    assert registry.peer_pids() == [5, 7]

@@ -10,10 +10,14 @@ used while no job ran is kept as the host's idle share, never dropped or double 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from worker.metering.codecarbon_meter import CpuRamEnergy
 
@@ -42,6 +46,69 @@ def process_tree_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+MAX_PEERS = 64
+MAX_PEER_FILE_BYTES = 4096
+
+
+class HostRegistry:
+    """Where the agents of one host list the pids of their running jobs.
+
+    A directory private to the user the agents run as (mode 0700, checked before use, so no
+    other user can list pids and shrink this agent's share); one small JSON file per agent.
+    """
+
+    def __init__(self, directory: Path, name: str | None = None) -> None:
+        self.directory = directory
+        self.name = name or str(os.getpid())
+
+    @classmethod
+    def open(cls, directory: Path, name: str | None = None) -> HostRegistry | None:
+        """The registry at `directory`, created if missing; None if it is not ours alone."""
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = directory.stat()
+        except OSError:
+            return None
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+        return cls(directory, name)
+
+    def publish(self, pids: list[int]) -> None:
+        """Replace this agent's list of job pids (atomically)."""
+        target = self.directory / f"{self.name}.json"
+        temporary = self.directory / f".{self.name}.tmp"
+        try:
+            temporary.write_text(json.dumps(pids[:MAX_PEERS]))
+            temporary.replace(target)
+        except OSError:
+            pass
+
+    def withdraw(self) -> None:
+        """Remove this agent's list."""
+        with contextlib.suppress(OSError):
+            (self.directory / f"{self.name}.json").unlink()
+
+    def peer_pids(self) -> list[int]:
+        """Job pids the host's other agents listed (bounded, malformed files ignored)."""
+        pids: list[int] = []
+        try:
+            files = sorted(self.directory.glob("*.json"))[:MAX_PEERS]
+        except OSError:
+            return pids
+        for path in files:
+            if path.stem == self.name:
+                continue
+            try:
+                if path.stat().st_size > MAX_PEER_FILE_BYTES:
+                    continue
+                listed = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(listed, list):
+                pids.extend(p for p in listed if isinstance(p, int) and p > 0)
+        return pids
+
+
 @dataclass
 class _Share:
     pid: int | None = None
@@ -63,11 +130,17 @@ class HostEnergyMeter:
         cpu_seconds: CpuSecondsReader = process_tree_cpu_seconds,
         clock: Callable[[], float] = time.monotonic,
         method: str = "estimated",
+        registry: HostRegistry | None = None,
     ) -> None:
         self._read_host = read_host
         self._cpu_seconds = cpu_seconds
         self._clock = clock
         self.method = method
+        # Other agents on this host: their jobs' CPU time counts in the split, their share of
+        # the energy is theirs to charge.
+        self._registry = registry
+        self._peer_cpu_s: dict[int, float] = {}
+        self._published: list[int] | None = None
         self._lock = threading.Lock()
         self._shares: dict[int, _Share] = {}
         self._next_key = 0
@@ -114,6 +187,7 @@ class HostEnergyMeter:
                 weights[key] = max(delta, 0.0)
             else:
                 weights[key] = 0.0
+        peer_weights = self._peer_weights()
         if previous is None:
             return
         cpu = max(reading[0] - previous[0], 0.0)
@@ -125,14 +199,42 @@ class HostEnergyMeter:
             self.idle_cpu_kwh += cpu
             self.idle_ram_kwh += ram
             return
-        total = sum(weights.values())
+        total = sum(weights.values()) + sum(peer_weights.values())
+        jobs = len(weights) + len(peer_weights)
         for key, weight in weights.items():
             # No CPU time at all in the interval: the running jobs share it evenly.
-            part = weight / total if total > 0 else 1.0 / len(weights)
+            part = weight / total if total > 0 else 1.0 / jobs
             share = self._shares[key]
             share.cpu_kwh += cpu * part
             share.ram_kwh += ram * part
             share.watts = (cpu + ram) * part * 3.6e6 / seconds if seconds > 0 else None
+
+    def _peer_weights(self) -> dict[int, float]:
+        """CPU seconds used since the last reading by the jobs of the host's other agents."""
+        if self._registry is None:
+            return {}
+        own = {share.pid for share in self._shares.values() if share.pid is not None}
+        if sorted(own) != self._published:
+            self._published = sorted(own)
+            self._registry.publish(self._published)
+        weights: dict[int, float] = {}
+        seen: dict[int, float] = {}
+        for pid in self._registry.peer_pids():
+            if pid in own:
+                continue
+            used = self._cpu_seconds(pid)
+            if used is None:
+                continue
+            seen[pid] = used
+            last = self._peer_cpu_s.get(pid)
+            weights[pid] = max(used - last, 0.0) if last is not None else 0.0
+        self._peer_cpu_s = seen
+        return weights
+
+    def close(self) -> None:
+        """Withdraw this agent from the host registry."""
+        if self._registry is not None:
+            self._registry.withdraw()
 
     def _share(self, key: int) -> _Share:
         return self._shares[key]
