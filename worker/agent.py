@@ -151,8 +151,8 @@ class AgentOptions:
     stop_grace_seconds: float = 120.0
     lease_lost_grace_seconds: float = 10.0
     codecarbon: bool = True
-    # "machine": one job per host at a time, so the whole host's CPU and RAM are the job's.
-    # "process" would count only the agent and its children (RAM then floors at 10 W).
+    # Only for a CPU meter passed in by the caller: the default host meter always reads the
+    # whole machine and splits it between the host's jobs by CPU time (worker/metering/host.py).
     tracking_mode: str = "machine"
     # CodeCarbon's country (ISO alpha-3) for its own CO2e cross-check; default: from the zone.
     country_iso_code: str | None = None
