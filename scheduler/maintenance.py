@@ -24,6 +24,7 @@ from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget
 from scheduler.carbon import service as carbon
 from scheduler.db.session import session_scope
+from scheduler.energy import service as energy
 from scheduler.jobs import service as jobs
 from scheduler.teams.models import Team
 from scheduler.workers import service as workers
@@ -118,6 +119,12 @@ def reap_leases(session: Session, app: FastAPI) -> int:
     )
 
 
+@tick("restate_emissions")
+def restate_emissions(session: Session, app: FastAPI) -> int:
+    """Re-price recent attempts whose forecast-priced slots have been observed since."""
+    return energy.restate_attempts(session, app.state.scheduling, now=app.state.clock())
+
+
 def _post_webhook(url: str, payload: dict[str, Any]) -> None:
     try:
         httpx.post(url, json={"event": "budget_threshold", **payload}, timeout=5.0)
@@ -135,6 +142,7 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
         "reap_leases": settings.maintenance_seconds,
         "refresh_forecasts": settings.forecast_refresh_seconds,
         "replan": settings.replan_seconds,
+        "restate_emissions": settings.restatement_seconds,
     }
     # The signal and the plan are wanted at once after a start, not one interval later.
     run_first = {"refresh_forecasts", "replan"}

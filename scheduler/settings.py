@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class SettingsError(RuntimeError):
@@ -53,6 +55,34 @@ class Settings(BaseSettings):
     replan_seconds: int = Field(default=300, ge=1, le=86_400)
     forecast_refresh_seconds: int = Field(default=900, ge=10, le=86_400)
     maintenance_seconds: int = Field(default=10, ge=1, le=3_600)
+    # Carbon accounting: power usage effectiveness per zone (facility / IT energy; zones not
+    # listed use the default), and how long after an attempt it may still be restated.
+    pue_by_zone: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    default_pue: float = Field(default=1.0, ge=1.0, le=3.0)
+    restatement_days: int = Field(default=7, ge=0, le=90)
+    restatement_seconds: int = Field(default=900, ge=10, le=86_400)
+
+    @field_validator("pue_by_zone", mode="before")
+    @classmethod
+    def _pue_from_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError('must be a JSON object of zone to PUE, e.g. {"ES": 1.2}') from None
+        return value
+
+    @field_validator("pue_by_zone")
+    @classmethod
+    def _pue_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for zone, pue in value.items():
+            if not 1.0 <= pue <= 3.0:
+                raise ValueError(f"PUE of zone {zone!r} must be between 1.0 and 3.0, not {pue}")
+        return value
+
+    def pue(self, zone: str) -> float:
+        """Facility energy per unit of IT energy in the zone's data centre."""
+        return self.pue_by_zone.get(zone, self.default_pue)
 
     @field_validator("zone")
     @classmethod

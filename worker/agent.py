@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import tarfile
+import tempfile
 import threading
 import time
 import zipfile
@@ -26,6 +27,7 @@ import httpx
 from worker.child import KIND_FINETUNE, ChildJob, ChildSpec
 from worker.client import ChecksumMismatch, Claim, LeaseLost, ProtocolError, WorkerClient
 from worker.metering.codecarbon_meter import CodeCarbonMeter, country_for_zone
+from worker.metering.host import HostEnergyMeter, HostRegistry, HostShare
 from worker.metering.nvml import GpuInfo, Nvml, NvmlMeter
 from worker.metering.session import MeteringSession
 
@@ -149,8 +151,8 @@ class AgentOptions:
     stop_grace_seconds: float = 120.0
     lease_lost_grace_seconds: float = 10.0
     codecarbon: bool = True
-    # "machine": one job per host at a time, so the whole host's CPU and RAM are the job's.
-    # "process" would count only the agent and its children (RAM then floors at 10 W).
+    # Only for a CPU meter passed in by the caller: the default host meter always reads the
+    # whole machine and splits it between the host's jobs by CPU time (worker/metering/host.py).
     tracking_mode: str = "machine"
     # CodeCarbon's country (ISO alpha-3) for its own CO2e cross-check; default: from the zone.
     country_iso_code: str | None = None
@@ -203,7 +205,7 @@ class Agent:
         *,
         nvml: Nvml,
         gpus: list[tuple[GpuInfo, Any]],
-        cpu_meter_factory: Callable[[str], CodeCarbonMeter | None] | None = None,
+        cpu_meter_factory: Callable[[str], CodeCarbonMeter | HostShare | None] | None = None,
     ) -> None:
         self.client = client
         self.options = options
@@ -214,15 +216,29 @@ class Agent:
         self._fleet_meter = NvmlMeter(nvml, gpus)
         self.heartbeat_seconds = 15.0
         self.jobs_run = 0
+        self._host_meter: HostEnergyMeter | None = None
 
-    def _default_cpu_meter(self, country: str) -> CodeCarbonMeter | None:
+    def _default_cpu_meter(self, country: str) -> HostShare | None:
+        # CPU and RAM energy is host-wide: one CodeCarbon tracker for the host, started once,
+        # and each attempt gets its share by the CPU time of its process tree.
         if not self.options.codecarbon:
             return None
-        return CodeCarbonMeter(
-            country_iso_code=self.options.country_iso_code or country,
-            tracking_mode=self.options.tracking_mode,
-            measure_power_secs=max(1.0, self.options.sample_seconds),
-        )
+        if self._host_meter is None:
+            # The whole machine, read once; the split between this host's jobs (this agent's
+            # and other agents') is by CPU time, through a registry private to this user.
+            tracker = CodeCarbonMeter(
+                country_iso_code=self.options.country_iso_code or country,
+                tracking_mode="machine",
+                measure_power_secs=max(1.0, self.options.sample_seconds),
+            )
+            tracker.start()
+            registry = HostRegistry.open(
+                Path(tempfile.gettempdir()) / f"greenwindow-host-meter-{os.getuid()}"
+            )
+            self._host_meter = HostEnergyMeter(
+                tracker.kwh_so_far, method=tracker.cpu_method, registry=registry
+            )
+        return self._host_meter.join()
 
     def request_shutdown(self) -> None:
         """Finish up: checkpoint and release a running job, then return from ``run``."""
@@ -264,6 +280,8 @@ class Agent:
         finally:
             self._shutdown.set()
             beat.join(timeout=5)
+            if self._host_meter is not None:
+                self._host_meter.close()
 
     def _register_when_reachable(self) -> bool:
         # A worker host may boot before the service: keep trying until it answers.
@@ -367,6 +385,8 @@ class Agent:
         except Exception as exc:
             return self._report_failure(run, session, f"could not start the job process: {exc}",
                                         retryable=True)
+        if child.process.pid is not None:
+            session.track_process(child.process.pid)
         uploader.start()
         try:
             try:
@@ -500,8 +520,9 @@ class Agent:
     def _finish(self, run: _JobRun, exitcode: int | None, session: MeteringSession,
                 uploader: _CheckpointUploader) -> str:
         if run.stop_reason == "lease_lost":
-            session.stop()
-            return "lease_lost"  # the job has a new owner: write nothing
+            # The job has a new owner: write no outcome, but the energy used is still charged.
+            self._send_orphan_energy(run, session)
+            return "lease_lost"
         keeper = _LeaseKeeper(self.client, run, session, self.heartbeat_seconds)
         keeper.start()
         try:
@@ -532,6 +553,7 @@ class Agent:
             return self._report_failure(run, session, reason, retryable=True)
         except LeaseLost:
             log.warning("lease lost while finishing job %s", run.claim.job_id)
+            self._send_orphan_energy(run, session)
             return "lease_lost"
 
     def _complete(self, run: _JobRun, result: dict[str, Any], session: MeteringSession) -> str:
@@ -562,8 +584,17 @@ class Agent:
             self.client.fail(run.claim, energy=session.stop(), error=error[-4000:],
                              retryable=retryable)
         except LeaseLost:
+            self._send_orphan_energy(run, session)
             return "lease_lost"
         return "failed"
+
+    def _send_orphan_energy(self, run: _JobRun, session: MeteringSession) -> None:
+        """Best effort: a report the service cannot take any more is only logged."""
+        try:
+            self.client.orphan_energy(run.claim, energy=session.stop())
+        except Exception as exc:  # noqa: BLE001 - the job is gone either way
+            log.warning("energy of job %s after the lease was lost not kept: %s",
+                        run.claim.job_id, exc)
 
     def _upload_outputs(self, run: _JobRun, result: dict[str, Any]) -> list[str]:
         names = []

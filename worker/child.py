@@ -8,10 +8,12 @@ shutdown and turns it into a checkpoint-and-stop request.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -113,8 +115,36 @@ def _throttled(send: Callable[[dict[str, Any]], None],
     return report
 
 
-def child_main(spec_data: dict[str, Any], messages: Any, stop_flag: Any) -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel SIGKILL this process when its parent dies (Linux); True when set.
+
+    Without it a `kill -9` of the agent would leave the training process running, holding
+    the GPU, with nobody metering or charging its energy. The kernel ties the signal to the
+    parent *thread*: the agent starts children from the thread that supervises them, which
+    lives as long as the child. If the parent died before the call, exit now.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the agent is already gone: nobody would meter this run
+    return True
+
+
+def child_main(
+    spec_data: dict[str, Any], messages: Any, stop_flag: Any, parent_pid: int | None = None
+) -> None:
     """Entry point of the child process."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     spec = ChildSpec(**spec_data)
@@ -146,7 +176,7 @@ class ChildJob:
         self._stop_flag = context.RawValue("i", 0)
         self.process = context.Process(
             target=child_main,
-            args=(asdict(spec), self._messages, self._stop_flag),
+            args=(asdict(spec), self._messages, self._stop_flag, os.getpid()),
             name=f"greenwindow-job-{spec.kind}",
         )
 

@@ -247,6 +247,10 @@ class WorkerClient:
         """Give the job back (``paused`` or ``shutdown``); it resumes from its checkpoint."""
         self._finish(claim, "release", {"energy": energy, "reason": reason})
 
+    def orphan_energy(self, claim: Claim, *, energy: dict[str, Any]) -> None:
+        """Send the energy report of an attempt whose lease was lost, so it is still charged."""
+        self._finish(claim, "orphan-energy", {"energy": energy})
+
     def upload_artifact(self, claim: Claim, name: str, path: Path) -> dict[str, Any]:
         """Stream a file to the job's artifacts; the service verifies its SHA-256."""
         sha256 = file_sha256(path)

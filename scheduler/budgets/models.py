@@ -34,12 +34,13 @@ class Budget(Base):
 
 
 class LedgerEntry(Base):
-    """One reserve / release / charge movement on a team's carbon account."""
+    """One reserve / release / charge / adjust movement on a team's carbon account."""
 
     __tablename__ = "budget_ledger"
     __table_args__ = (
-        CheckConstraint("kind IN ('reserve', 'release', 'charge')", name="kind"),
-        CheckConstraint("kg_co2e >= 0", name="non_negative"),
+        CheckConstraint("kind IN ('reserve', 'release', 'charge', 'adjust')", name="kind"),
+        # Only adjustments are signed: they correct earlier charges up or down.
+        CheckConstraint("kind = 'adjust' OR kg_co2e >= 0", name="non_negative"),
         Index("ix_budget_ledger_team_counts_at", "team_id", "counts_at"),
     )
 

@@ -66,7 +66,9 @@ class LedgerRead(BaseModel):
         description="The moment whose budget period the entry counts in: a reservation's "
         "planned start, a release's reservation, a charge's energy use (split per UTC day)."
     )
-    kind: Literal["reserve", "release", "charge"]
+    kind: Literal["reserve", "release", "charge", "adjust"] = Field(
+        description="adjust: a signed correction of earlier charges (restatement, late report)."
+    )
     kg_co2e: float
     kwh: float
     job_id: str | None

@@ -88,7 +88,8 @@ def _totals(session: Session, team_id: str, start: datetime, end: datetime) -> t
         (LedgerEntry.kind == "release", -LedgerEntry.kg_co2e),
         else_=0.0,
     )
-    charged = case((LedgerEntry.kind == "charge", LedgerEntry.kg_co2e), else_=0.0)
+    # Adjustments are signed corrections of earlier charges (restatements, late reports).
+    charged = case((LedgerEntry.kind.in_(("charge", "adjust")), LedgerEntry.kg_co2e), else_=0.0)
     row = session.execute(
         select(func.coalesce(func.sum(signed), 0.0), func.coalesce(func.sum(charged), 0.0)).where(
             LedgerEntry.team_id == team_id,
@@ -274,7 +275,7 @@ def charge(
     session: Session,
     *,
     team_id: str,
-    job_id: str,
+    job_id: str | None,
     uses: list[EnergyUse],
     now: datetime,
     note: str,
@@ -284,21 +285,49 @@ def charge(
     Every budget period starts at a UTC midnight, so a day's piece never straddles two
     periods: a run from 23:30 to 00:30 across a month's end is charged to both months.
     """
+    _per_day(session, "charge", team_id=team_id, job_id=job_id, uses=uses, now=now, note=note)
+
+
+def adjust(
+    session: Session,
+    *,
+    team_id: str,
+    job_id: str | None,
+    uses: list[EnergyUse],
+    now: datetime,
+    note: str,
+) -> None:
+    """Book signed corrections of earlier charges (a restatement, a late report), per UTC day
+    of the energy they correct; the original charges are never edited."""
+    _per_day(session, "adjust", team_id=team_id, job_id=job_id, uses=uses, now=now, note=note)
+
+
+def _per_day(
+    session: Session,
+    kind: str,
+    *,
+    team_id: str,
+    job_id: str | None,
+    uses: list[EnergyUse],
+    now: datetime,
+    note: str,
+) -> None:
     by_day: dict[datetime, list[EnergyUse]] = {}
     for use in uses:
         day = use.start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         by_day.setdefault(day, []).append(use)
     for pieces in by_day.values():
-        _entry(
-            session,
-            "charge",
-            team_id=team_id,
-            job_id=job_id,
-            kg=sum(p.kg_co2e for p in pieces),
-            kwh=sum(p.kwh for p in pieces),
-            now=now,
-            counts_at=min(p.start for p in pieces),
-            note=note,
+        session.add(
+            LedgerEntry(
+                team_id=team_id,
+                job_id=job_id,
+                at=now,
+                counts_at=min(p.start for p in pieces),
+                kind=kind,
+                kg_co2e=sum(p.kg_co2e for p in pieces),
+                kwh=sum(p.kwh for p in pieces),
+                note=note[:512],
+            )
         )
 
 
@@ -348,7 +377,7 @@ def burn_history(
     actual = committed = 0.0
     points = [BurnPoint(start, 0.0, 0.0)]
     for at, kind, kg in rows:
-        if kind == "charge":
+        if kind in ("charge", "adjust"):
             actual += kg
         else:
             committed += kg if kind == "reserve" else -kg
@@ -384,7 +413,7 @@ def usage(
     entries = session.scalars(
         select(LedgerEntry).where(
             LedgerEntry.team_id == team.id,
-            LedgerEntry.kind == "charge",
+            LedgerEntry.kind.in_(("charge", "adjust")),
             LedgerEntry.counts_at >= start,
             LedgerEntry.counts_at < end,
         )

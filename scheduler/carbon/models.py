@@ -30,6 +30,11 @@ class IntensityPoint(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     step_minutes: Mapped[int] = mapped_column(Integer)
     g_per_kwh: Mapped[float] = mapped_column(Float)
+    # observed | forecast | estimated (by the provider) | replayed | filled; None in rows
+    # stored before provenance was recorded (read as observed for history, else forecast).
+    provenance: Mapped[str | None] = mapped_column(String(16))
+    # Emission-factor basis: lifecycle or direct; None where the provider does not say.
+    basis: Mapped[str | None] = mapped_column(String(16))
 
 
 class ZoneSignalStatus(Base):

@@ -257,9 +257,23 @@ def energy_summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("saving vs run now", fmt_kg(report.get("saving_vs_run_now_kg_co2e"))),
         ("duration", fmt_number(report.get("duration_s"), "s", 1)),
     ]
+    if kwh.get("unattributed"):
+        rows.insert(6, ("  unattributed", fmt_number(kwh["unattributed"], "kWh", 6)))
+    if report.get("pue") is not None:
+        facility = fmt_number(report.get("facility_kwh"), "kWh", 6)
+        rows.append(("pue", f"{report['pue']:g} ({facility} priced)"))
+    if signal.get("basis") is not None:
+        rows.append(("emission factors", _cell(signal["basis"])))
+    if report.get("observed_share") is not None:
+        rows.append(("observed share", f"{100 * report['observed_share']:.1f} %"))
+    restatements = report.get("restatements") or []
+    if restatements:
+        delta = sum(r.get("delta_kg_co2e") or 0.0 for r in restatements)
+        rows.append(("restatements", f"{len(restatements)} ({fmt_kg(delta)})"))
     codecarbon = report.get("codecarbon") or {}
     if codecarbon.get("kg_co2e") is not None:
-        rows.append(("codecarbon cross-check", fmt_kg(codecarbon["kg_co2e"])))
+        covers = "+".join(codecarbon.get("covers") or ["cpu", "ram"])
+        rows.append((f"codecarbon cross-check ({covers})", fmt_kg(codecarbon["kg_co2e"])))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -130,14 +131,18 @@ def weighted_intensity(buckets: Sequence[Bucket]) -> float | None:
     return 1000.0 * total_kg(buckets) / kwh if kwh > 0 else None
 
 
-def report_kwh(report: dict[str, Any]) -> tuple[float, float, float]:
-    """GPU, CPU and RAM kWh of an attempt report; missing parts (None) count as 0."""
+def report_parts(report: dict[str, Any]) -> dict[str, float | None]:
+    """GPU, CPU and RAM kWh of an attempt report; None where the worker could not measure
+    (null, missing, negative or not a number), so a failure is never read as 0."""
 
-    def number(key: str) -> float:
+    def number(key: str) -> float | None:
         value = report.get(key)
+        if value is None or isinstance(value, bool):
+            return None
         try:
-            return max(float(value), 0.0) if value is not None else 0.0
+            number = float(value)
         except (TypeError, ValueError):
-            return 0.0
+            return None
+        return number if math.isfinite(number) and number >= 0 else None
 
-    return number("gpu_kwh"), number("cpu_kwh"), number("ram_kwh")
+    return {"gpu": number("gpu_kwh"), "cpu": number("cpu_kwh"), "ram": number("ram_kwh")}

@@ -38,4 +38,25 @@ class JobAttempt(Base):
     signal: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Per time bucket: start, kWh, g/kWh (so the report can be re-stated).
     buckets: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # How the figures were obtained: PUE, estimates for failed measurements (with their basis),
+    # the last heartbeat interval of a lost worker, a late report, the signal notes.
+    accounting: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EnergyRestatement(Base):
+    """A re-pricing of an attempt once better intensity arrived: the figures before and after,
+    and the ledger adjustment it wrote. Attempts are never re-priced without one of these."""
+
+    __tablename__ = "energy_restatements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[int] = mapped_column(
+        ForeignKey("job_attempts.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kg_before: Mapped[float] = mapped_column(Float)
+    kg_after: Mapped[float] = mapped_column(Float)
+    # The slots whose price changed: start, kWh, g/kWh and provenance before and after.
+    slots: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    reason: Mapped[str] = mapped_column(String(256), default="")

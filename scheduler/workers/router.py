@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response, status
 
 from scheduler.deps import AdminDep, NowDep, SessionDep, SettingsDep
+from scheduler.energy import service as energy_service
 from scheduler.jobs.models import Job
 from scheduler.workers import service
 from scheduler.workers.auth import CurrentWorker, FleetDep
@@ -16,6 +19,7 @@ from scheduler.workers.schemas import (
     JobFinished,
     JobHeartbeat,
     JobHeartbeatResponse,
+    JobOrphanEnergy,
     JobRelease,
     ResumeFrom,
     WorkerHeartbeat,
@@ -223,6 +227,30 @@ def release(
         scheduling=request.app.state.scheduling,
     )
     return _finished(job)
+
+
+@router.post("/{worker_id}/jobs/{job_id}/orphan-energy", status_code=status.HTTP_202_ACCEPTED)
+def orphan_energy(
+    worker_id: str,
+    job_id: str,
+    body: JobOrphanEnergy,
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    worker: CurrentWorker,
+) -> dict[str, Any]:
+    """Energy of an attempt this worker ran but lost the lease of: kept as unattributed
+    energy of that attempt and charged (once per attempt)."""
+    row = energy_service.keep_orphan_report(
+        session,
+        job_id=job_id,
+        worker_id=worker.id,
+        attempt=body.attempt,
+        report=body.energy,
+        now=now,
+        scheduling=request.app.state.scheduling,
+    )
+    return {"job_id": job_id, "attempt": row.attempt, "unattributed_kwh": row.total_kwh}
 
 
 def _finished(job: Job) -> JobFinished:

@@ -132,6 +132,12 @@ class JobRelease(Fence):
     reason: Literal["paused", "shutdown"] = "shutdown"
 
 
+class JobOrphanEnergy(Fence):
+    """The energy report of an attempt whose lease was lost before it could report."""
+
+    energy: dict[str, Any]
+
+
 class JobFinished(BaseModel):
     job_id: str
     state: str

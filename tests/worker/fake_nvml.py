@@ -37,6 +37,8 @@ class FakeGpu:
     energy_mj: int = 0
     power_mw: int = 100_000
     energy_supported: bool = True
+    power_fails: bool = False
+    power_limit_mw: int | None = None
     mig_uuids: list[str] = field(default_factory=list)
 
 
@@ -118,7 +120,14 @@ class FakeNvml:
         return handle.energy_mj + int(handle.power_mw * (self._clock() - self._t0))
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:  # noqa: N802
+        if handle.power_fails:
+            raise NVMLError("Unknown Error")
         return handle.power_mw
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeGpu) -> int:  # noqa: N802
+        if handle.power_limit_mw is None:
+            raise NVMLError_NotSupported("not supported")
+        return handle.power_limit_mw
 
 
 class FakeClock:

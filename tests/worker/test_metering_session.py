@@ -134,3 +134,25 @@ def test_timeline_is_downsampled_keeping_energy() -> None:
     reduced_mean = sum(w for _, w in reduced) / len(reduced)
     assert reduced_mean == pytest.approx(original_mean, rel=0.01)
     assert downsample(points[:10], 2000) == points[:10]
+
+
+def test_failed_gpu_power_reads_report_null_not_zero() -> None:
+    # Audit example 2: no energy counter, every power read fails. Before: gpu_kwh 0.0,
+    # labelled measured. Now: null, labelled failed, with the power limit for the estimate.
+    fake = FakeNvml(
+        [FakeGpu(UUID, energy_supported=False, power_fails=True, power_limit_mw=70_000)],
+        clock=time.monotonic,
+    )
+    nvml = Nvml.open(fake)
+    session = MeteringSession(
+        attempt=1, gpu_meter=NvmlMeter(nvml, nvml.visible_gpus(None)), cpu_meter=None,
+        sample_seconds=0.05,
+    )
+    session.start()
+    time.sleep(0.2)
+    report = session.stop()
+    assert report["gpu_kwh"] is None
+    assert report["methods"]["gpu"] == "failed"
+    assert report["gpus"][0]["kwh"] is None
+    assert report["gpus"][0]["power_limit_w"] == pytest.approx(70.0)
+    assert report["measurement_ok"] is False

@@ -67,7 +67,17 @@ def test_kg_is_bucket_energy_times_bucket_intensity() -> None:
 
 
 def test_report_parsing_tolerates_missing_parts() -> None:
-    assert accounting.report_kwh({"gpu_kwh": 0.5, "cpu_kwh": None}) == (0.5, 0.0, 0.0)
+    # A missing or null part is unknown (None), never 0; a measured 0 stays 0.
+    assert accounting.report_parts({"gpu_kwh": 0.5, "cpu_kwh": None, "ram_kwh": 0}) == {
+        "gpu": 0.5,
+        "cpu": None,
+        "ram": 0.0,
+    }
+    assert accounting.report_parts({"gpu_kwh": "x", "cpu_kwh": -1.0, "ram_kwh": True}) == {
+        "gpu": None,
+        "cpu": None,
+        "ram": None,
+    }
     points = accounting.parse_timeline(
         [{"t": "2026-03-02T09:50:01Z", "watts": 5}, {"t": "garbage", "watts": 1}, {"watts": 2}]
     )
@@ -105,12 +115,14 @@ def test_energy_report_is_consistent(client: TestClient, team_key: str, clock: F
         )
     assert body["kg_co2e"] == pytest.approx(expected, rel=1e-9)
     assert body["intensity_g_per_kwh_avg"] == pytest.approx(1000 * expected / kwh["total"])
-    assert body["signal"] == {
+    assert {k: body["signal"][k] for k in ("zone", "source", "type", "estimated")} == {
         "zone": "ES",
         "source": series.source,
         "type": "average",
         "estimated": signal.estimated,
     }
+    # No stored observation: every slot is the bundled trace replayed onto this date.
+    assert body["signal"]["provenance"] == {"replayed": 1.0}
     assert {p["g_per_kwh"] for p in body["timeline"]} == {
         series.value_at(started),
         series.value_at(ended - timedelta(seconds=1)),

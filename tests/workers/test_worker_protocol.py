@@ -181,7 +181,7 @@ def test_reaper_requeues_then_fails(client: TestClient, team_key: str, clock: Fa
     for restart in range(1, limit + 2):
         make_ready(client.app, job_id)
         assert worker.claim()["attempt"] == restart
-        worker.job_call(job_id, "heartbeat", energy={"kwh_so_far": 0.002})
+        worker.job_call(job_id, "heartbeat", energy={"kwh_so_far": 0.002, "watts": 240.0})
         clock.advance(seconds=120)
         run_tick(client.app, "reap_leases")
         job = read(client, team_key, job_id)
@@ -191,8 +191,10 @@ def test_reaper_requeues_then_fails(client: TestClient, team_key: str, clock: Fa
             assert job["state"] == "failed"
             assert f"gave up after {limit} restarts" in job["state_reason"]
             assert job["error"] == job["state_reason"]
-    # Lost attempts are accounted from their last heartbeat's energy.
-    assert job["actual_kwh"] == pytest.approx(0.002 * (limit + 1))
+    # Lost attempts are accounted from their last heartbeat's energy, plus the interval after
+    # it (the worker died within one heartbeat interval) at the last reported power.
+    last_interval = 240.0 * client.app.state.settings.heartbeat_seconds / 3.6e6
+    assert job["actual_kwh"] == pytest.approx((0.002 + last_interval) * (limit + 1))
 
 
 def test_cancel_of_a_running_job(client: TestClient, team_key: str, clock: FakeClock) -> None:
@@ -300,7 +302,7 @@ def test_lost_attempt_is_charged_even_if_the_job_never_runs_again(
     make_ready(client.app, job_id)
     worker = WorkerSession(client, register(client))
     worker.claim()
-    worker.job_call(job_id, "heartbeat", energy={"kwh_so_far": 0.004})
+    worker.job_call(job_id, "heartbeat", energy={"kwh_so_far": 0.004, "watts": 300.0})
     clock.advance(seconds=91)
     run_tick(client.app, "reap_leases")
     budget = client.get("/v1/teams/alpha/budget", headers=bearer(team_key)).json()
@@ -315,11 +317,19 @@ def test_lost_attempt_is_charged_even_if_the_job_never_runs_again(
     budget = client.get("/v1/teams/alpha/budget", headers=bearer(team_key)).json()
     assert budget["actual_kg_co2e"] == pytest.approx(charged)
     assert budget["committed_kg_co2e"] == pytest.approx(0.0)
-    assert read(client, team_key, job_id)["actual_kwh"] == pytest.approx(0.004)
+    # The heartbeat's total plus the interval after it, at its power.
+    last_interval = 300.0 * client.app.state.settings.heartbeat_seconds / 3.6e6
+    assert read(client, team_key, job_id)["actual_kwh"] == pytest.approx(0.004 + last_interval)
     lost = client.get(f"/v1/jobs/{job_id}/energy", headers=bearer(team_key)).json()["attempts"][0]
     assert lost["outcome"] == "lost" and not lost["measurement_ok"]
     assert lost["kwh"] == pytest.approx(
-        {"gpu": 0.0, "cpu": 0.0, "ram": 0.0, "unattributed": 0.004, "total": 0.004}
+        {
+            "gpu": 0.0,
+            "cpu": 0.0,
+            "ram": 0.0,
+            "unattributed": 0.004 + last_interval,
+            "total": 0.004 + last_interval,
+        }
     )
 
 

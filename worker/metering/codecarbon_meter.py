@@ -143,6 +143,11 @@ class CodeCarbonMeter:
         if isinstance(hardware, list):
             self._tracker._hardware = [h for h in hardware if type(h).__name__ != "GPU"]
 
+    @property
+    def cpu_method(self) -> str:
+        """measured where CodeCarbon reads a CPU energy counter (RAPL...), else estimated."""
+        return "measured" if self._cpu_mode() in MEASURED_CPU_MODES else "estimated"
+
     def _cpu_mode(self) -> str | None:
         cpu = _cpu_hardware(self._tracker)
         return getattr(cpu, "_mode", None) if cpu is not None else None

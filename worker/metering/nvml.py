@@ -219,10 +219,13 @@ class GpuEnergy:
     """The energy one GPU used during a metering window."""
 
     info: GpuInfo
-    kwh: float
+    # None when a read the figure depends on failed: a failed measurement is never 0.
+    kwh: float | None
     method: str
     counter_resets: int = 0
     errors: list[str] = field(default_factory=list)
+    # The enforced power limit (W), the service's estimate when the energy is unknown.
+    power_limit_w: float | None = None
 
     @property
     def energy_ok(self) -> bool:
@@ -239,6 +242,7 @@ class GpuEnergy:
             "kwh": self.kwh,
             "method": self.method,
             "counter_resets": self.counter_resets,
+            "power_limit_w": self.power_limit_w,
         }
 
 
@@ -250,6 +254,7 @@ class _GpuTrack:
         self.power = PowerIntegral()
         self.watts: float | None = None
         self.errors: list[str] = []
+        self.power_limit_w: float | None = None
 
     @property
     def method(self) -> str:
@@ -297,6 +302,7 @@ class NvmlMeter:
         not_supported = _error_class(nvml, "NVMLError_NotSupported")
         with self._lock:
             for track in self._tracks:
+                track.power_limit_w = _power_limit_w(nvml, track.handle)
                 try:
                     first = int(nvml.nvmlDeviceGetTotalEnergyConsumption(track.handle))
                     track.counter = CounterTrack(first)
@@ -359,13 +365,33 @@ class NvmlMeter:
         """Take the final reading and return the energy per GPU."""
         self.sample()
         with self._lock:
-            return [
+            energies = [
                 GpuEnergy(
                     info=track.info,
                     kwh=track.kwh(),
                     method=track.method,
                     counter_resets=track.counter.resets if track.counter else 0,
                     errors=list(track.errors),
+                    power_limit_w=track.power_limit_w,
                 )
                 for track in self._tracks
             ]
+        for energy in energies:
+            if not energy.energy_ok:
+                energy.kwh = None
+        return energies
+
+
+def _power_limit_w(nvml: Any, handle: Any) -> float | None:
+    """The GPU's enforced power limit in W, or None where NVML cannot tell."""
+    for name in ("nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetPowerManagementLimit"):
+        read = getattr(nvml, name, None)
+        if read is None:
+            continue
+        try:
+            milliwatts = float(read(handle))
+        except Exception:  # noqa: BLE001 - unsupported on some GPUs: try the next, or none
+            continue
+        if milliwatts > 0:
+            return milliwatts / 1000.0
+    return None

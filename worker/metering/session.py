@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.metering.codecarbon_meter import CodeCarbonMeter, CpuRamEnergy
+from worker.metering.host import HostShare
 from worker.metering.nvml import METHOD_NONE, GpuEnergy, NvmlMeter
 
 MAX_TIMELINE_POINTS = 2000
@@ -74,7 +75,7 @@ class MeteringSession:
         *,
         attempt: int,
         gpu_meter: NvmlMeter,
-        cpu_meter: CodeCarbonMeter | None,
+        cpu_meter: CodeCarbonMeter | HostShare | None,
         sample_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = utc_now,
@@ -126,6 +127,12 @@ class MeteringSession:
         with self._lock:
             self._watts = sample.gpu_watts + (cpu_ram_watts or 0.0)
             self._samples.append(sample)
+
+    def track_process(self, pid: int) -> None:
+        """Attribute the job process tree's CPU time to this attempt (for a host-level meter)."""
+        track = getattr(self._cpu, "track", None)
+        if track is not None:
+            track(pid)
 
     def watts_now(self) -> float:
         """Total measured power (GPU + CPU + RAM) at the last sample, in W."""
@@ -180,12 +187,20 @@ class MeteringSession:
             "ended_at": rfc3339(ended_at),
             "duration_s": round(duration_s, 3),
             "gpus": [gpu.to_json() for gpu in gpus],
-            "gpu_kwh": sum(gpu.kwh for gpu in gpus),
+            # None when any GPU's reads failed: the service estimates it and says so.
+            "gpu_kwh": (
+                None if any(gpu.kwh is None for gpu in gpus)
+                else sum(gpu.kwh or 0.0 for gpu in gpus)
+            ),
             # None, never 0, when CodeCarbon gave no measurement.
             "cpu_kwh": cpu_ram.cpu_kwh,
             "ram_kwh": cpu_ram.ram_kwh,
             "methods": {
-                "gpu": "measured" if gpus else METHOD_NONE,
+                "gpu": (
+                    METHOD_NONE if not gpus
+                    else "failed" if any(gpu.kwh is None for gpu in gpus)
+                    else "measured"
+                ),
                 "cpu": cpu_ram.cpu_method if cpu_ram.ok else METHOD_NONE,
                 "ram": cpu_ram.ram_method if cpu_ram.ok else METHOD_NONE,
             },
