@@ -44,6 +44,8 @@ class Job(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSONType)
     gpus: Mapped[int] = mapped_column(Integer)
     deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Earliest start the submission asked for (None: as soon as admitted).
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     interruptible: Mapped[bool] = mapped_column(Boolean, default=False)
     objective: Mapped[str] = mapped_column(String(16))
     priority: Mapped[int] = mapped_column(Integer, default=0)

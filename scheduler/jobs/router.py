@@ -48,6 +48,7 @@ def to_read(job: Job) -> JobRead:
         actual_kg_co2e=job.actual_kg_co2e,
         error=job.error,
         cancel_requested=job.cancel_requested,
+        not_before=job.not_before,
     )
 
 

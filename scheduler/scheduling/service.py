@@ -40,6 +40,18 @@ DEFAULT_TARIFFS: dict[str, Callable[[], TariffSchedule]] = {"ES": spain_2_0td_ex
 WAITING_STATES = (JobState.SCHEDULED.value, JobState.READY.value, JobState.PAUSED.value)
 
 
+def _slot_rounding(planned_s: float, estimated_s: float) -> timedelta:
+    """Time a run gains when planned as whole slots (and at least a minute).
+
+    A deadline of "now + run time" (`max_delay_minutes: 0`) must stay feasible on the
+    slot grid: the job ends when its estimated run time is over, not at the end of the
+    last slot it holds.
+    """
+    slot_s = SLOT_MINUTES * 60
+    held_s = math.ceil(planned_s / slot_s - 1e-9) * slot_s
+    return timedelta(seconds=max(held_s - max(estimated_s, 0.0), 0.0))
+
+
 def burn_in_seconds(config: dict) -> float:
     """Expected run time of a burn-in job: matmul FLOPs at a modest CPU rate, plus sleeps."""
     size, steps = int(config.get("size", 256)), int(config.get("steps", 200))
@@ -191,15 +203,19 @@ class Scheduling:
         done = 0.0
         if progress.get("total_steps"):
             done = min(float(progress.get("step") or 0) / float(progress["total_steps"]), 0.95)
-        duration_s = max(job.estimated_duration_s * (1 - done), 60.0)
+        estimated_s = job.estimated_duration_s * (1 - done)
+        duration_s = max(estimated_s, 60.0)
         hours = max(job.estimated_duration_s, 60.0) / 3600.0
+        earliest = now
+        if job.not_before is not None and job.state != JobState.RUNNING.value:
+            earliest = max(now, job.not_before)
         return PlanJob(
             id=job.id,
             duration_minutes=duration_s / 60.0,
             power_kw=job.estimated_kwh / hours,
             gpus=job.gpus,
-            earliest_start=now,
-            deadline=job.deadline,
+            earliest_start=earliest,
+            deadline=job.deadline + _slot_rounding(duration_s, estimated_s),
             interruptible=job.interruptible,
             objective=job.objective,  # type: ignore[arg-type]
             priority=job.priority,
