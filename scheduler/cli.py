@@ -85,6 +85,7 @@ class Policy(StrEnum):
     greenwindow = "greenwindow"
     run_now = "run-now"
     sdk_window = "sdk-window"
+    edf = "edf"
 
 
 @app.command()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,15 @@ from typing import Any
 import numpy as np
 
 from scheduler.carbon.forecaster import seasonal_forecast
-from scheduler.carbon.series import IntensitySeries, parse_timestamp, read_trace_csv
+from scheduler.carbon.series import IntensitySeries, parse_timestamp
+from scheduler.carbon.trace_reader import read_trace
 from scheduler.planning.baselines import run_now_slots, sdk_window_slots
+from scheduler.planning.edf import EdfState, edf_misses, edf_slots
 from scheduler.planning.joint import plan_queue
 from scheduler.planning.planner import DEFER_PENALTY_PER_HOUR
 from scheduler.planning.types import SlotJob
 
-POLICIES = ("greenwindow", "run-now", "sdk-window")
+POLICIES = ("greenwindow", "run-now", "sdk-window", "edf")
 FORECASTS = ("perfect", "forecaster")
 # Extra hours planned past the latest deadline, so late jobs still find a place.
 _LATE_MARGIN_HOURS = 24
@@ -40,6 +42,13 @@ _LATE_MARGIN_HOURS = 24
 # the time budget is only a safety net.
 _SEARCH_PER_JOB = 3
 _STEP_BUDGET_S = 5.0
+# Deadline safety (see `safe_first_slot`): every deadline is checked this many hours early,
+# and GPUs are held back for unseen urgent arrivals: `_HEADROOM` x the observed GPU load of
+# jobs with less than `_URGENT_LAXITY_HOURS` of laxity, measured over `_RATE_WINDOW_HOURS`.
+_LAXITY_MARGIN_HOURS = 1.0
+_HEADROOM = 1.0
+_URGENT_LAXITY_HOURS = 12.0
+_RATE_WINDOW_HOURS = 48.0
 
 View = Callable[[int, int], np.ndarray]
 
@@ -85,6 +94,85 @@ def _views(series: IntensitySeries, forecast: str) -> View:
     return forecasted
 
 
+def urgent_load(jobs: Sequence[SlotJob], now: int, window: int, urgent_laxity: int) -> float:
+    """GPUs per slot that jobs with little laxity have asked for lately (released in the last
+    `window` slots, or since the first release): what unseen arrivals will need soon."""
+    seen = [job for job in jobs if job.release <= now]
+    if not seen:
+        return 0.0
+    first = max(now - window + 1, min(job.release for job in seen))
+    recent = [job for job in seen if job.release >= first and job.slack <= urgent_laxity]
+    # Averaged over at least a quarter of the window, so the first few arrivals do not
+    # read as a flood.
+    return sum(job.gpus * job.duration for job in recent) / max(now - first + 1, window // 4, 1)
+
+
+def safe_first_slot(
+    queue: Sequence[SlotJob],
+    planned: list[int],
+    committed: np.ndarray,
+    capacity: int,
+    headroom: float = 0.0,
+    margin: int = 0,
+) -> list[int]:
+    """Jobs to run in the first slot so that the known queue stays as feasible as under EDF.
+
+    EDF is run from the next slot on the queue left after `planned` runs now. If a job would
+    then miss its deadline where EDF from now would meet it, jobs are added in EDF order
+    while GPUs are free until none does. This is tried first with hedges (`margin` slots off
+    every deadline, `headroom` GPUs held back in later slots for arrivals not seen yet),
+    then without; failing both, EDF's own choice runs now.
+    """
+    n_slots = int(committed.shape[0])
+    if n_slots == 0 or not queue:
+        return planned
+    state = EdfState([job.duration for job in queue], committed)
+    widest = max(job.gpus for job in queue)
+    # Held-back GPUs never make a job wider than what is left unplaceable in the check.
+    headroom = max(0.0, min(headroom, capacity - widest))
+    checks = [(headroom, margin), (0.0, 0)] if headroom > 0 or margin > 0 else [(0.0, 0)]
+    edf_first: list[int] = planned
+    for held, slack in checks:
+        cap = np.full(n_slots, float(capacity))
+        cap[1:] -= held
+        baseline, edf_first = edf_misses(queue, state, cap, None, slack)
+        chosen = _complete(queue, planned, committed, capacity, state, cap, slack, baseline)
+        if chosen is not None:
+            return chosen
+    return edf_first
+
+
+def _complete(
+    queue: Sequence[SlotJob],
+    planned: list[int],
+    committed: np.ndarray,
+    capacity: int,
+    state: EdfState,
+    cap: np.ndarray,
+    margin: int,
+    baseline: set[int],
+) -> list[int] | None:
+    """`planned` plus as few jobs as EDF order gives so that no job misses outside
+    `baseline`; None if GPUs run out first."""
+    chosen = list(planned)
+    misses, _ = edf_misses(queue, state, cap, chosen, margin)
+    if misses <= baseline:
+        return chosen
+    free = capacity - int(committed[0]) - sum(queue[i].gpus for i in chosen)
+    for index in sorted(range(len(queue)), key=lambda i: (queue[i].deadline, queue[i].order)):
+        job = queue[index]
+        if index in chosen or job.gpus > free:
+            continue
+        if not job.interruptible and np.any(capacity - committed[: job.duration] < job.gpus):
+            continue
+        chosen.append(index)
+        free -= job.gpus
+        misses, _ = edf_misses(queue, state, cap, chosen, margin)
+        if misses <= baseline:
+            return chosen
+    return None
+
+
 def online_greenwindow(
     jobs: list[SlotJob],
     n_slots: int,
@@ -92,10 +180,20 @@ def online_greenwindow(
     view: View,
     late_margin_slots: int = 24,
     defer_penalty: float = 0.0,
+    *,
+    slot_hours: float = 1.0,
+    deadline_safety: bool = True,
 ) -> list[list[int]]:
-    """Run the planner online: re-plan every slot, run only what is planned for it."""
+    """Run the planner online: re-plan every slot, run only what is planned for it.
+
+    With `deadline_safety`, what runs in each slot is checked by `safe_first_slot`, so the
+    plan never leaves the known queue less feasible than EDF would, with margins for what
+    may still arrive.
+    """
+    margin = round(_LAXITY_MARGIN_HOURS / slot_hours)
+    window = max(1, round(_RATE_WINDOW_HOURS / slot_hours))
+    urgent = round(_URGENT_LAXITY_HOURS / slot_hours)
     done: list[list[int]] = [[] for _ in jobs]
-    fixed = [False] * len(jobs)
     used = np.zeros(n_slots, dtype=np.int64)
     pending = set(range(len(jobs)))
     now = min((job.release for job in jobs), default=n_slots)
@@ -131,18 +229,22 @@ def online_greenwindow(
             _SEARCH_PER_JOB * len(queue),
             defer_penalty,
         )
-        for i, slots in zip(active, result.slots, strict=True):
-            if slots is None or int(slots.min()) != 0:
-                continue
+        first = [
+            k for k, slots in enumerate(result.slots) if slots is not None and int(slots.min()) == 0
+        ]
+        if deadline_safety:
+            headroom = _HEADROOM * urgent_load(jobs, now, window, urgent)
+            first = safe_first_slot(queue, first, used[now:end], capacity, headroom, margin)
+        for k in first:
+            i = active[k]
             if jobs[i].interruptible:
                 done[i].append(now)
                 used[now] += jobs[i].gpus
             else:
-                # A started job that cannot be paused keeps the window it was given.
-                window = [now + int(s) for s in slots]
-                done[i].extend(window)
-                used[window] += jobs[i].gpus
-                fixed[i] = True
+                # A started job that cannot be paused runs to its end from now on.
+                run = list(range(now, min(now + queue[k].duration, n_slots)))
+                done[i].extend(run)
+                used[run] += jobs[i].gpus
             if len(done[i]) >= jobs[i].duration:
                 pending.discard(i)
         now += 1
@@ -174,6 +276,7 @@ def policy_slots(
     *,
     forecast: str = "perfect",
     policy: str = "greenwindow",
+    deadline_safety: bool = True,
 ) -> list[list[int]]:
     """Slots each job ran in under a policy (absolute trace slots)."""
     if policy not in POLICIES:
@@ -185,7 +288,18 @@ def policy_slots(
     if policy == "greenwindow":
         margin = _LATE_MARGIN_HOURS * 60 // series.step_minutes
         penalty = DEFER_PENALTY_PER_HOUR * series.step_minutes / 60
-        return online_greenwindow(jobs, n_slots, capacity, view, margin, penalty)
+        return online_greenwindow(
+            jobs,
+            n_slots,
+            capacity,
+            view,
+            margin,
+            penalty,
+            slot_hours=series.step_minutes / 60,
+            deadline_safety=deadline_safety,
+        )
+    if policy == "edf":
+        return edf_slots(jobs, capacity, n_slots)
     full = np.full(n_slots, capacity, dtype=np.int64)
     if policy == "run-now":
         chosen = run_now_slots(jobs, full)
@@ -200,6 +314,14 @@ def policy_slots(
             views.append(seen)
         chosen = sdk_window_slots(jobs, full, views)
     return [[] if s is None else [int(x) for x in s] for s in chosen]
+
+
+def _misses(jobs: Sequence[SlotJob], chosen: Sequence[list[int]]) -> int:
+    return sum(
+        1
+        for job, slots in zip(jobs, chosen, strict=True)
+        if len(slots) < job.duration or max(slots) + 1 > job.deadline
+    )
 
 
 def simulate_series(
@@ -219,14 +341,12 @@ def simulate_series(
         baseline = policy_slots(series, jobs, capacity, forecast=forecast, policy="run-now")
     total = sum(_kg(series, job, slots) for job, slots in zip(jobs, chosen, strict=True))
     run_now = sum(_kg(series, job, slots) for job, slots in zip(jobs, baseline, strict=True))
-    misses = sum(
-        1
-        for job, slots in zip(jobs, chosen, strict=True)
-        if len(slots) < job.duration or max(slots) + 1 > job.deadline
-    )
+    misses = _misses(jobs, chosen)
+    edf = chosen if policy == "edf" else policy_slots(series, jobs, capacity, policy="edf")
     return {
         "policy": policy,
         "forecast": forecast,
+        "edf_deadline_misses": _misses(jobs, edf),
         "jobs": [
             {
                 "id": job.id,
@@ -249,8 +369,16 @@ def simulate(
     forecast: str = "perfect",
     policy: str = "greenwindow",
 ) -> dict[str, Any]:
-    """Backtest a policy on a trace CSV (life-cycle intensity) and a workload dict."""
-    return simulate_series(read_trace_csv(trace_path), workload, forecast=forecast, policy=policy)
+    """Backtest a policy on a trace file (life-cycle intensity) and a workload dict.
+
+    The trace is read as it comes (see `scheduler.carbon.trace_reader`); what the reader
+    had to repair is listed under `trace_warnings`.
+    """
+    read = read_trace(trace_path)
+    result = simulate_series(read.series, workload, forecast=forecast, policy=policy)
+    result["trace_warnings"] = read.report.warnings()
+    result["step_minutes"] = read.series.step_minutes
+    return result
 
 
 def main(
@@ -267,8 +395,21 @@ def main(
     workload = json.loads(Path(workload_path).read_text(encoding="utf-8"))
     result = simulate(trace, workload, forecast=forecast, policy=policy)
     Path(out_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    console = Console()
+    for note in result.get("trace_warnings", []):
+        console.print(f"warning: {Path(trace).name}: {note}", style="yellow")
     table = Table(title=f"greenwindow simulate: {Path(trace).name}")
-    for column in ("policy", "forecast", "jobs", "kg CO2e", "run-now kg", "saving", "misses"):
+    columns = (
+        "policy",
+        "forecast",
+        "jobs",
+        "kg CO2e",
+        "run-now kg",
+        "saving",
+        "misses",
+        "EDF misses",
+    )
+    for column in columns:
         table.add_column(column, justify="right" if column != "policy" else "left")
     table.add_row(
         policy,
@@ -278,6 +419,7 @@ def main(
         f"{result['run_now_kg_co2e']:.2f}",
         f"{result['savings_percent']:.1f} %",
         str(result["deadline_misses"]),
+        str(result["edf_deadline_misses"]),
     )
-    Console().print(table)
+    console.print(table)
     return result
