@@ -38,7 +38,7 @@ DEFAULT_DATA = (
     ROOT.parent / "shared" / "data" / "carbon" / "electricitymaps-decarbonization-potential"
 )
 TRACES = ("US-CAL-CISO", "ES", "NO", "BR")
-POLICIES = ("greenwindow", "sdk-window")
+POLICIES = ("greenwindow", "sdk-window", "edf")
 MODES = ("perfect", "forecaster")
 CAPACITY = 4
 ARRIVAL_HOURS = 48
@@ -59,8 +59,19 @@ def optimum_kg(series: IntensitySeries, workload: dict) -> tuple[float, int]:
     return result.kg_co2e, result.late
 
 
-def backtests(data: Path, traces: list[str], instances: int, console: Console) -> None:
-    """Print the online backtest table."""
+def backtests(
+    data: Path,
+    traces: list[str],
+    instances: int,
+    console: Console,
+    loads: tuple[str, ...] = ("busy", "quiet"),
+    modes: tuple[str, ...] = MODES,
+) -> None:
+    """Print the online backtest tables: per instance (misses against EDF), then pooled."""
+    per_instance = Table(title="Per instance: greenwindow's deadline misses against EDF's")
+    for column in ("trace", "load", "instance", "forecast", "share", "misses", "EDF misses", "ok"):
+        per_instance.add_column(column, justify="left" if column in ("trace", "load") else "right")
+    worse = 0
     table = Table(
         title=f"Online backtests: {instances} x {ARRIVAL_HOURS} h workloads, {CAPACITY} GPUs"
     )
@@ -81,7 +92,7 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
     pooled: dict[tuple[str, str, str], list[float]] = {}
     for trace in traces:
         series = read_trace_csv(data / f"{trace}_2022_hourly.csv")
-        for busy in (True, False):
+        for busy in (load == "busy" for load in loads):
             run_now_total = optimum_total = 0.0
             optimum_late = 0
             totals: dict[tuple[str, str], list[float]] = {}
@@ -94,14 +105,32 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
                 kg_opt, late = optimum_kg(series, workload)
                 optimum_total += kg_opt
                 optimum_late += late
-                for mode in MODES:
+                run_now_kg = 0.0
+                for mode in modes:
                     for policy in POLICIES:
+                        if policy == "edf" and mode != modes[0]:
+                            continue  # carbon-blind: the forecast does not change it
                         result = simulate_series(series, workload, forecast=mode, policy=policy)
                         entry = totals.setdefault((mode, policy), [0.0, 0.0])
                         entry[0] += result["total_kg_co2e"]
                         entry[1] += result["deadline_misses"]
-                        if mode == "perfect" and policy == "greenwindow":
-                            run_now_total += result["run_now_kg_co2e"]
+                        run_now_kg = result["run_now_kg_co2e"]
+                        if policy != "greenwindow":
+                            continue
+                        saving, best = run_now_kg - result["total_kg_co2e"], run_now_kg - kg_opt
+                        ok = result["deadline_misses"] <= result["edf_deadline_misses"]
+                        worse += not ok
+                        per_instance.add_row(
+                            trace,
+                            "busy" if busy else "quiet",
+                            str(instance),
+                            mode,
+                            f"{100 * saving / best:.0f} %" if best > 1e-9 else "-",
+                            str(result["deadline_misses"]),
+                            str(result["edf_deadline_misses"]),
+                            "yes" if ok else "NO",
+                        )
+                run_now_total += run_now_kg
             load = "busy" if busy else "quiet"
             best_saving = run_now_total - optimum_total
             table.add_row(trace, load, "-", "run-now", f"{run_now_total:.2f}", "0.0 %", "-", "0 %")
@@ -134,6 +163,8 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
                 )
             table.add_section()
             console.print(f"  done: {trace} {load}", style="dim")
+    console.print(per_instance)
+    console.print(f"instances where greenwindow missed more deadlines than EDF: {worse}")
     console.print(table)
     summary = Table(title=f"Share of the optimal saving, pooled over {', '.join(traces)}")
     for column in ("load", "forecast", "policy", "share of optimal saving", "misses"):
@@ -220,12 +251,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-perf", action="store_true")
     parser.add_argument("--skip-backtests", action="store_true")
+    parser.add_argument("--loads", default="busy,quiet", help="busy, quiet or both")
+    parser.add_argument("--modes", default=",".join(MODES), help="perfect, forecaster or both")
     args = parser.parse_args()
     console = Console(width=120)
     if not args.skip_perf:
         timing(console, args.repeats)
     if not args.skip_backtests:
-        backtests(args.data, args.traces.split(","), args.instances, console)
+        backtests(
+            args.data,
+            args.traces.split(","),
+            args.instances,
+            console,
+            tuple(args.loads.split(",")),
+            tuple(args.modes.split(",")),
+        )
 
 
 if __name__ == "__main__":

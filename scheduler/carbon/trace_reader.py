@@ -204,9 +204,7 @@ def _layout(header: list[str], column: str, where: str) -> _Layout:
     if "actual" in names:
         # GB Carbon Intensity: the measured value, else the forecast made for that slot.
         fallback = names.index("forecast") if "forecast" in names else None
-        return _Layout(
-            time_index, names.index("actual"), fallback, zone_index, timezone=timezone
-        )
+        return _Layout(time_index, names.index("actual"), fallback, zone_index, timezone=timezone)
     moer = next((i for i, name in enumerate(names) if "moer" in name), None)
     if moer is None and names[time_index] == "point_time" and "value" in names:
         moer = names.index("value")

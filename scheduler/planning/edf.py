@@ -82,23 +82,32 @@ def edf_misses(
     by that many slots (a laxity margin). With `first_slot` the jobs that run in slot 0 are
     those (EDF takes over from slot 1). Returns the jobs that miss and those run in slot 0.
     """
+    lateness, first = edf_lateness(jobs, state, capacity, first_slot, margin)
+    return {i for i, late in enumerate(lateness) if late > 0}, first
+
+
+def edf_lateness(
+    jobs: Sequence[SlotJob],
+    state: EdfState,
+    capacity: np.ndarray,
+    first_slot: list[int] | None = None,
+    margin: int = 0,
+) -> tuple[list[int], list[int]]:
+    """Like `edf_misses`, but how many slots late each job ends (0 when on time); work that
+    does not finish within `capacity` counts as ending after its last slot."""
     n_slots = int(capacity.shape[0])
-    used = state.committed[:n_slots].astype(np.int64).copy()
+    used = state.committed[:n_slots].astype(np.float64).copy()
     remaining = list(state.remaining)
     busy_until = [0] * len(jobs)
     finish = [-1 if r > 0 else 0 for r in remaining]
     chosen_first: list[int] = []
     for now in range(n_slots):
-        if not any(r > 0 for i, r in enumerate(remaining) if busy_until[i] <= now):
+        if not any(r > 0 for r in remaining):
             break
         if now == 0 and first_slot is not None:
-            order = [i for i in first_slot if remaining[i] > 0 and busy_until[i] <= 0]
+            order = [i for i in first_slot if remaining[i] > 0]
         else:
-            ready = [
-                i
-                for i, r in enumerate(remaining)
-                if r > 0 and jobs[i].release <= now and busy_until[i] <= now
-            ]
+            ready = [i for i, r in enumerate(remaining) if r > 0 and jobs[i].release <= now]
             order = _edf_order(jobs, ready)
         for index in order:
             job = jobs[index]
@@ -120,11 +129,11 @@ def edf_misses(
                 finish[index] = end
                 if now == 0:
                     chosen_first.append(index)
-    misses = set()
+    lateness = []
     for index, job in enumerate(jobs):
         if state.remaining[index] <= 0:
+            lateness.append(0)
             continue
         end = finish[index] if finish[index] >= 0 else n_slots + max(remaining[index], 1)
-        if end > job.deadline - margin:
-            misses.add(index)
-    return misses, chosen_first
+        lateness.append(max(0, end - (job.deadline - margin)))
+    return lateness, chosen_first

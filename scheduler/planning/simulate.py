@@ -29,7 +29,7 @@ from scheduler.carbon.forecaster import seasonal_forecast
 from scheduler.carbon.series import IntensitySeries, parse_timestamp
 from scheduler.carbon.trace_reader import read_trace
 from scheduler.planning.baselines import run_now_slots, sdk_window_slots
-from scheduler.planning.edf import EdfState, edf_misses, edf_slots
+from scheduler.planning.edf import EdfState, edf_lateness, edf_misses, edf_slots
 from scheduler.planning.joint import plan_queue
 from scheduler.planning.planner import DEFER_PENALTY_PER_HOUR
 from scheduler.planning.types import SlotJob
@@ -43,10 +43,12 @@ _LATE_MARGIN_HOURS = 24
 _SEARCH_PER_JOB = 3
 _STEP_BUDGET_S = 5.0
 # Deadline safety (see `safe_first_slot`): every deadline is checked this many hours early,
-# and GPUs are held back for unseen urgent arrivals: `_HEADROOM` x the observed GPU load of
-# jobs with less than `_URGENT_LAXITY_HOURS` of laxity, measured over `_RATE_WINDOW_HOURS`.
+# and capacity is kept for unseen urgent arrivals: `_HEADROOM` x the observed GPU load of
+# jobs with less than `_URGENT_LAXITY_HOURS` of laxity, measured over `_RATE_WINDOW_HOURS`,
+# arrives as expected work due `_URGENT_LAXITY_HOURS` after it appears.
 _LAXITY_MARGIN_HOURS = 1.0
 _HEADROOM = 1.0
+_MARGIN_LOAD_SCALE = 2.0
 _URGENT_LAXITY_HOURS = 12.0
 _RATE_WINDOW_HOURS = 48.0
 
@@ -94,17 +96,64 @@ def _views(series: IntensitySeries, forecast: str) -> View:
     return forecasted
 
 
-def urgent_load(jobs: Sequence[SlotJob], now: int, window: int, urgent_laxity: int) -> float:
-    """GPUs per slot that jobs with little laxity have asked for lately (released in the last
-    `window` slots, or since the first release): what unseen arrivals will need soon."""
+def urgent_load(
+    jobs: Sequence[SlotJob], now: int, window: int, urgent_laxity: int
+) -> tuple[float, int]:
+    """What unseen urgent jobs will ask for, from those seen lately (released in the last
+    `window` slots, or since the first release, with at most `urgent_laxity` of laxity):
+    GPUs per slot, and the slots from release to deadline they typically have."""
     seen = [job for job in jobs if job.release <= now]
     if not seen:
-        return 0.0
+        return 0.0, 0
     first = max(now - window + 1, min(job.release for job in seen))
     recent = [job for job in seen if job.release >= first and job.slack <= urgent_laxity]
+    if not recent:
+        return 0.0, 0
     # Averaged over at least a quarter of the window, so the first few arrivals do not
     # read as a flood.
-    return sum(job.gpus * job.duration for job in recent) / max(now - first + 1, window // 4, 1)
+    load = sum(job.gpus * job.duration for job in recent) / max(now - first + 1, window // 4, 1)
+    due = int(np.median([job.deadline - job.release for job in recent]))
+    return load, max(due, 1)
+
+
+def busy_share(jobs: Sequence[SlotJob], now: int, window: int, capacity: int) -> float:
+    """Share of the GPUs that jobs released in the last `window` slots asked for."""
+    seen = [job for job in jobs if now - window < job.release <= now]
+    if not seen or capacity <= 0:
+        return 0.0
+    first = min(job.release for job in jobs)
+    span = max(min(window, now - first + 1), window // 4, 1)
+    return sum(job.gpus * job.duration for job in seen) / (span * capacity)
+
+
+def expected_arrivals(load: float, horizon: int, due: int, first_order: int) -> list[SlotJob]:
+    """Stand-ins for urgent jobs not seen yet: from the next slot on, `load` GPU-slots of
+    one-GPU interruptible work per slot, due `due` slots after it arrives (grouped in
+    blocks of half that, to keep the check small)."""
+    if load <= 0 or due <= 0:
+        return []
+    block = max(1, due // 2)
+    expected = []
+    carry = 0.0
+    for release in range(1, horizon, block):
+        carry += load * min(block, horizon - release)
+        work = int(carry)
+        carry -= work
+        while work > 0:
+            expected.append(
+                SlotJob(
+                    id=f"expected-{len(expected)}",
+                    duration=min(work, due),
+                    power_kw=0.0,
+                    gpus=1,
+                    release=release,
+                    deadline=release + due,
+                    interruptible=True,
+                    order=first_order + len(expected),
+                )
+            )
+            work -= due
+    return expected
 
 
 def safe_first_slot(
@@ -112,34 +161,54 @@ def safe_first_slot(
     planned: list[int],
     committed: np.ndarray,
     capacity: int,
-    headroom: float = 0.0,
+    urgent_load: float = 0.0,
     margin: int = 0,
+    urgent_due: int = 0,
 ) -> list[int]:
     """Jobs to run in the first slot so that the known queue stays as feasible as under EDF.
 
     EDF is run from the next slot on the queue left after `planned` runs now. If a job would
     then miss its deadline where EDF from now would meet it, jobs are added in EDF order
-    while GPUs are free until none does. This is tried first with hedges (`margin` slots off
-    every deadline, `headroom` GPUs held back in later slots for arrivals not seen yet),
-    then without; failing both, EDF's own choice runs now.
+    while GPUs are free until none does (failing that, EDF's own choice runs now). Then the
+    same check with hedges (`margin` slots off every deadline, and the urgent work expected
+    to arrive, see `expected_arrivals`) may add more jobs, as long as the unhedged check
+    still holds.
     """
     n_slots = int(committed.shape[0])
     if n_slots == 0 or not queue:
         return planned
+    full = np.full(n_slots, float(capacity))
     state = EdfState([job.duration for job in queue], committed)
-    widest = max(job.gpus for job in queue)
-    # Held-back GPUs never make a job wider than what is left unplaceable in the check.
-    headroom = max(0.0, min(headroom, capacity - widest))
-    checks = [(headroom, margin), (0.0, 0)] if headroom > 0 or margin > 0 else [(0.0, 0)]
-    edf_first: list[int] = planned
-    for held, slack in checks:
-        cap = np.full(n_slots, float(capacity))
-        cap[1:] -= held
-        baseline, edf_first = edf_misses(queue, state, cap, None, slack)
-        chosen = _complete(queue, planned, committed, capacity, state, cap, slack, baseline)
-        if chosen is not None:
-            return chosen
-    return edf_first
+    baseline, edf_first = edf_misses(queue, state, full, None, 0)
+
+    def keeps_edf_deadlines(chosen: list[int]) -> bool:
+        return edf_misses(queue, state, full, chosen, 0)[0] <= baseline
+
+    chosen = _complete(queue, planned, committed, capacity, keeps_edf_deadlines)
+    if chosen is None:
+        chosen = edf_first
+    load = min(urgent_load, float(capacity))
+    expected = expected_arrivals(load, n_slots, urgent_due, max(job.order for job in queue) + 1)
+    if not expected and margin <= 0:
+        return chosen
+    hedged_queue = [*queue, *expected]
+    hedged_state = EdfState([job.duration for job in hedged_queue], committed)
+    real = len(queue)
+
+    def lateness(first: list[int] | None) -> int:
+        late, _ = edf_lateness(hedged_queue, hedged_state, full, first, margin)
+        return sum(late[:real])
+
+    # Under the hedges, known jobs may end no later in total than under EDF from now.
+    hedged_baseline = lateness(None)
+    safer = _complete(
+        queue,
+        chosen,
+        committed,
+        capacity,
+        lambda first: lateness(first) <= hedged_baseline and keeps_edf_deadlines(first),
+    )
+    return chosen if safer is None else safer
 
 
 def _complete(
@@ -147,16 +216,12 @@ def _complete(
     planned: list[int],
     committed: np.ndarray,
     capacity: int,
-    state: EdfState,
-    cap: np.ndarray,
-    margin: int,
-    baseline: set[int],
+    acceptable: Callable[[list[int]], bool],
 ) -> list[int] | None:
-    """`planned` plus as few jobs as EDF order gives so that no job misses outside
-    `baseline`; None if GPUs run out first."""
+    """`planned` plus as few jobs as EDF order gives for the first slot to be `acceptable`;
+    None if GPUs run out first."""
     chosen = list(planned)
-    misses, _ = edf_misses(queue, state, cap, chosen, margin)
-    if misses <= baseline:
+    if acceptable(chosen):
         return chosen
     free = capacity - int(committed[0]) - sum(queue[i].gpus for i in chosen)
     for index in sorted(range(len(queue)), key=lambda i: (queue[i].deadline, queue[i].order)):
@@ -167,8 +232,7 @@ def _complete(
             continue
         chosen.append(index)
         free -= job.gpus
-        misses, _ = edf_misses(queue, state, cap, chosen, margin)
-        if misses <= baseline:
+        if acceptable(chosen):
             return chosen
     return None
 
@@ -190,7 +254,7 @@ def online_greenwindow(
     plan never leaves the known queue less feasible than EDF would, with margins for what
     may still arrive.
     """
-    margin = round(_LAXITY_MARGIN_HOURS / slot_hours)
+    full_margin = _LAXITY_MARGIN_HOURS / slot_hours
     window = max(1, round(_RATE_WINDOW_HOURS / slot_hours))
     urgent = round(_URGENT_LAXITY_HOURS / slot_hours)
     done: list[list[int]] = [[] for _ in jobs]
@@ -233,8 +297,14 @@ def online_greenwindow(
             k for k, slots in enumerate(result.slots) if slots is not None and int(slots.min()) == 0
         ]
         if deadline_safety:
-            headroom = _HEADROOM * urgent_load(jobs, now, window, urgent)
-            first = safe_first_slot(queue, first, used[now:end], capacity, headroom, margin)
+            load, due = urgent_load(jobs, now, window, urgent)
+            # The margin grows with how busy the GPUs are: a quiet queue needs none.
+            margin = round(
+                full_margin * min(1.0, _MARGIN_LOAD_SCALE * busy_share(jobs, now, window, capacity))
+            )
+            first = safe_first_slot(
+                queue, first, used[now:end], capacity, _HEADROOM * load, margin, due
+            )
         for k in first:
             i = active[k]
             if jobs[i].interruptible:
@@ -395,7 +465,7 @@ def main(
     workload = json.loads(Path(workload_path).read_text(encoding="utf-8"))
     result = simulate(trace, workload, forecast=forecast, policy=policy)
     Path(out_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
-    console = Console()
+    console = Console(width=max(Console().width, 100))
     for note in result.get("trace_warnings", []):
         console.print(f"warning: {Path(trace).name}: {note}", style="yellow")
     table = Table(title=f"greenwindow simulate: {Path(trace).name}")

@@ -128,7 +128,11 @@ def test_recorded_electricitymaps_past_range() -> None:
             ":3:",
             "does not exist",
         ),
-        ('{"data": [{"point_time": "2022-07-15T00:00:00Z"}]}', ": data[0]:", "no 'carbonIntensity'"),
+        (
+            '{"data": [{"point_time": "2022-07-15T00:00:00Z"}]}',
+            ": data[0]:",
+            "no 'carbonIntensity'",
+        ),
         ('{"data": [\n{"from": 1,}', ":2:", "not valid JSON"),
     ],
 )
