@@ -262,14 +262,21 @@ def release_reservation(session: Session, job: Job, *, now: datetime, note: str)
     job.reserved_kg_co2e = 0.0
 
 
-def cancel(session: Session, job: Job, *, now: datetime) -> Job:
-    """Cancel a waiting job at once; a running one is asked to stop through its worker."""
+def cancel(
+    session: Session, job: Job, *, now: datetime, scheduling: Scheduling | None = None
+) -> Job:
+    """Cancel a waiting job at once; a running one is asked to stop through its worker.
+
+    With `scheduling`, the zone is replanned at once: the cancelled job's window is free.
+    """
     state = JobState(job.state)
     if state in TERMINAL:
         raise Conflict(f"job {job.id} already {state.value}", field="state")
     if state in WAITING:
         transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
         release_reservation(session, job, now=now, note="job cancelled before it ran")
+        if scheduling is not None:
+            scheduling.replan_now(session, job.zone, now=now)
         return job
     if not job.cancel_requested:
         job.cancel_requested = True
