@@ -49,6 +49,12 @@ def to_read(job: Job) -> JobRead:
         error=job.error,
         cancel_requested=job.cancel_requested,
         not_before=job.not_before,
+        zones=job.zones,
+        zone_saving_kg_co2e=(
+            None
+            if job.first_zone_kg_co2e is None
+            else job.first_zone_kg_co2e - job.estimated_kg_co2e
+        ),
     )
 
 

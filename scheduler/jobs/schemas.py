@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -70,11 +70,25 @@ class JobCreate(BaseModel):
     objective: Objective = "carbon"
     priority: int = Field(default=0, ge=-1000, le=1000)
     zone: str | None = Field(default=None, min_length=1, max_length=64)
+    zones: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Grid zones the job may run in, first the preferred one. The planner "
+        "picks the zone and the window together from each zone's capacity and signal; the "
+        "answer names the zone chosen and the saving against the first. Give this or "
+        "`zone`, not both.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobCreate:
         if self.deadline is not None and self.max_delay_minutes is not None:
             raise ValueError("give either deadline or max_delay_minutes, not both")
+        if self.zones is not None:
+            if self.zone is not None:
+                raise ValueError("zones: give either zone or zones, not both")
+            if len(set(self.zones)) != len(self.zones):
+                raise ValueError("zones: each zone may be listed once")
         if self.kind == "gpt-sovits-finetune":
             if self.dataset is None:
                 raise ValueError('dataset: a gpt-sovits-finetune job needs {"id": ...}')
@@ -144,6 +158,14 @@ class JobRead(BaseModel):
     cancel_requested: bool
     not_before: datetime | None = Field(
         default=None, description="Earliest start the submission asked for, if any."
+    )
+    zones: list[str] | None = Field(
+        default=None, description="Zones the job could run in (`zone` is the one chosen)."
+    )
+    zone_saving_kg_co2e: float | None = Field(
+        default=None,
+        description="Expected emissions avoided by running in `zone` instead of the first "
+        "of `zones` (in that zone's best window).",
     )
 
 

@@ -116,7 +116,8 @@ def draft(
         interruptible=spec.interruptible,
         objective=spec.objective,
         priority=spec.priority,
-        zone=spec.zone or scheduling.default_zone,
+        zone=spec.zones[0] if spec.zones else spec.zone or scheduling.default_zone,
+        zones=list(spec.zones) if spec.zones else None,
         state=JobState.SCHEDULED.value,
         submitted_at=now,
         updated_at=now,
@@ -128,7 +129,10 @@ def draft(
     scheduling.validate_submission(session, job)
     scheduling.estimate(session, job, now=now)
     job.deadline = spec.resolved_deadline(now, job.estimated_duration_s)
-    state, reason = scheduling.place_new_job(session, job, now=now)
+    if job.zones and len(job.zones) > 1:
+        state, reason = scheduling.place_in_best_zone(session, job, job.zones, now=now)
+    else:
+        state, reason = scheduling.place_new_job(session, job, now=now)
     return job, state, reason
 
 

@@ -326,6 +326,30 @@ class Scheduling:
         state = self._apply(job, result.jobs[job.id], signal, now)
         return state, job.state_reason
 
+    def place_in_best_zone(
+        self, session: Session, job: Job, zones: Sequence[str], *, now: datetime
+    ) -> tuple[JobState, str]:
+        """Place a job in whichever of `zones` gives it the best plan, zone and window
+        chosen together: on time first (each zone's GPUs and queue as they are), then the
+        lowest expected kg CO2e. Sets `first_zone_kg_co2e` for the saving against the
+        first zone, and says both in the reason."""
+        outcomes = []
+        for rank, zone in enumerate(zones):
+            job.zone = zone
+            state, reason = self.place_new_job(session, job, now=now)
+            on_time = not reason.startswith(("infeasible", "waits: no free GPUs"))
+            outcomes.append((not on_time, job.estimated_kg_co2e, rank, zone))
+        first_kg = outcomes[0][1]
+        best = min(outcomes)
+        job.zone = best[3]
+        state, reason = self.place_new_job(session, job, now=now)
+        job.first_zone_kg_co2e = first_kg
+        if job.zone != zones[0]:
+            change = 100.0 * (first_kg - job.estimated_kg_co2e) / first_kg if first_kg else 0.0
+            reason = f"{reason}; in zone {job.zone} ({-change:+.0f} % CO2e vs {zones[0]})"
+            job.state_reason = reason
+        return state, reason
+
     def replan_zone(
         self, session: Session, zone: str, *, now: datetime, promote_only: bool = False
     ) -> int:
