@@ -175,6 +175,59 @@ def backtests(
     console.print(summary)
 
 
+SPATIAL_PAIRS = (("ES", "US-CAL-CISO"), ("ES", "NO"))
+
+
+def spatial(data: Path, console: Console, instances: int, modes: tuple[str, ...]) -> None:
+    """Print the extra saving of letting jobs run in either of two zones (4 GPUs each)."""
+    from scheduler.planning.spatial import simulate_zones
+
+    table = Table(title="Two zones, 4 GPUs each: extra saving over keeping each job home")
+    for column in (
+        "zones",
+        "forecast",
+        "home-zone kg",
+        "two-zone kg",
+        "extra",
+        "moved",
+        "misses",
+        "EDF misses",
+    ):
+        table.add_column(column, justify="left" if column == "zones" else "right")
+    for pair in SPATIAL_PAIRS:
+        series = {zone: read_trace_csv(data / f"{zone}_2022_hourly.csv") for zone in pair}
+        for mode in modes:
+            home = both = 0.0
+            moved = misses = edf = 0
+            for instance in range(instances):
+                start = datetime(2022, 2, 14, 7, 30, tzinfo=UTC) + timedelta(days=89 * instance)
+                workload = generate_workload(
+                    start, ARRIVAL_HOURS, busy=True, capacity_gpus=2 * CAPACITY, seed=100 + instance
+                )
+                # Half the jobs live in each zone; each may also run in the other.
+                for index, job in enumerate(workload["jobs"]):
+                    job["zones"] = list(pair) if index % 2 == 0 else list(reversed(pair))
+                workload["capacity_gpus"] = CAPACITY
+                result = simulate_zones(series, workload, forecast=mode)
+                home += result["home_zone_kg_co2e"]
+                both += result["total_kg_co2e"]
+                moved += result["moved_jobs"]
+                misses += result["deadline_misses"]
+                edf += result["edf_deadline_misses"]
+            table.add_row(
+                " + ".join(pair),
+                mode,
+                f"{home:.2f}",
+                f"{both:.2f}",
+                f"{100 * (home - both) / home:.1f} %",
+                str(moved),
+                str(misses),
+                str(edf),
+            )
+            console.print(f"  done: {' + '.join(pair)} {mode}", style="dim")
+    console.print(table)
+
+
 def large_queue(n_jobs: int = 10_000, gpus: int = 64, hours: int = 168, seed: int = 1) -> tuple:
     """A 7-day hourly grid with a daily cycle and a queue of `n_jobs` mixed jobs."""
     rng = np.random.default_rng(seed)
@@ -251,12 +304,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-perf", action="store_true")
     parser.add_argument("--skip-backtests", action="store_true")
+    parser.add_argument("--skip-spatial", action="store_true")
+    parser.add_argument("--spatial-only", action="store_true")
     parser.add_argument("--loads", default="busy,quiet", help="busy, quiet or both")
     parser.add_argument("--modes", default=",".join(MODES), help="perfect, forecaster or both")
     args = parser.parse_args()
     console = Console(width=120)
+    modes = tuple(args.modes.split(","))
+    if args.spatial_only:
+        spatial(args.data, console, args.instances, modes)
+        return
     if not args.skip_perf:
         timing(console, args.repeats)
+    if not args.skip_spatial:
+        spatial(args.data, console, args.instances, modes)
     if not args.skip_backtests:
         backtests(
             args.data,
