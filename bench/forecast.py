@@ -102,7 +102,8 @@ def main() -> None:
     assert best is not None
     tuned = best[1]
     console.print(f"shipped constants: {shipped}")
-    console.print(f"tuned on {', '.join(tuning_zones)}, Jan-{split:%b} 2022: {tuned}")
+    last_train = split - timedelta(days=1)
+    console.print(f"tuned on {', '.join(tuning_zones)}, Jan-{last_train:%b} 2022: {tuned}")
 
     table = Table(title=f"MAPE of 48 h forecasts issued every {args.every_hours} h")
     for column in ("zone", "period", "shipped constants", "tuned on train months"):
