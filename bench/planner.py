@@ -38,7 +38,7 @@ DEFAULT_DATA = (
     ROOT.parent / "shared" / "data" / "carbon" / "electricitymaps-decarbonization-potential"
 )
 TRACES = ("US-CAL-CISO", "ES", "NO", "BR")
-POLICIES = ("greenwindow", "sdk-window")
+POLICIES = ("greenwindow", "sdk-window", "edf")
 MODES = ("perfect", "forecaster")
 CAPACITY = 4
 ARRIVAL_HOURS = 48
@@ -59,8 +59,19 @@ def optimum_kg(series: IntensitySeries, workload: dict) -> tuple[float, int]:
     return result.kg_co2e, result.late
 
 
-def backtests(data: Path, traces: list[str], instances: int, console: Console) -> None:
-    """Print the online backtest table."""
+def backtests(
+    data: Path,
+    traces: list[str],
+    instances: int,
+    console: Console,
+    loads: tuple[str, ...] = ("busy", "quiet"),
+    modes: tuple[str, ...] = MODES,
+) -> None:
+    """Print the online backtest tables: per instance (misses against EDF), then pooled."""
+    per_instance = Table(title="Per instance: greenwindow's deadline misses against EDF's")
+    for column in ("trace", "load", "instance", "forecast", "share", "misses", "EDF misses", "ok"):
+        per_instance.add_column(column, justify="left" if column in ("trace", "load") else "right")
+    worse = 0
     table = Table(
         title=f"Online backtests: {instances} x {ARRIVAL_HOURS} h workloads, {CAPACITY} GPUs"
     )
@@ -81,7 +92,7 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
     pooled: dict[tuple[str, str, str], list[float]] = {}
     for trace in traces:
         series = read_trace_csv(data / f"{trace}_2022_hourly.csv")
-        for busy in (True, False):
+        for busy in (load == "busy" for load in loads):
             run_now_total = optimum_total = 0.0
             optimum_late = 0
             totals: dict[tuple[str, str], list[float]] = {}
@@ -94,14 +105,32 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
                 kg_opt, late = optimum_kg(series, workload)
                 optimum_total += kg_opt
                 optimum_late += late
-                for mode in MODES:
+                run_now_kg = 0.0
+                for mode in modes:
                     for policy in POLICIES:
+                        if policy == "edf" and mode != modes[0]:
+                            continue  # carbon-blind: the forecast does not change it
                         result = simulate_series(series, workload, forecast=mode, policy=policy)
                         entry = totals.setdefault((mode, policy), [0.0, 0.0])
                         entry[0] += result["total_kg_co2e"]
                         entry[1] += result["deadline_misses"]
-                        if mode == "perfect" and policy == "greenwindow":
-                            run_now_total += result["run_now_kg_co2e"]
+                        run_now_kg = result["run_now_kg_co2e"]
+                        if policy != "greenwindow":
+                            continue
+                        saving, best = run_now_kg - result["total_kg_co2e"], run_now_kg - kg_opt
+                        ok = result["deadline_misses"] <= result["edf_deadline_misses"]
+                        worse += not ok
+                        per_instance.add_row(
+                            trace,
+                            "busy" if busy else "quiet",
+                            str(instance),
+                            mode,
+                            f"{100 * saving / best:.0f} %" if best > 1e-9 else "-",
+                            str(result["deadline_misses"]),
+                            str(result["edf_deadline_misses"]),
+                            "yes" if ok else "NO",
+                        )
+                run_now_total += run_now_kg
             load = "busy" if busy else "quiet"
             best_saving = run_now_total - optimum_total
             table.add_row(trace, load, "-", "run-now", f"{run_now_total:.2f}", "0.0 %", "-", "0 %")
@@ -134,6 +163,8 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
                 )
             table.add_section()
             console.print(f"  done: {trace} {load}", style="dim")
+    console.print(per_instance)
+    console.print(f"instances where greenwindow missed more deadlines than EDF: {worse}")
     console.print(table)
     summary = Table(title=f"Share of the optimal saving, pooled over {', '.join(traces)}")
     for column in ("load", "forecast", "policy", "share of optimal saving", "misses"):
@@ -142,6 +173,59 @@ def backtests(data: Path, traces: list[str], instances: int, console: Console) -
         share = f"{100 * saving / best:.0f} %" if best > 1e-9 else "-"
         summary.add_row(load, mode, policy, share, str(int(misses)))
     console.print(summary)
+
+
+SPATIAL_PAIRS = (("ES", "US-CAL-CISO"), ("ES", "NO"))
+
+
+def spatial(data: Path, console: Console, instances: int, modes: tuple[str, ...]) -> None:
+    """Print the extra saving of letting jobs run in either of two zones (4 GPUs each)."""
+    from scheduler.planning.spatial import simulate_zones
+
+    table = Table(title="Two zones, 4 GPUs each: extra saving over keeping each job home")
+    for column in (
+        "zones",
+        "forecast",
+        "home-zone kg",
+        "two-zone kg",
+        "extra",
+        "moved",
+        "misses",
+        "EDF misses",
+    ):
+        table.add_column(column, justify="left" if column == "zones" else "right")
+    for pair in SPATIAL_PAIRS:
+        series = {zone: read_trace_csv(data / f"{zone}_2022_hourly.csv") for zone in pair}
+        for mode in modes:
+            home = both = 0.0
+            moved = misses = edf = 0
+            for instance in range(instances):
+                start = datetime(2022, 2, 14, 7, 30, tzinfo=UTC) + timedelta(days=89 * instance)
+                workload = generate_workload(
+                    start, ARRIVAL_HOURS, busy=True, capacity_gpus=2 * CAPACITY, seed=100 + instance
+                )
+                # Half the jobs live in each zone; each may also run in the other.
+                for index, job in enumerate(workload["jobs"]):
+                    job["zones"] = list(pair) if index % 2 == 0 else list(reversed(pair))
+                workload["capacity_gpus"] = CAPACITY
+                result = simulate_zones(series, workload, forecast=mode)
+                home += result["home_zone_kg_co2e"]
+                both += result["total_kg_co2e"]
+                moved += result["moved_jobs"]
+                misses += result["deadline_misses"]
+                edf += result["edf_deadline_misses"]
+            table.add_row(
+                " + ".join(pair),
+                mode,
+                f"{home:.2f}",
+                f"{both:.2f}",
+                f"{100 * (home - both) / home:.1f} %",
+                str(moved),
+                str(misses),
+                str(edf),
+            )
+            console.print(f"  done: {' + '.join(pair)} {mode}", style="dim")
+    console.print(table)
 
 
 def large_queue(n_jobs: int = 10_000, gpus: int = 64, hours: int = 168, seed: int = 1) -> tuple:
@@ -220,12 +304,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-perf", action="store_true")
     parser.add_argument("--skip-backtests", action="store_true")
+    parser.add_argument("--skip-spatial", action="store_true")
+    parser.add_argument("--spatial-only", action="store_true")
+    parser.add_argument("--loads", default="busy,quiet", help="busy, quiet or both")
+    parser.add_argument("--modes", default=",".join(MODES), help="perfect, forecaster or both")
     args = parser.parse_args()
     console = Console(width=120)
+    modes = tuple(args.modes.split(","))
+    if args.spatial_only:
+        spatial(args.data, console, args.instances, modes)
+        return
     if not args.skip_perf:
         timing(console, args.repeats)
+    if not args.skip_spatial:
+        spatial(args.data, console, args.instances, modes)
     if not args.skip_backtests:
-        backtests(args.data, args.traces.split(","), args.instances, console)
+        backtests(
+            args.data,
+            args.traces.split(","),
+            args.instances,
+            console,
+            tuple(args.loads.split(",")),
+            tuple(args.modes.split(",")),
+        )
 
 
 if __name__ == "__main__":

@@ -89,11 +89,18 @@ class Policy(StrEnum):
     greenwindow = "greenwindow"
     run_now = "run-now"
     sdk_window = "sdk-window"
+    edf = "edf"
 
 
 @app.command()
 def simulate(
-    trace: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Intensity CSV.")],
+    trace: Annotated[
+        list[str],
+        typer.Option(
+            help="Intensity trace file, or ZONE=FILE (repeat for several zones: jobs may "
+            "then list `zones`)."
+        ),
+    ],
     workload: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Workload JSON.")],
     out: Annotated[Path, typer.Option(help="Where to write the plan JSON.")],
     forecast: ForecastMode = ForecastMode.perfect,
@@ -101,10 +108,17 @@ def simulate(
 ) -> None:
     """Backtest a policy online on a trace: jobs appear at submission, plans revise each slot."""
     from scheduler.planning.simulate import main as run_simulation
+    from scheduler.planning.simulate import main_zones
 
     try:
-        run_simulation(trace, workload, out, forecast=forecast.value, policy=policy.value)
-    except (ValueError, KeyError) as exc:
+        if len(trace) == 1 and "=" not in trace[0]:
+            path = Path(trace[0])
+            if not path.is_file():
+                raise ValueError(f"trace file {path} does not exist")
+            run_simulation(path, workload, out, forecast=forecast.value, policy=policy.value)
+        else:
+            main_zones(trace, workload, out, forecast=forecast.value, policy=policy.value)
+    except (ValueError, KeyError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -314,98 +313,12 @@ def parse_timestamp(text: str) -> datetime:
     return as_utc(datetime.fromisoformat(text))
 
 
-_EM_TIME_COLUMN = "datetime (utc)"
-_LCA_MARKERS = ("(lca)", "(life cycle)", "(lifecycle)")
-_MISSING = {"", "nan", "null", "none", "na", "n/a"}
-
-
-def _pick_columns(
-    header: list[str], column: Literal["lca", "direct"]
-) -> tuple[int, int, int | None]:
-    """Indices of the time, value and zone columns for a recognised header."""
-    lowered = [name.strip().lower() for name in header]
-    if _EM_TIME_COLUMN in lowered:
-        markers = _LCA_MARKERS if column == "lca" else ("(direct)",)
-        value_index = next(
-            (i for i, name in enumerate(lowered) if "intensity" in name and name.endswith(markers)),
-            None,
-        )
-        if value_index is None:
-            raise ValueError(f"no carbon-intensity ({column}) column in the header")
-        zone_index = lowered.index("zone id") if "zone id" in lowered else None
-        return lowered.index(_EM_TIME_COLUMN), value_index, zone_index
-    time_index = next((i for i, name in enumerate(lowered) if "time" in name or "date" in name), 0)
-    value_index = next(
-        (
-            i
-            for i, name in enumerate(lowered)
-            if i != time_index and any(k in name for k in ("intensity", "carbon", "value", "moer"))
-        ),
-        1 if time_index == 0 else 0,
-    )
-    return time_index, value_index, None
-
-
-def _looks_like_header(row: list[str]) -> bool:
-    try:
-        parse_timestamp(row[0])
-        return False
-    except (ValueError, OverflowError, OSError):
-        return True
-
-
 def read_trace_csv(path: str | Path, column: Literal["lca", "direct"] = "lca") -> IntensitySeries:
-    """Read an Electricity Maps export or a two-column `time,value` CSV into a series."""
-    if column not in ("lca", "direct"):
-        raise ValueError(f"column must be 'lca' or 'direct', not {column!r}")
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [(number, row) for number, row in enumerate(csv.reader(handle), 1) if row]
-    if not rows:
-        raise ValueError(f"{path}: empty file")
-    first_number, first_row = rows[0]
-    if _looks_like_header(first_row):
-        try:
-            time_index, value_index, zone_index = _pick_columns(first_row, column)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{first_number}: {exc}") from None
-        rows = rows[1:]
-    else:
-        time_index, value_index, zone_index = 0, 1, None
-    points: list[tuple[datetime, float]] = []
-    line_numbers: list[int] = []
-    zone = ""
-    for number, row in rows:
-        try:
-            moment = parse_timestamp(row[time_index])
-            raw = row[value_index].strip()
-        except (ValueError, IndexError, OverflowError, OSError):
-            raise ValueError(
-                f"{path}:{number}: cannot read a time and a value from {row}"
-            ) from None
-        if raw.lower() in _MISSING:
-            continue  # a missing reading is a gap, forward-filled below
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{path}:{number}: value {raw!r} is not a number") from None
-        if zone_index is not None and not zone and len(row) > zone_index:
-            zone = row[zone_index].strip()
-        points.append((moment, value))
-        line_numbers.append(number)
-    if not points:
-        raise ValueError(f"{path}: no readable data rows")
-    zone = zone or path.stem.split("_")[0]
-    try:
-        return _grid_series(
-            points,
-            None,
-            lambda i: f"{path}:{line_numbers[i]}",
-            {"signal_type": "average", "source": f"trace:{zone}"},
-            labels=["observed"] * len(points),
-        )
-    except ValueError as exc:
-        message = str(exc)
-        if not message.startswith(str(path)):
-            message = f"{path}: {message}"
-        raise ValueError(message) from None
+    """Read a trace export (Electricity Maps, WattTime, GB CI, `time,value`) into a series.
+
+    See `scheduler.carbon.trace_reader.read_trace` for the formats, the repairs it makes
+    (gaps, duplicates, unsorted rows, resolution changes) and their report.
+    """
+    from scheduler.carbon.trace_reader import read_trace
+
+    return read_trace(path, column).series

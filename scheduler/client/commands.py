@@ -95,7 +95,10 @@ def submit(
     gpus: Annotated[int | None, typer.Option(help="GPUs the job needs.")] = None,
     deadline: Annotated[str | None, typer.Option(help="RFC 3339 deadline.")] = None,
     max_delay: Annotated[
-        int | None, typer.Option("--max-delay", help="Slack in minutes instead of a deadline.")
+        int | None,
+        typer.Option(
+            "--max-delay", help="Start delay in minutes (0: start now) instead of a deadline."
+        ),
     ] = None,
     interruptible: Annotated[
         bool | None,

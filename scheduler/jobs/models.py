@@ -44,10 +44,16 @@ class Job(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSONType)
     gpus: Mapped[int] = mapped_column(Integer)
     deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Earliest start the submission asked for (None: as soon as admitted).
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     interruptible: Mapped[bool] = mapped_column(Boolean, default=False)
     objective: Mapped[str] = mapped_column(String(16))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     zone: Mapped[str] = mapped_column(String(64))
+    # Zones a submission allowed (None: only `zone`), and the expected kg CO2e it would
+    # have emitted in the first of them, for the saving of the zone chosen.
+    zones: Mapped[list[str] | None] = mapped_column(JSONType)
+    first_zone_kg_co2e: Mapped[float | None] = mapped_column(Float)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 

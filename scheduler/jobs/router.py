@@ -48,6 +48,13 @@ def to_read(job: Job) -> JobRead:
         actual_kg_co2e=job.actual_kg_co2e,
         error=job.error,
         cancel_requested=job.cancel_requested,
+        not_before=job.not_before,
+        zones=job.zones,
+        zone_saving_kg_co2e=(
+            None
+            if job.first_zone_kg_co2e is None
+            else job.first_zone_kg_co2e - job.estimated_kg_co2e
+        ),
     )
 
 
@@ -112,10 +119,13 @@ def get_job(job_id: str, session: SessionDep, principal: UserDep) -> JobRead:
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
-def cancel_job(job_id: str, session: SessionDep, now: NowDep, principal: UserDep) -> JobRead:
+def cancel_job(
+    job_id: str, request: Request, session: SessionDep, now: NowDep, principal: UserDep
+) -> JobRead:
     """Cancel a job: at once if it waits, through its worker if it runs."""
     job = find_job(session, principal, job_id)
-    return to_read(service.cancel(session, job, now=now))
+    scheduling = request.app.state.scheduling
+    return to_read(service.cancel(session, job, now=now, scheduling=scheduling))
 
 
 @router.get("/{job_id}/events", response_model=list[JobEventRead])

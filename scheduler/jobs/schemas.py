@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -33,7 +33,12 @@ class DatasetRef(BaseModel):
 
 
 class JobCreate(BaseModel):
-    """A job submission. Give a `deadline` or a `max_delay_minutes` (default: 24 h of slack)."""
+    """A job submission. Give a `deadline` or a `max_delay_minutes` (default: 24 h of delay).
+
+    `not_before` is the earliest start. `max_delay_minutes` is how long the start may be
+    put off past the earliest start (now, or `not_before`); the deadline is then that
+    earliest start + the delay + the estimated run time, so 0 means "start now".
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,19 +47,48 @@ class JobCreate(BaseModel):
     dataset: DatasetRef | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     gpus: int = Field(default=1, ge=1, le=8)
-    deadline: AwareDatetime | None = None
+    deadline: AwareDatetime | None = Field(
+        default=None,
+        description="Latest time the job must have finished by (RFC 3339 with an offset). "
+        "Give this or `max_delay_minutes`, not both.",
+    )
     max_delay_minutes: int | None = Field(
-        default=None, ge=0, le=int(MAX_HORIZON.total_seconds() // 60)
+        default=None,
+        ge=0,
+        le=int(MAX_HORIZON.total_seconds() // 60),
+        description="Start delay: how many minutes the planner may put off the start past the "
+        "earliest start (now, or `not_before`). The deadline becomes earliest start + delay + "
+        "the estimated run time; 0 starts the job at once. Default 1440 (24 h) when neither "
+        "this nor `deadline` is given.",
+    )
+    not_before: AwareDatetime | None = Field(
+        default=None,
+        description="Earliest start (RFC 3339 with an offset): the job never starts before it. "
+        "At most 31 days ahead; a time already past means now.",
     )
     interruptible: bool = False
     objective: Objective = "carbon"
     priority: int = Field(default=0, ge=-1000, le=1000)
     zone: str | None = Field(default=None, min_length=1, max_length=64)
+    zones: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Grid zones the job may run in, first the preferred one. The planner "
+        "picks the zone and the window together from each zone's capacity and signal; the "
+        "answer names the zone chosen and the saving against the first. Give this or "
+        "`zone`, not both.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobCreate:
         if self.deadline is not None and self.max_delay_minutes is not None:
             raise ValueError("give either deadline or max_delay_minutes, not both")
+        if self.zones is not None:
+            if self.zone is not None:
+                raise ValueError("zones: give either zone or zones, not both")
+            if len(set(self.zones)) != len(self.zones):
+                raise ValueError("zones: each zone may be listed once")
         if self.kind == "gpt-sovits-finetune":
             if self.dataset is None:
                 raise ValueError('dataset: a gpt-sovits-finetune job needs {"id": ...}')
@@ -63,13 +97,22 @@ class JobCreate(BaseModel):
             self.config = BurnInConfig.model_validate(self.config).model_dump()
         return self
 
-    def resolved_deadline(self, now: datetime) -> datetime:
-        """The absolute deadline this submission asks for."""
+    def earliest_start(self, now: datetime) -> datetime:
+        """When the job may start at the earliest: `not_before`, or now if that is later."""
+        if self.not_before is not None and self.not_before > now:
+            return self.not_before
+        return now
+
+    def resolved_deadline(self, now: datetime, duration_s: float = 0.0) -> datetime:
+        """The absolute deadline this submission asks for, given the estimated run time."""
         if self.deadline is not None:
             return self.deadline
-        if self.max_delay_minutes is not None:
-            return now + timedelta(minutes=self.max_delay_minutes)
-        return now + DEFAULT_MAX_DELAY
+        delay = (
+            timedelta(minutes=self.max_delay_minutes)
+            if self.max_delay_minutes is not None
+            else DEFAULT_MAX_DELAY
+        )
+        return self.earliest_start(now) + delay + timedelta(seconds=max(duration_s, 0.0))
 
 
 class Progress(BaseModel):
@@ -113,6 +156,17 @@ class JobRead(BaseModel):
     actual_kg_co2e: float | None
     error: str | None
     cancel_requested: bool
+    not_before: datetime | None = Field(
+        default=None, description="Earliest start the submission asked for, if any."
+    )
+    zones: list[str] | None = Field(
+        default=None, description="Zones the job could run in (`zone` is the one chosen)."
+    )
+    zone_saving_kg_co2e: float | None = Field(
+        default=None,
+        description="Expected emissions avoided by running in `zone` instead of the first "
+        "of `zones` (in that zone's best window).",
+    )
 
 
 class JobPage(BaseModel):

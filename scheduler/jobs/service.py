@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from scheduler.budgets import service as budgets
 from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs.models import Job, JobEvent
-from scheduler.jobs.schemas import JobCreate
+from scheduler.jobs.schemas import MAX_HORIZON, JobCreate
 from scheduler.jobs.states import TERMINAL, WAITING, JobState, check_transition
 from scheduler.scheduling.service import Scheduling
 from scheduler.teams.models import Team
@@ -93,9 +93,16 @@ def draft(
 ) -> tuple[Job, JobState, str]:
     """An unsaved job for `spec`: validated, estimated and placed around the queue; returns it
     with the state and reason its plan implies (submission saves it, a preview does not)."""
-    deadline = spec.resolved_deadline(now)
-    if deadline <= now:
+    if spec.deadline is not None and spec.deadline <= now:
         raise InvalidInput("deadline is in the past", field="deadline")
+    if spec.not_before is not None:
+        if spec.not_before > now + MAX_HORIZON:
+            raise InvalidInput(
+                f"not_before is more than {MAX_HORIZON.days} days ahead", field="not_before"
+            )
+        if spec.deadline is not None and spec.not_before >= spec.deadline:
+            raise InvalidInput("not_before must be before the deadline", field="not_before")
+    not_before = spec.earliest_start(now)
     job = Job(
         team_id=team.id,
         name=spec.name,
@@ -103,11 +110,14 @@ def draft(
         dataset=spec.dataset.model_dump() if spec.dataset else {},
         config=spec.config,
         gpus=spec.gpus,
-        deadline=deadline,
+        # Relative deadlines are fixed once the run time is estimated, below.
+        deadline=spec.resolved_deadline(now),
+        not_before=not_before if not_before > now else None,
         interruptible=spec.interruptible,
         objective=spec.objective,
         priority=spec.priority,
-        zone=spec.zone or scheduling.default_zone,
+        zone=spec.zones[0] if spec.zones else spec.zone or scheduling.default_zone,
+        zones=list(spec.zones) if spec.zones else None,
         state=JobState.SCHEDULED.value,
         submitted_at=now,
         updated_at=now,
@@ -118,7 +128,11 @@ def draft(
     )
     scheduling.validate_submission(session, job)
     scheduling.estimate(session, job, now=now)
-    state, reason = scheduling.place_new_job(session, job, now=now)
+    job.deadline = spec.resolved_deadline(now, job.estimated_duration_s)
+    if job.zones and len(job.zones) > 1:
+        state, reason = scheduling.place_in_best_zone(session, job, job.zones, now=now)
+    else:
+        state, reason = scheduling.place_new_job(session, job, now=now)
     return job, state, reason
 
 
@@ -302,14 +316,21 @@ def release_reservation(session: Session, job: Job, *, now: datetime, note: str)
     job.reserved_kg_co2e = 0.0
 
 
-def cancel(session: Session, job: Job, *, now: datetime) -> Job:
-    """Cancel a waiting job at once; a running one is asked to stop through its worker."""
+def cancel(
+    session: Session, job: Job, *, now: datetime, scheduling: Scheduling | None = None
+) -> Job:
+    """Cancel a waiting job at once; a running one is asked to stop through its worker.
+
+    With `scheduling`, the zone is replanned at once: the cancelled job's window is free.
+    """
     state = JobState(job.state)
     if state in TERMINAL:
         raise Conflict(f"job {job.id} already {state.value}", field="state")
     if state in WAITING:
         transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
         release_reservation(session, job, now=now, note="job cancelled before it ran")
+        if scheduling is not None:
+            scheduling.replan_now(session, job.zone, now=now)
         return job
     if not job.cancel_requested:
         job.cancel_requested = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,15 @@ from typing import Any
 import numpy as np
 
 from scheduler.carbon.forecaster import seasonal_forecast
-from scheduler.carbon.series import IntensitySeries, parse_timestamp, read_trace_csv
+from scheduler.carbon.series import IntensitySeries, parse_timestamp
+from scheduler.carbon.trace_reader import read_trace
 from scheduler.planning.baselines import run_now_slots, sdk_window_slots
+from scheduler.planning.edf import EdfState, edf_lateness, edf_misses, edf_slots
 from scheduler.planning.joint import plan_queue
 from scheduler.planning.planner import DEFER_PENALTY_PER_HOUR
 from scheduler.planning.types import SlotJob
 
-POLICIES = ("greenwindow", "run-now", "sdk-window")
+POLICIES = ("greenwindow", "run-now", "sdk-window", "edf")
 FORECASTS = ("perfect", "forecaster")
 # Extra hours planned past the latest deadline, so late jobs still find a place.
 _LATE_MARGIN_HOURS = 24
@@ -40,6 +42,15 @@ _LATE_MARGIN_HOURS = 24
 # the time budget is only a safety net.
 _SEARCH_PER_JOB = 3
 _STEP_BUDGET_S = 5.0
+# Deadline safety (see `safe_first_slot`): every deadline is checked this many hours early,
+# and capacity is kept for unseen urgent arrivals: `_HEADROOM` x the observed GPU load of
+# jobs with less than `_URGENT_LAXITY_HOURS` of laxity, measured over `_RATE_WINDOW_HOURS`,
+# arrives as expected work due `_URGENT_LAXITY_HOURS` after it appears.
+_LAXITY_MARGIN_HOURS = 1.0
+_HEADROOM = 1.0
+_MARGIN_LOAD_SCALE = 2.0
+_URGENT_LAXITY_HOURS = 12.0
+_RATE_WINDOW_HOURS = 48.0
 
 View = Callable[[int, int], np.ndarray]
 
@@ -85,6 +96,147 @@ def _views(series: IntensitySeries, forecast: str) -> View:
     return forecasted
 
 
+def urgent_load(
+    jobs: Sequence[SlotJob], now: int, window: int, urgent_laxity: int
+) -> tuple[float, int]:
+    """What unseen urgent jobs will ask for, from those seen lately (released in the last
+    `window` slots, or since the first release, with at most `urgent_laxity` of laxity):
+    GPUs per slot, and the slots from release to deadline they typically have."""
+    seen = [job for job in jobs if job.release <= now]
+    if not seen:
+        return 0.0, 0
+    first = max(now - window + 1, min(job.release for job in seen))
+    recent = [job for job in seen if job.release >= first and job.slack <= urgent_laxity]
+    if not recent:
+        return 0.0, 0
+    # Averaged over at least a quarter of the window, so the first few arrivals do not
+    # read as a flood.
+    load = sum(job.gpus * job.duration for job in recent) / max(now - first + 1, window // 4, 1)
+    due = int(np.median([job.deadline - job.release for job in recent]))
+    return load, max(due, 1)
+
+
+def busy_share(jobs: Sequence[SlotJob], now: int, window: int, capacity: int) -> float:
+    """Share of the GPUs that jobs released in the last `window` slots asked for."""
+    seen = [job for job in jobs if now - window < job.release <= now]
+    if not seen or capacity <= 0:
+        return 0.0
+    first = min(job.release for job in jobs)
+    span = max(min(window, now - first + 1), window // 4, 1)
+    return sum(job.gpus * job.duration for job in seen) / (span * capacity)
+
+
+def expected_arrivals(load: float, horizon: int, due: int, first_order: int) -> list[SlotJob]:
+    """Stand-ins for urgent jobs not seen yet: from the next slot on, `load` GPU-slots of
+    one-GPU interruptible work per slot, due `due` slots after it arrives (grouped in
+    blocks of half that, to keep the check small)."""
+    if load <= 0 or due <= 0:
+        return []
+    block = max(1, due // 2)
+    expected = []
+    carry = 0.0
+    for release in range(1, horizon, block):
+        carry += load * min(block, horizon - release)
+        work = int(carry)
+        carry -= work
+        while work > 0:
+            expected.append(
+                SlotJob(
+                    id=f"expected-{len(expected)}",
+                    duration=min(work, due),
+                    power_kw=0.0,
+                    gpus=1,
+                    release=release,
+                    deadline=release + due,
+                    interruptible=True,
+                    order=first_order + len(expected),
+                )
+            )
+            work -= due
+    return expected
+
+
+def safe_first_slot(
+    queue: Sequence[SlotJob],
+    planned: list[int],
+    committed: np.ndarray,
+    capacity: int,
+    urgent_load: float = 0.0,
+    margin: int = 0,
+    urgent_due: int = 0,
+) -> list[int]:
+    """Jobs to run in the first slot so that the known queue stays as feasible as under EDF.
+
+    EDF is run from the next slot on the queue left after `planned` runs now. If a job would
+    then miss its deadline where EDF from now would meet it, jobs are added in EDF order
+    while GPUs are free until none does (failing that, EDF's own choice runs now). Then the
+    same check with hedges (`margin` slots off every deadline, and the urgent work expected
+    to arrive, see `expected_arrivals`) may add more jobs, as long as the unhedged check
+    still holds.
+    """
+    n_slots = int(committed.shape[0])
+    if n_slots == 0 or not queue:
+        return planned
+    full = np.full(n_slots, float(capacity))
+    state = EdfState([job.duration for job in queue], committed)
+    baseline, edf_first = edf_misses(queue, state, full, None, 0)
+
+    def keeps_edf_deadlines(chosen: list[int]) -> bool:
+        return edf_misses(queue, state, full, chosen, 0)[0] <= baseline
+
+    chosen = _complete(queue, planned, committed, capacity, keeps_edf_deadlines)
+    if chosen is None:
+        chosen = edf_first
+    load = min(urgent_load, float(capacity))
+    expected = expected_arrivals(load, n_slots, urgent_due, max(job.order for job in queue) + 1)
+    if not expected and margin <= 0:
+        return chosen
+    hedged_queue = [*queue, *expected]
+    hedged_state = EdfState([job.duration for job in hedged_queue], committed)
+    real = len(queue)
+
+    def lateness(first: list[int] | None) -> int:
+        late, _ = edf_lateness(hedged_queue, hedged_state, full, first, margin)
+        return sum(late[:real])
+
+    # Under the hedges, known jobs may end no later in total than under EDF from now.
+    hedged_baseline = lateness(None)
+    safer = _complete(
+        queue,
+        chosen,
+        committed,
+        capacity,
+        lambda first: lateness(first) <= hedged_baseline and keeps_edf_deadlines(first),
+    )
+    return chosen if safer is None else safer
+
+
+def _complete(
+    queue: Sequence[SlotJob],
+    planned: list[int],
+    committed: np.ndarray,
+    capacity: int,
+    acceptable: Callable[[list[int]], bool],
+) -> list[int] | None:
+    """`planned` plus as few jobs as EDF order gives for the first slot to be `acceptable`;
+    None if GPUs run out first."""
+    chosen = list(planned)
+    if acceptable(chosen):
+        return chosen
+    free = capacity - int(committed[0]) - sum(queue[i].gpus for i in chosen)
+    for index in sorted(range(len(queue)), key=lambda i: (queue[i].deadline, queue[i].order)):
+        job = queue[index]
+        if index in chosen or job.gpus > free:
+            continue
+        if not job.interruptible and np.any(capacity - committed[: job.duration] < job.gpus):
+            continue
+        chosen.append(index)
+        free -= job.gpus
+        if acceptable(chosen):
+            return chosen
+    return None
+
+
 def online_greenwindow(
     jobs: list[SlotJob],
     n_slots: int,
@@ -92,10 +244,20 @@ def online_greenwindow(
     view: View,
     late_margin_slots: int = 24,
     defer_penalty: float = 0.0,
+    *,
+    slot_hours: float = 1.0,
+    deadline_safety: bool = True,
 ) -> list[list[int]]:
-    """Run the planner online: re-plan every slot, run only what is planned for it."""
+    """Run the planner online: re-plan every slot, run only what is planned for it.
+
+    With `deadline_safety`, what runs in each slot is checked by `safe_first_slot`, so the
+    plan never leaves the known queue less feasible than EDF would, with margins for what
+    may still arrive.
+    """
+    full_margin = _LAXITY_MARGIN_HOURS / slot_hours
+    window = max(1, round(_RATE_WINDOW_HOURS / slot_hours))
+    urgent = round(_URGENT_LAXITY_HOURS / slot_hours)
     done: list[list[int]] = [[] for _ in jobs]
-    fixed = [False] * len(jobs)
     used = np.zeros(n_slots, dtype=np.int64)
     pending = set(range(len(jobs)))
     now = min((job.release for job in jobs), default=n_slots)
@@ -131,18 +293,28 @@ def online_greenwindow(
             _SEARCH_PER_JOB * len(queue),
             defer_penalty,
         )
-        for i, slots in zip(active, result.slots, strict=True):
-            if slots is None or int(slots.min()) != 0:
-                continue
+        first = [
+            k for k, slots in enumerate(result.slots) if slots is not None and int(slots.min()) == 0
+        ]
+        if deadline_safety:
+            load, due = urgent_load(jobs, now, window, urgent)
+            # The margin grows with how busy the GPUs are: a quiet queue needs none.
+            margin = round(
+                full_margin * min(1.0, _MARGIN_LOAD_SCALE * busy_share(jobs, now, window, capacity))
+            )
+            first = safe_first_slot(
+                queue, first, used[now:end], capacity, _HEADROOM * load, margin, due
+            )
+        for k in first:
+            i = active[k]
             if jobs[i].interruptible:
                 done[i].append(now)
                 used[now] += jobs[i].gpus
             else:
-                # A started job that cannot be paused keeps the window it was given.
-                window = [now + int(s) for s in slots]
-                done[i].extend(window)
-                used[window] += jobs[i].gpus
-                fixed[i] = True
+                # A started job that cannot be paused runs to its end from now on.
+                run = list(range(now, min(now + queue[k].duration, n_slots)))
+                done[i].extend(run)
+                used[run] += jobs[i].gpus
             if len(done[i]) >= jobs[i].duration:
                 pending.discard(i)
         now += 1
@@ -174,6 +346,7 @@ def policy_slots(
     *,
     forecast: str = "perfect",
     policy: str = "greenwindow",
+    deadline_safety: bool = True,
 ) -> list[list[int]]:
     """Slots each job ran in under a policy (absolute trace slots)."""
     if policy not in POLICIES:
@@ -185,7 +358,18 @@ def policy_slots(
     if policy == "greenwindow":
         margin = _LATE_MARGIN_HOURS * 60 // series.step_minutes
         penalty = DEFER_PENALTY_PER_HOUR * series.step_minutes / 60
-        return online_greenwindow(jobs, n_slots, capacity, view, margin, penalty)
+        return online_greenwindow(
+            jobs,
+            n_slots,
+            capacity,
+            view,
+            margin,
+            penalty,
+            slot_hours=series.step_minutes / 60,
+            deadline_safety=deadline_safety,
+        )
+    if policy == "edf":
+        return edf_slots(jobs, capacity, n_slots)
     full = np.full(n_slots, capacity, dtype=np.int64)
     if policy == "run-now":
         chosen = run_now_slots(jobs, full)
@@ -200,6 +384,14 @@ def policy_slots(
             views.append(seen)
         chosen = sdk_window_slots(jobs, full, views)
     return [[] if s is None else [int(x) for x in s] for s in chosen]
+
+
+def _misses(jobs: Sequence[SlotJob], chosen: Sequence[list[int]]) -> int:
+    return sum(
+        1
+        for job, slots in zip(jobs, chosen, strict=True)
+        if len(slots) < job.duration or max(slots) + 1 > job.deadline
+    )
 
 
 def simulate_series(
@@ -219,14 +411,12 @@ def simulate_series(
         baseline = policy_slots(series, jobs, capacity, forecast=forecast, policy="run-now")
     total = sum(_kg(series, job, slots) for job, slots in zip(jobs, chosen, strict=True))
     run_now = sum(_kg(series, job, slots) for job, slots in zip(jobs, baseline, strict=True))
-    misses = sum(
-        1
-        for job, slots in zip(jobs, chosen, strict=True)
-        if len(slots) < job.duration or max(slots) + 1 > job.deadline
-    )
+    misses = _misses(jobs, chosen)
+    edf = chosen if policy == "edf" else policy_slots(series, jobs, capacity, policy="edf")
     return {
         "policy": policy,
         "forecast": forecast,
+        "edf_deadline_misses": _misses(jobs, edf),
         "jobs": [
             {
                 "id": job.id,
@@ -249,8 +439,16 @@ def simulate(
     forecast: str = "perfect",
     policy: str = "greenwindow",
 ) -> dict[str, Any]:
-    """Backtest a policy on a trace CSV (life-cycle intensity) and a workload dict."""
-    return simulate_series(read_trace_csv(trace_path), workload, forecast=forecast, policy=policy)
+    """Backtest a policy on a trace file (life-cycle intensity) and a workload dict.
+
+    The trace is read as it comes (see `scheduler.carbon.trace_reader`); what the reader
+    had to repair is listed under `trace_warnings`.
+    """
+    read = read_trace(trace_path)
+    result = simulate_series(read.series, workload, forecast=forecast, policy=policy)
+    result["trace_warnings"] = read.report.warnings()
+    result["step_minutes"] = read.series.step_minutes
+    return result
 
 
 def main(
@@ -267,8 +465,21 @@ def main(
     workload = json.loads(Path(workload_path).read_text(encoding="utf-8"))
     result = simulate(trace, workload, forecast=forecast, policy=policy)
     Path(out_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    console = Console(width=max(Console().width, 100))
+    for note in result.get("trace_warnings", []):
+        console.print(f"warning: {Path(trace).name}: {note}", style="yellow")
     table = Table(title=f"greenwindow simulate: {Path(trace).name}")
-    for column in ("policy", "forecast", "jobs", "kg CO2e", "run-now kg", "saving", "misses"):
+    columns = (
+        "policy",
+        "forecast",
+        "jobs",
+        "kg CO2e",
+        "run-now kg",
+        "saving",
+        "misses",
+        "EDF misses",
+    )
+    for column in columns:
         table.add_column(column, justify="right" if column != "policy" else "left")
     table.add_row(
         policy,
@@ -278,6 +489,54 @@ def main(
         f"{result['run_now_kg_co2e']:.2f}",
         f"{result['savings_percent']:.1f} %",
         str(result["deadline_misses"]),
+        str(result["edf_deadline_misses"]),
     )
-    Console().print(table)
+    console.print(table)
+    return result
+
+
+def main_zones(
+    traces: list[str],
+    workload_path: str | Path,
+    out_path: str | Path,
+    forecast: str = "perfect",
+    policy: str = "greenwindow",
+) -> dict[str, Any]:
+    """Multi-zone backtest from `ZONE=FILE` traces (see `spatial.py`); writes the JSON and
+    prints a summary with the extra saving over keeping every job in its first zone."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from scheduler.planning.spatial import simulate_zones
+
+    series_by_zone: dict[str, IntensitySeries] = {}
+    console = Console(width=max(Console().width, 100))
+    for entry in traces:
+        zone, sep, file = entry.partition("=")
+        if not sep or not zone or not file:
+            raise ValueError(f"--trace {entry!r}: with several traces, give each as ZONE=FILE")
+        if zone in series_by_zone:
+            raise ValueError(f"--trace: zone {zone!r} given twice")
+        read = read_trace(file)
+        for note in read.report.warnings():
+            console.print(f"warning: {Path(file).name}: {note}", style="yellow")
+        series_by_zone[zone] = read.series
+    workload = json.loads(Path(workload_path).read_text(encoding="utf-8"))
+    result = simulate_zones(series_by_zone, workload, forecast=forecast, policy=policy)
+    Path(out_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    table = Table(title=f"greenwindow simulate: {', '.join(series_by_zone)}")
+    columns = ("policy", "jobs", "moved", "kg CO2e", "home-zone kg", "extra", "misses", "EDF")
+    for column in columns:
+        table.add_column(column, justify="right" if column != "policy" else "left")
+    table.add_row(
+        policy,
+        str(len(result["jobs"])),
+        str(result["moved_jobs"]),
+        f"{result['total_kg_co2e']:.2f}",
+        f"{result['home_zone_kg_co2e']:.2f}",
+        f"{result['extra_saving_percent']:.1f} %",
+        str(result["deadline_misses"]),
+        str(result["edf_deadline_misses"]),
+    )
+    console.print(table)
     return result

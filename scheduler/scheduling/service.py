@@ -9,11 +9,12 @@ slots starting at "now", so a job whose best window is now can start at once.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from scheduler.carbon import service as carbon
@@ -38,6 +39,58 @@ RESUME_OVERHEAD_MINUTES = 5.0
 # Built-in tariffs, used until an operator sets one with PUT /v1/zones/{zone}/tariff.
 DEFAULT_TARIFFS: dict[str, Callable[[], TariffSchedule]] = {"ES": spain_2_0td_example}
 WAITING_STATES = (JobState.SCHEDULED.value, JobState.READY.value, JobState.PAUSED.value)
+
+
+def _slot_rounding(planned_s: float, estimated_s: float) -> timedelta:
+    """Time a run gains when planned as whole slots (and at least a minute).
+
+    A deadline of "now + run time" (`max_delay_minutes: 0`) must stay feasible on the
+    slot grid: the job ends when its estimated run time is over, not at the end of the
+    last slot it holds.
+    """
+    slot_s = SLOT_MINUTES * 60
+    held_s = math.ceil(planned_s / slot_s - 1e-9) * slot_s
+    return timedelta(seconds=max(held_s - max(estimated_s, 0.0), 0.0))
+
+
+def promote_due(session: Session, zone: str, *, now: datetime) -> int:
+    """Move the zone's scheduled jobs whose planned start has come to `ready`.
+
+    Called when a worker finds nothing to claim, so a job whose window opened between two
+    replanning ticks never waits while a GPU is idle. The UPDATE is conditional on the
+    state, so concurrent claims promote each job once.
+    """
+    from scheduler.jobs.service import record_event
+
+    reason = "planned start reached"
+    promoted = (
+        session.execute(
+            update(Job)
+            .where(
+                Job.zone == zone,
+                Job.state == JobState.SCHEDULED.value,
+                Job.planned_start <= now,
+                (Job.not_before.is_(None)) | (Job.not_before <= now),
+            )
+            .values(state=JobState.READY.value, state_reason=reason, updated_at=now)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
+    for job_id in promoted:
+        job = session.get(Job, job_id, populate_existing=True)
+        assert job is not None
+        record_event(
+            session,
+            job,
+            from_state=JobState.SCHEDULED.value,
+            to_state=JobState.READY.value,
+            reason=reason,
+            now=now,
+        )
+    return len(promoted)
 
 
 def burn_in_seconds(config: dict) -> float:
@@ -193,15 +246,19 @@ class Scheduling:
         done = 0.0
         if progress.get("total_steps"):
             done = min(float(progress.get("step") or 0) / float(progress["total_steps"]), 0.95)
-        duration_s = max(job.estimated_duration_s * (1 - done), 60.0)
+        estimated_s = job.estimated_duration_s * (1 - done)
+        duration_s = max(estimated_s, 60.0)
         hours = max(job.estimated_duration_s, 60.0) / 3600.0
+        earliest = now
+        if job.not_before is not None and job.state != JobState.RUNNING.value:
+            earliest = max(now, job.not_before)
         return PlanJob(
             id=job.id,
             duration_minutes=duration_s / 60.0,
             power_kw=job.estimated_kwh / hours,
             gpus=job.gpus,
-            earliest_start=now,
-            deadline=job.deadline,
+            earliest_start=earliest,
+            deadline=job.deadline + _slot_rounding(duration_s, estimated_s),
             interruptible=job.interruptible,
             objective=job.objective,  # type: ignore[arg-type]
             priority=job.priority,
@@ -271,8 +328,38 @@ class Scheduling:
         state = self._apply(job, result.jobs[job.id], signal, now)
         return state, job.state_reason
 
-    def replan_zone(self, session: Session, zone: str, *, now: datetime) -> int:
-        """Plan the zone's whole queue jointly and move jobs whose window opened to `ready`."""
+    def place_in_best_zone(
+        self, session: Session, job: Job, zones: Sequence[str], *, now: datetime
+    ) -> tuple[JobState, str]:
+        """Place a job in whichever of `zones` gives it the best plan, zone and window
+        chosen together: on time first (each zone's GPUs and queue as they are), then the
+        lowest expected kg CO2e. Sets `first_zone_kg_co2e` for the saving against the
+        first zone, and says both in the reason."""
+        outcomes = []
+        for rank, zone in enumerate(zones):
+            job.zone = zone
+            state, reason = self.place_new_job(session, job, now=now)
+            on_time = not reason.startswith(("infeasible", "waits: no free GPUs"))
+            outcomes.append((not on_time, job.estimated_kg_co2e, rank, zone))
+        first_kg = outcomes[0][1]
+        best = min(outcomes)
+        job.zone = best[3]
+        state, reason = self.place_new_job(session, job, now=now)
+        job.first_zone_kg_co2e = first_kg
+        if job.zone != zones[0]:
+            change = 100.0 * (first_kg - job.estimated_kg_co2e) / first_kg if first_kg else 0.0
+            reason = f"{reason}; in zone {job.zone} ({-change:+.0f} % CO2e vs {zones[0]})"
+            job.state_reason = reason
+        return state, reason
+
+    def replan_zone(
+        self, session: Session, zone: str, *, now: datetime, promote_only: bool = False
+    ) -> int:
+        """Plan the zone's whole queue jointly and move jobs whose window opened to `ready`.
+
+        With `promote_only` (a replan because capacity grew), only waiting jobs that the
+        new plan starts now are changed (to `ready`): such a replan brings work forward.
+        """
         from scheduler.jobs.service import move_reservation, transition
 
         waiting = list(
@@ -297,6 +384,13 @@ class Scheduling:
         )
         for job in waiting:
             job_plan = result.jobs[job.id]
+            if promote_only and (
+                job.state in (JobState.READY.value, JobState.RUNNING.value)
+                or not job_plan.intervals
+                or job_plan.intervals[0][0] > now
+            ):
+                # Only jobs the new plan starts now change; the rest keep plan and reason.
+                continue
             if job.state == JobState.RUNNING.value:
                 # An interruptible job the plan does not keep running now is paused by its
                 # worker at the next heartbeat (checkpoint, release, resume later).
@@ -307,6 +401,23 @@ class Scheduling:
             if target.value != job.state:
                 transition(session, job, target, reason=job.state_reason, now=now)
         return len(waiting)
+
+    def replan_now(self, session: Session, zone: str, *, now: datetime) -> bool:
+        """Re-plan a zone at once after a change that frees or adds capacity (a job ended,
+        was cancelled or released, a worker joined), instead of at the next tick.
+
+        On PostgreSQL it takes the replan tick's advisory lock for this transaction and
+        skips when another replica holds it: that replan, or the next, sees the change,
+        and a claim promotes due jobs meanwhile (see `promote_due`). Returns whether it ran.
+        """
+        if session.get_bind().dialect.name == "postgresql":
+            key = zlib.crc32(b"greenwindow:replan")
+            if not session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}
+            ).scalar():
+                return False
+        self.replan_zone(session, zone, now=now, promote_only=True)
+        return True
 
     def zones_to_plan(self, session: Session) -> set[str]:
         """Zones with jobs waiting or running, plus the default zone."""

@@ -33,7 +33,12 @@ router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=WorkerRegistered)
 def register(
-    body: WorkerRegister, session: SessionDep, now: NowDep, settings: SettingsDep, _: FleetDep
+    body: WorkerRegister,
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    settings: SettingsDep,
+    _: FleetDep,
 ) -> WorkerRegistered:
     """Register a worker host with the fleet token; returns its own token (shown once)."""
     worker, token = service.register(
@@ -42,6 +47,7 @@ def register(
         now=now,
         heartbeat_seconds=settings.heartbeat_seconds,
         default_zone=settings.zone,
+        scheduling=request.app.state.scheduling,
     )
     return WorkerRegistered(
         worker_id=worker.id,

@@ -44,8 +44,10 @@ def register(
     now: datetime,
     heartbeat_seconds: int,
     default_zone: str,
+    scheduling: Scheduling | None = None,
 ) -> tuple[Worker, str]:
-    """Register a worker; returns it and its token in clear text (shown once)."""
+    """Register a worker; returns it and its token in clear text (shown once). With
+    `scheduling`, the worker's zone is replanned at once around the new capacity."""
     secret = secrets.token_urlsafe(32)
     worker = Worker(
         host=spec.host,
@@ -62,6 +64,8 @@ def register(
     )
     session.add(worker)
     session.flush()
+    if scheduling is not None:
+        scheduling.replan_now(session, worker.zone, now=now)
     return worker, f"{TOKEN_PREFIX}_{worker.id}_{secret}"
 
 
@@ -167,7 +171,14 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
     )
     job_id = session.execute(statement).scalar_one_or_none()
     if job_id is None:
-        return None
+        from scheduler.scheduling.service import promote_due
+
+        # Jobs whose window opened since the last replan are due: promote them, try again.
+        if not promote_due(session, worker.zone, now=now):
+            return None
+        job_id = session.execute(statement).scalar_one_or_none()
+        if job_id is None:
+            return None
     job = session.get(Job, job_id, populate_existing=True)
     assert job is not None
     jobs.record_event(
@@ -282,6 +293,8 @@ def complete(
         session, job, JobState.SUCCEEDED, reason="succeeded", now=now, data=result or None
     )
     energy.settle_job(session, job, now=now, scheduling=scheduling)
+    # Its GPUs are free now, maybe earlier than estimated: the zone's queue moves up.
+    scheduling.replan_now(session, job.zone, now=now)
     return job
 
 
@@ -307,6 +320,7 @@ def fail(
         )
         jobs.transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
         energy.settle_job(session, job, now=now, scheduling=scheduling)
+        scheduling.replan_now(session, job.zone, now=now)
         return job
     energy.close_attempt(
         session, job, outcome="failed", report=report, now=now, scheduling=scheduling
@@ -318,10 +332,12 @@ def fail(
             f"{job.infra_restarts} of {max_infra_restarts}, resumes from its last checkpoint"
         )
         jobs.transition(session, job, JobState.SCHEDULED, reason=reason, now=now)
+        scheduling.replan_now(session, job.zone, now=now)
         return job
     reason = f"failed: {_short(error)}" if error else "failed"
     jobs.transition(session, job, JobState.FAILED, reason=reason, now=now)
     energy.settle_job(session, job, now=now, scheduling=scheduling)
+    scheduling.replan_now(session, job.zone, now=now)
     return job
 
 
@@ -347,6 +363,7 @@ def release(
     job.pause_requested = False
     text = PAUSED_REASON if reason == "paused" else SHUTDOWN_REASON
     jobs.transition(session, job, JobState.SCHEDULED, reason=text, now=now)
+    scheduling.replan_now(session, job.zone, now=now)
     return job
 
 

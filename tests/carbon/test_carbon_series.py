@@ -167,7 +167,8 @@ def test_reads_headerless_five_minute_file(tmp_path: Path) -> None:
     [
         ("Time,Value\n2023-05-01 00:00,1\nnot a time,2\n", 3),
         ("Time,Value\n2023-05-01 00:00,1\n2023-05-01 01:00,lots\n", 3),
-        ("Time,Value\n2023-05-01 00:00,1\n2023-05-01 01:00,2\n2023-05-01 01:20,3\n", 4),
+        ("Time,Value\n2023-05-01 00:00,1\n2023-05-01 01:00,2\n2023-05-01 01:20,inf\n", 4),
+        ("Time,Value\n2023-05-01 00:00,1\n2023-05-01 01:00,-5\n", 3),
     ],
 )
 def test_unreadable_content_names_file_and_line(tmp_path: Path, body: str, line: int) -> None:

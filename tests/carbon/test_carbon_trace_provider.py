@@ -138,17 +138,18 @@ def test_every_provider_satisfies_the_interface() -> None:
 
 def test_replayed_values_are_labelled_replayed_and_gaps_filled(tmp_path: Path) -> None:
     path = tmp_path / "lab.csv"
-    # 01:00 is missing from the recording: the reader fills it, and replay keeps that label.
+    # 02:00 is missing from the hourly recording: the reader fills it, and replay keeps that
+    # label.
     path.write_text(
-        "time,value\n2024-05-01T00:00Z,10\n2024-05-01T02:00Z,30\n2024-05-01T03:00Z,40\n"
+        "time,value\n2024-05-01T00:00Z,10\n2024-05-01T01:00Z,20\n2024-05-01T03:00Z,40\n"
         "2024-05-01T04:00Z,50\n"
     )
     source = make_provider(
         "trace", trace_path=str(path), clock=lambda: datetime(2024, 5, 1, 0, tzinfo=UTC)
     )
     forecast = source.forecast("anywhere", hours=5)
-    assert list(forecast.values) == [10, 10, 30, 40, 50]
-    assert forecast.provenance == ("replayed", "filled", "replayed", "replayed", "replayed")
+    assert list(forecast.values) == [10, 20, 20, 40, 50]
+    assert forecast.provenance == ("replayed", "replayed", "filled", "replayed", "replayed")
     history = source.history(
         "anywhere", datetime(2024, 4, 30, 23, tzinfo=UTC), datetime(2024, 5, 1, 1, tzinfo=UTC)
     )
