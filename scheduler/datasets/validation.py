@@ -114,6 +114,20 @@ def find_list(files: list[zipfile.ZipInfo]) -> zipfile.ZipInfo:
     return lists[0]
 
 
+def refuse_extra_members(files: list[zipfile.ZipInfo], list_info: zipfile.ZipInfo) -> None:
+    """A dataset holds its `.list` and audio only: a pickled "checkpoint", a script or any
+    other file has no business on a GPU worker, so the upload is refused naming it."""
+    for info in files:
+        if info is list_info or _is_noise(info.filename):
+            continue
+        if not info.filename.lower().endswith(AUDIO_SUFFIXES):
+            raise DatasetInvalid(
+                f"zip member '{info.filename}' is neither the .list nor audio "
+                f"({', '.join(AUDIO_SUFFIXES)}); a dataset holds only those",
+                field="file",
+            )
+
+
 @dataclass(frozen=True)
 class ListLine:
     number: int
@@ -160,6 +174,7 @@ def validate_zip(path: Path, limits: Limits | None = None) -> DatasetSummary:
     with archive:
         files = check_members(archive, limits)
         list_info = find_list(files)
+        refuse_extra_members(files, list_info)
         try:
             raw = archive.read(list_info)
         except (zipfile.BadZipFile, RuntimeError, zlib.error, EOFError) as exc:

@@ -20,6 +20,7 @@ from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
 from scheduler.workers.models import Worker
 from scheduler.workers.schemas import WorkerRegister
+from worker.errors import public_error
 
 if TYPE_CHECKING:
     from scheduler.scheduling.service import Scheduling
@@ -300,6 +301,9 @@ def fail(
     """The attempt failed (or stopped on cancel); a retryable failure is requeued while
     restarts remain."""
     _clear_lease(job)
+    # Workers send one line already; an older or misbehaving one must not leak its
+    # tracebacks and paths to the team.
+    error = public_error(error) if error else ""
     job.error = error or None
     if cancelled:
         energy.close_attempt(

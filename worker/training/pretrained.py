@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from worker.training.checkpoint import safe_torch_load
+
 log = logging.getLogger(__name__)
 
 # Original stage-1 names -> ours (the original keeps torch's packed MultiheadAttention layout).
@@ -27,11 +29,15 @@ _S1_RENAMES = [
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file or a torch checkpoint (unwrapping `weight`/`model` keys)."""
+    """Tensors of a safetensors file or a torch checkpoint (unwrapping `weight`/`model` keys).
+
+    Torch files load with ``weights_only=True``: a file holding anything but tensors and
+    plain containers is refused (UnsafeCheckpoint) before any of its code could run.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_file(str(path))
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    raw = safe_torch_load(path)
     for key in ("weight", "model", "state_dict"):
         if isinstance(raw, dict) and isinstance(raw.get(key), dict):
             raw = raw[key]
