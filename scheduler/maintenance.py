@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from sqlalchemy import select, text
@@ -26,11 +25,13 @@ from scheduler.carbon import service as carbon
 from scheduler.db.session import session_scope
 from scheduler.jobs import service as jobs
 from scheduler.teams.models import Team
+from scheduler.webhooks import service as webhooks
 from scheduler.workers import service as workers
 
 log = logging.getLogger("greenwindow.ticks")
 
 Tick = Callable[[Session, FastAPI], Any]
+WEBHOOK_PASS_SECONDS = 2
 TICKS: dict[str, Tick] = {}
 
 
@@ -79,8 +80,11 @@ def budget_notify(session: Session, app: FastAPI) -> int:
                 threshold["used_percent"],
                 threshold["percent"],
             )
-            if team.webhook_url:
-                _post_webhook(team.webhook_url, {"team": team.name, **threshold})
+            # Only written here; delivered after commit (a slow receiver never holds this
+            # transaction, which on SQLite is the database's write lock).
+            webhooks.enqueue(
+                session, team, "budget_threshold", {"team": team.name, **threshold}, now=now
+            )
             sent += 1
     return sent
 
@@ -118,14 +122,6 @@ def reap_leases(session: Session, app: FastAPI) -> int:
     )
 
 
-def _post_webhook(url: str, payload: dict[str, Any]) -> None:
-    try:
-        httpx.post(url, json={"event": "budget_threshold", **payload}, timeout=5.0)
-    except httpx.HTTPError as exc:
-        # A notification must never break the tick; the threshold is still recorded as fired.
-        log.warning("budget webhook failed: %s", type(exc).__name__)
-
-
 def start_ticks(app: FastAPI) -> BackgroundScheduler:
     """Start the background scheduler with every registered tick."""
     settings = app.state.settings
@@ -153,8 +149,32 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
             coalesce=True,
             **first,
         )
+    # Webhooks go out from their own job, outside any tick's transaction.
+    scheduler.add_job(
+        _safe_deliver_webhooks,
+        "interval",
+        seconds=min(settings.maintenance_seconds, WEBHOOK_PASS_SECONDS),
+        args=(app,),
+        id="deliver_webhooks",
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.start()
     return scheduler
+
+
+def deliver_webhooks(app: FastAPI) -> int:
+    """One pass of the webhook outbox (POSTs with no transaction open)."""
+    return webhooks.deliver_due(
+        app.state.session_factory, app.state.settings, app.state.clock
+    )
+
+
+def _safe_deliver_webhooks(app: FastAPI) -> None:
+    try:
+        deliver_webhooks(app)
+    except Exception:  # noqa: BLE001 - retried on the next pass
+        log.exception("webhook delivery pass failed")
 
 
 def _safe_tick(app: FastAPI, name: str) -> None:

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     forecast_refresh_seconds: int = Field(default=900, ge=10, le=86_400)
     maintenance_seconds: int = Field(default=10, ge=1, le=3_600)
 
+    # Team webhooks: total time per POST, retries (doubling from the base), and whether
+    # loopback, link-local, private and metadata addresses may be called.
+    webhook_deadline_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_retry_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    webhook_allow_internal: bool = False
+
     @field_validator("zone")
     @classmethod
     def _zone_not_blank(cls, value: str) -> str:

@@ -203,6 +203,12 @@ ROWS = [
         admin_only(200),
     ),
     Row(
+        "POST",
+        "/v1/teams/{team}/webhook-secret",
+        fixed("/v1/teams/{team}/webhook-secret"),
+        admin_only(200),
+    ),
+    Row(
         "PUT",
         "/v1/teams/{team}/budget",
         fixed("/v1/teams/{team}/budget", json=BUDGET),
