@@ -18,6 +18,7 @@ from scheduler.datasets import service
 from scheduler.db.session import session_scope
 from scheduler.deps import Principal, SessionDep, UserDep
 from scheduler.errors import InvalidInput, NotFound
+from scheduler.workers import service as workers
 from scheduler.workers.auth import CallerDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -142,9 +143,14 @@ def get_dataset(dataset_id: str, session: SessionDep, principal: UserDep) -> Dat
 def download_archive(
     dataset_id: str, request: Request, session: SessionDep, caller: CallerDep
 ) -> FileResponse:
-    """The dataset zip, for the owning team or a worker."""
+    """The dataset zip, for the owning team, or a worker while it runs a job that uses it."""
     dataset = service.get_dataset(session, dataset_id, team_id=None)
-    if not caller.can_see_team(dataset.team_id):
+    if caller.worker is not None:
+        assert caller.now is not None
+        allowed = workers.leases_dataset(session, caller.worker, dataset.id, caller.now)
+    else:
+        allowed = caller.can_see_team(dataset.team_id)
+    if not allowed:
         raise NotFound(f"unknown dataset '{dataset_id}'", field="dataset.id")
     path = service.archive_path(request.app.state.settings, dataset.id)
     if not path.is_file():

@@ -226,6 +226,32 @@ def fenced_job(
     return job
 
 
+def holds_live_lease(job: Job, worker: Worker, now: datetime) -> bool:
+    """True while this worker runs the job under an unexpired lease."""
+    return (
+        job.state == JobState.RUNNING.value
+        and job.worker_id == worker.id
+        and job.lease_token is not None
+        and job.lease_expires_at is not None
+        and job.lease_expires_at > now
+    )
+
+
+def leases_dataset(session: Session, worker: Worker, dataset_id: str, now: datetime) -> bool:
+    """True while this worker holds a live lease on a job that trains on the dataset."""
+    running = session.scalars(
+        select(Job).where(
+            Job.worker_id == worker.id,
+            Job.state == JobState.RUNNING.value,
+            Job.lease_expires_at > now,
+        )
+    )
+    return any(
+        (job.dataset or {}).get("id") == dataset_id and holds_live_lease(job, worker, now)
+        for job in running
+    )
+
+
 def job_heartbeat(
     session: Session,
     worker: Worker,

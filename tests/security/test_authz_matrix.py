@@ -294,7 +294,9 @@ ROWS = [
         "GET",
         "/v1/datasets/{dataset_id}/archive",
         fixed("/v1/datasets/{dataset}/archive"),
-        file_reader(200),
+        # The worker's job does not train on this dataset: a worker reads only the inputs
+        # of a job it holds a live lease on (tests/security/test_worker_data_access.py).
+        {**file_reader(200), "worker": 404},
     ),
     Row("GET", "/v1/zones/{zone}/forecast", fixed("/v1/zones/ES/forecast"), any_user(200)),
     Row(

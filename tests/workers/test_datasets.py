@@ -38,10 +38,11 @@ def test_good_zip_is_stored_and_readable(client: TestClient, team_key: str) -> N
     archive = client.get(f"/v1/datasets/{dataset['id']}/archive", headers=bearer(team_key))
     assert archive.status_code == 200 and archive.content == data
 
-    # Workers fetch it with their own token; another team cannot see it at all.
+    # A worker fetches it only while it runs a job on it (test_worker_data_access.py);
+    # another team cannot see it at all.
     worker = register(client)
     by_worker = client.get(f"/v1/datasets/{dataset['id']}/archive", headers=bearer(worker["token"]))
-    assert by_worker.content == data
+    assert by_worker.status_code == 404
     other = client.post("/v1/teams", json={"name": "beta"}, headers=admin_headers()).json()
     for path in (f"/v1/datasets/{dataset['id']}", f"/v1/datasets/{dataset['id']}/archive"):
         assert client.get(path, headers=bearer(other["api_key"])).status_code == 404
