@@ -11,7 +11,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget
 from scheduler.carbon import service as carbon
+from scheduler.datasets import service as datasets
 from scheduler.db.session import session_scope
 from scheduler.jobs import service as jobs
 from scheduler.teams.models import Team
@@ -32,6 +33,8 @@ log = logging.getLogger("greenwindow.ticks")
 
 Tick = Callable[[Session, FastAPI], Any]
 WEBHOOK_PASS_SECONDS = 2
+STALE_VALIDATION_PASS_SECONDS = 300
+STALE_VALIDATION_AGE = timedelta(minutes=10)
 TICKS: dict[str, Tick] = {}
 
 
@@ -159,8 +162,37 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
         max_instances=1,
         coalesce=True,
     )
+    # Datasets whose validation was cut short (a restart) are picked up again, also outside
+    # any tick's transaction: decoding audio takes a while.
+    scheduler.add_job(
+        _safe_resume_dataset_validation,
+        "interval",
+        seconds=STALE_VALIDATION_PASS_SECONDS,
+        args=(app,),
+        id="resume_dataset_validation",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.start()
     return scheduler
+
+
+def resume_dataset_validation(app: FastAPI) -> int:
+    """Validate datasets left `validating` for longer than a validation normally takes."""
+    factory, settings = app.state.session_factory, app.state.settings
+    with session_scope(factory) as session:
+        stale = datasets.stale_validations(
+            session, before=app.state.clock() - STALE_VALIDATION_AGE
+        )
+    return sum(datasets.validate_audio(factory, settings, d) is not None for d in stale)
+
+
+def _safe_resume_dataset_validation(app: FastAPI) -> None:
+    try:
+        resume_dataset_validation(app)
+    except Exception:  # noqa: BLE001 - retried on the next pass
+        log.exception("resuming dataset validation failed")
 
 
 def deliver_webhooks(app: FastAPI) -> int:

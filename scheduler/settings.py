@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = Field(default=30.0, gt=0, le=86_400)
     webhook_allow_internal: bool = False
 
+    # Per dataset: annotated lines, and seconds of audio summed over the lines.
+    dataset_max_lines: int = Field(default=50_000, ge=1, le=10_000_000)
+    dataset_max_audio_seconds: float = Field(default=360_000.0, gt=0, le=1e9)
+
     @field_validator("zone")
     @classmethod
     def _zone_not_blank(cls, value: str) -> str:
