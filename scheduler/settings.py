@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     dataset_max_lines: int = Field(default=50_000, ge=1, le=10_000_000)
     dataset_max_audio_seconds: float = Field(default=360_000.0, gt=0, le=1e9)
 
+    # Plausibility caps on workers' energy reports: watts per GPU (a GPU's registered power
+    # limit, when lower, wins) and for the rest of the host (CPU, RAM).
+    max_gpu_watts: float = Field(default=1_500.0, gt=0, le=20_000)
+    max_host_watts: float = Field(default=3_000.0, gt=0, le=100_000)
+
     @field_validator("zone")
     @classmethod
     def _zone_not_blank(cls, value: str) -> str:

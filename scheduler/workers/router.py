@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from fastapi import APIRouter, Request, Response, status
+from sqlalchemy.orm import Session
 
 from scheduler.deps import AdminDep, NowDep, SessionDep, SettingsDep
 from scheduler.jobs.models import Job
+from scheduler.settings import Settings
 from scheduler.workers import service
 from scheduler.workers.auth import CurrentWorker, FleetDep
+from scheduler.workers.models import Worker
 from scheduler.workers.schemas import (
     ClaimedJob,
     ClaimResponse,
+    EnergyReport,
     JobComplete,
     JobFail,
     JobFinished,
@@ -132,12 +139,14 @@ def job_heartbeat(
     job = service.fenced_job(
         session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
     )
+    energy = body.energy.as_dict() if body.energy else None
+    service.check_energy_plausible(session, job, worker, energy, now=now, settings=settings)
     action = service.job_heartbeat(
         session,
         worker,
         job,
         progress=body.progress,
-        energy_so_far=body.energy,
+        energy_so_far=energy,
         now=now,
         lease_seconds=settings.lease_seconds,
         events=[event.model_dump() for event in body.events],
@@ -154,6 +163,7 @@ def complete(
     request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
     worker: CurrentWorker,
 ) -> JobFinished:
     """The job succeeded; its energy report is accounted and charged."""
@@ -163,7 +173,7 @@ def complete(
     service.complete(
         session,
         job,
-        report=body.energy,
+        report=_checked_report(session, job, worker, body.energy, now, settings),
         result=body.result,
         now=now,
         scheduling=request.app.state.scheduling,
@@ -189,7 +199,7 @@ def fail(
     service.fail(
         session,
         job,
-        report=body.energy,
+        report=_checked_report(session, job, worker, body.energy, now, settings),
         error=body.error,
         retryable=body.retryable,
         cancelled=body.cancelled,
@@ -208,6 +218,7 @@ def release(
     request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
     worker: CurrentWorker,
 ) -> JobFinished:
     """The worker checkpointed and let the job go (pause or shutdown)."""
@@ -217,12 +228,26 @@ def release(
     service.release(
         session,
         job,
-        report=body.energy,
+        report=_checked_report(session, job, worker, body.energy, now, settings),
         reason=body.reason,
         now=now,
         scheduling=request.app.state.scheduling,
     )
     return _finished(job)
+
+
+def _checked_report(
+    session: Session,
+    job: Job,
+    worker: Worker,
+    report: EnergyReport | None,
+    now: datetime,
+    settings: Settings,
+) -> dict[str, Any] | None:
+    """The attempt report as a dict, once its figures are physically possible (else 422)."""
+    plain = report.as_dict() if report is not None else None
+    service.check_energy_plausible(session, job, worker, plain, now=now, settings=settings)
+    return plain
 
 
 def _finished(job: Job) -> JobFinished:

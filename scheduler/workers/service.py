@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.artifacts.models import Artifact
 from scheduler.energy import service as energy
-from scheduler.errors import Conflict, NotFound
+from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
@@ -24,6 +25,7 @@ from worker.errors import public_error
 
 if TYPE_CHECKING:
     from scheduler.scheduling.service import Scheduling
+    from scheduler.settings import Settings
 
 TOKEN_PREFIX = "gww"
 # A worker is dead after this many heartbeat intervals without a word.
@@ -224,6 +226,69 @@ def fenced_job(
             field="lease_token",
         )
     return job
+
+
+# A report may exceed full power over the server-side wall time by this factor plus the
+# grace (clock skew, the metering window around the claim).
+ENERGY_MARGIN = 1.25
+ENERGY_GRACE_SECONDS = 120.0
+
+
+def gpu_watts_cap(worker: Worker, settings: Settings) -> float:
+    """The most one of this worker's GPUs can draw: its registered power limit if lower."""
+    limits = []
+    for gpu in worker.gpus or []:
+        try:
+            limits.append(float(gpu.get("power_limit_w")))
+        except (TypeError, ValueError):
+            continue
+    usable = [w for w in limits if 0 < w < settings.max_gpu_watts and math.isfinite(w)]
+    return max(usable) if usable else settings.max_gpu_watts
+
+
+def check_energy_plausible(
+    session: Session,
+    job: Job,
+    worker: Worker,
+    report: dict[str, Any] | None,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    """Refuse (422 naming the field) energy no hardware could have used: more than the
+    job's GPUs at their power limit, or the host at its cap, over the attempt's wall time
+    (measured by the service, from the claim) with a margin."""
+    if not report:
+        return
+    attempt = energy.get_attempt(session, job.id, job.attempt)
+    started = attempt.started_at if attempt is not None else (job.started_at or now)
+    seconds = max((now - started).total_seconds(), 0.0)
+    hours = (seconds * ENERGY_MARGIN + ENERGY_GRACE_SECONDS) / 3600.0
+    per_gpu = gpu_watts_cap(worker, settings)
+    gpu_kwh = job.gpus * per_gpu * hours / 1000.0
+    host_kwh = settings.max_host_watts * hours / 1000.0
+    why = (
+        f"over the attempt's {seconds:.0f} s, {job.gpus} GPU(s) at {per_gpu:g} W and the "
+        f"host at {settings.max_host_watts:g} W"
+    )
+    caps = {"gpu_kwh": gpu_kwh, "cpu_kwh": host_kwh, "ram_kwh": host_kwh,
+            "kwh_so_far": gpu_kwh + host_kwh}
+    for key, cap in caps.items():
+        value = report.get(key)
+        if value is not None and float(value) > cap:
+            raise InvalidInput(
+                f"energy.{key} = {float(value):g} kWh is more than is possible {why} "
+                f"(at most {cap:.6g} kWh)",
+                field=f"energy.{key}",
+            )
+    for index, gpu in enumerate(report.get("gpus") or []):
+        value = gpu.get("kwh") if isinstance(gpu, dict) else None
+        if value is not None and float(value) > per_gpu * hours / 1000.0:
+            raise InvalidInput(
+                f"energy.gpus.{index}.kwh = {float(value):g} kWh is more than one GPU at "
+                f"{per_gpu:g} W can use in the attempt's {seconds:.0f} s",
+                field=f"energy.gpus.{index}.kwh",
+            )
 
 
 def holds_live_lease(job: Job, worker: Worker, now: datetime) -> bool:
