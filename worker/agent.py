@@ -475,8 +475,10 @@ class Agent:
             # Never train on a damaged (or vanished) checkpoint: start over and say so.
             shutil.rmtree(run.run_dir, ignore_errors=True)
             run.run_dir.mkdir(parents=True)
+            # The team reads job events: the reason without this host's paths.
             run.add_event("checkpoint_rejected",
-                          f"checkpoint {name} refused, restarting from scratch: {exc}")
+                          f"checkpoint {name} refused, restarting from scratch: "
+                          f"{public_error(str(exc))}")
             log.warning("checkpoint refused for job %s: %s", run.claim.job_id, exc)
             return
         finally:

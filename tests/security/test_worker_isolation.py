@@ -29,7 +29,7 @@ from world import make_ready, register_worker
 from worker.agent import private_attempt_dir, unpack_zip
 from worker.errors import public_error
 from worker.training.checkpoint import UnsafeCheckpoint, load_checkpoint
-from worker.training.pretrained import read_state_dict
+from worker.training.pretrained import load_pretrained_s1, load_pretrained_s2
 
 
 class _Payload:
@@ -56,11 +56,16 @@ def test_the_payload_is_real(tmp_path: Path) -> None:
     assert marker.read_text() == "code ran"
 
 
-def test_malicious_base_weights_are_refused_without_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage", ["s1", "s2"])
+def test_malicious_base_weights_are_refused_without_running(tmp_path: Path, stage: str) -> None:
     marker = tmp_path / "marker"
-    path = malicious_checkpoint(tmp_path / "base_s1.ckpt", marker)
-    with pytest.raises(UnsafeCheckpoint, match="refused to load base_s1.ckpt"):
-        read_state_dict(path)
+    path = malicious_checkpoint(tmp_path / f"base_{stage}G.ckpt", marker)
+    model = torch.nn.Linear(2, 2)  # the file is refused before any model is touched
+    with pytest.raises(ValueError, match=f"base_{stage}G.ckpt"):
+        if stage == "s1":
+            load_pretrained_s1(model, path)
+        else:
+            load_pretrained_s2(model, torch.nn.Linear(2, 2), path)
     assert not marker.exists()
 
 
