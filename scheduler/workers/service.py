@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.artifacts.models import Artifact
+from scheduler.datasets.models import Dataset
 from scheduler.energy import service as energy
 from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs import service as jobs
@@ -138,12 +139,18 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
     different jobs instead of waiting; SQLite serialises writers with BEGIN IMMEDIATE.
     """
     worker.last_seen_at = now
+    dataset_id = Job.dataset["id"].as_string()
     candidate = (
         select(Job.id)
         .where(
             Job.state == JobState.READY.value,
             Job.gpus <= worker.slots,
             Job.zone == worker.zone,
+            # Only jobs whose dataset (if any) passed validation.
+            or_(
+                dataset_id.is_(None),
+                exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
+            ),
         )
         .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
         .limit(1)

@@ -6,7 +6,8 @@ Attacks covered here:
 - lists with more lines, or more audio seconds, than the per-dataset caps (settings);
 - validation work on the request path: audio is decoded by a background task that moves
   the dataset from `validating` to `ready` or `invalid`, and jobs (and previews) are
-  refused for a dataset that is not `ready`, naming `dataset.id`.
+  refused for a dataset that is not `ready`, naming `dataset.id`; workers claim only jobs
+  whose dataset is `ready`.
 """
 
 from __future__ import annotations
@@ -152,3 +153,25 @@ def test_a_validation_cut_short_is_picked_up_again(client: TestClient, key: str)
     assert resume_dataset_validation(client.app) == 1  # type: ignore[arg-type]
     dataset = client.get(f"/v1/datasets/{dataset_id}", headers=bearer(key)).json()
     assert dataset["state"] == "ready" and dataset["audio_seconds"] == pytest.approx(2.0)
+
+
+def test_a_job_is_claimed_only_while_its_dataset_is_ready(client: TestClient, key: str) -> None:
+    from world import make_ready, register_worker
+
+    dataset_id = upload(client, key, one_wav_many_lines(4)).json()["id"]
+    body = {
+        "name": "voice",
+        "dataset": {"id": dataset_id},
+        "config": {"stage": "s1", "max_steps": 4, "model_size": "tiny"},
+        "max_delay_minutes": 600,
+    }
+    job = client.post("/v1/jobs", json=body, headers=bearer(key))
+    assert job.status_code == 201, job.text
+    make_ready(client, job.json()["id"])
+    worker_id, token = register_worker(client)
+    claim_path = f"/v1/workers/{worker_id}/claim"
+    _set_state(client, dataset_id, state="invalid", state_reason="found bad later")
+    assert client.post(claim_path, json={}, headers=bearer(token)).status_code == 204
+    _set_state(client, dataset_id, state="ready", state_reason="")
+    claimed = client.post(claim_path, json={}, headers=bearer(token))
+    assert claimed.status_code == 200 and claimed.json()["job"]["id"] == job.json()["id"]
