@@ -163,3 +163,35 @@ def test_upload_over_the_size_limit_is_413(
     finally:
         client.app.state.settings.max_upload_bytes = limit
     assert response.status_code == 413
+
+
+def test_claims_skip_jobs_whose_dataset_is_not_ready(client: TestClient, team_key: str) -> None:
+    """On both databases: the claim's dataset filter reads the job's JSON dataset id."""
+    from fleet_helpers import make_ready
+    from sqlalchemy import update
+
+    from scheduler.datasets.models import Dataset
+    from scheduler.db.session import session_scope
+
+    dataset_id = upload_raw(client, team_key, build_zip(good_members(2))).json()["id"]
+    body = {
+        "name": "voice",
+        "dataset": {"id": dataset_id},
+        "config": {"stage": "s1", "max_steps": 4, "model_size": "tiny"},
+        "max_delay_minutes": 600,
+    }
+    job_id = client.post("/v1/jobs", json=body, headers=bearer(team_key)).json()["id"]
+    make_ready(client.app, job_id)  # type: ignore[arg-type]
+    worker = register(client)
+    claim = f"/v1/workers/{worker['worker_id']}/claim"
+
+    def set_state(state: str) -> None:
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        with session_scope(factory) as session:
+            session.execute(update(Dataset).where(Dataset.id == dataset_id).values(state=state))
+
+    set_state("validating")
+    assert client.post(claim, json={}, headers=bearer(worker["token"])).status_code == 204
+    set_state("ready")
+    claimed = client.post(claim, json={}, headers=bearer(worker["token"]))
+    assert claimed.status_code == 200 and claimed.json()["job"]["id"] == job_id
