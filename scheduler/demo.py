@@ -303,6 +303,22 @@ def nice_ceiling(value: float) -> float:
     return float(f"{mantissa * scale:.12g}")
 
 
+def wait_until_validated(client: httpx.Client, dataset_id: str, timeout_s: float = 120.0
+                         ) -> dict[str, Any]:
+    """The dataset once its audio has been validated (jobs need it `ready`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = client.get(f"/v1/datasets/{dataset_id}").raise_for_status().json()
+        if answer["state"] != "validating":
+            if answer["state"] != "ready":
+                raise RuntimeError(f"dataset {dataset_id} is invalid: {answer['state_reason']}")
+            return dict(answer)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dataset {dataset_id} still validating after {timeout_s:g} s")
+        # Short: under the demo's accelerated clock every real second is an hour of plan.
+        time.sleep(0.01)
+
+
 def job_body(job: DemoJob, kind: str, dataset_id: str | None, steps: int) -> dict[str, Any]:
     """The submission for one demo job: a tiny CPU fine-tune (or a burn-in)."""
     body: dict[str, Any] = {
@@ -461,6 +477,7 @@ class Demo:
             .raise_for_status()
             .json()
         )
+        answer = wait_until_validated(team, str(answer["id"]))
         self.say(
             f"[bold]dataset[/] {answer['id']}: 8 generated clips, "
             f"{audio_seconds(list_path):.0f} s of audio, uploaded"

@@ -11,10 +11,9 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from sqlalchemy import select, text
@@ -23,15 +22,20 @@ from sqlalchemy.orm import Session
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget
 from scheduler.carbon import service as carbon
+from scheduler.datasets import service as datasets
 from scheduler.db.session import session_scope
 from scheduler.energy import service as energy
 from scheduler.jobs import service as jobs
 from scheduler.teams.models import Team
+from scheduler.webhooks import service as webhooks
 from scheduler.workers import service as workers
 
 log = logging.getLogger("greenwindow.ticks")
 
 Tick = Callable[[Session, FastAPI], Any]
+WEBHOOK_PASS_SECONDS = 2
+STALE_VALIDATION_PASS_SECONDS = 300
+STALE_VALIDATION_AGE = timedelta(minutes=10)
 TICKS: dict[str, Tick] = {}
 
 
@@ -80,8 +84,11 @@ def budget_notify(session: Session, app: FastAPI) -> int:
                 threshold["used_percent"],
                 threshold["percent"],
             )
-            if team.webhook_url:
-                _post_webhook(team.webhook_url, {"team": team.name, **threshold})
+            # Only written here; delivered after commit (a slow receiver never holds this
+            # transaction, which on SQLite is the database's write lock).
+            webhooks.enqueue(
+                session, team, "budget_threshold", {"team": team.name, **threshold}, now=now
+            )
             sent += 1
     return sent
 
@@ -125,14 +132,6 @@ def restate_emissions(session: Session, app: FastAPI) -> int:
     return energy.restate_attempts(session, app.state.scheduling, now=app.state.clock())
 
 
-def _post_webhook(url: str, payload: dict[str, Any]) -> None:
-    try:
-        httpx.post(url, json={"event": "budget_threshold", **payload}, timeout=5.0)
-    except httpx.HTTPError as exc:
-        # A notification must never break the tick; the threshold is still recorded as fired.
-        log.warning("budget webhook failed: %s", type(exc).__name__)
-
-
 def start_ticks(app: FastAPI) -> BackgroundScheduler:
     """Start the background scheduler with every registered tick."""
     settings = app.state.settings
@@ -161,8 +160,61 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
             coalesce=True,
             **first,
         )
+    # Webhooks go out from their own job, outside any tick's transaction.
+    scheduler.add_job(
+        _safe_deliver_webhooks,
+        "interval",
+        seconds=min(settings.maintenance_seconds, WEBHOOK_PASS_SECONDS),
+        args=(app,),
+        id="deliver_webhooks",
+        max_instances=1,
+        coalesce=True,
+    )
+    # Datasets whose validation was cut short (a restart) are picked up again, also outside
+    # any tick's transaction: decoding audio takes a while.
+    scheduler.add_job(
+        _safe_resume_dataset_validation,
+        "interval",
+        seconds=STALE_VALIDATION_PASS_SECONDS,
+        args=(app,),
+        id="resume_dataset_validation",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.start()
     return scheduler
+
+
+def resume_dataset_validation(app: FastAPI) -> int:
+    """Validate datasets left `validating` for longer than a validation normally takes."""
+    factory, settings = app.state.session_factory, app.state.settings
+    with session_scope(factory) as session:
+        stale = datasets.stale_validations(
+            session, before=app.state.clock() - STALE_VALIDATION_AGE
+        )
+    return sum(datasets.validate_audio(factory, settings, d) is not None for d in stale)
+
+
+def _safe_resume_dataset_validation(app: FastAPI) -> None:
+    try:
+        resume_dataset_validation(app)
+    except Exception:  # noqa: BLE001 - retried on the next pass
+        log.exception("resuming dataset validation failed")
+
+
+def deliver_webhooks(app: FastAPI) -> int:
+    """One pass of the webhook outbox (POSTs with no transaction open)."""
+    return webhooks.deliver_due(
+        app.state.session_factory, app.state.settings, app.state.clock
+    )
+
+
+def _safe_deliver_webhooks(app: FastAPI) -> None:
+    try:
+        deliver_webhooks(app)
+    except Exception:  # noqa: BLE001 - retried on the next pass
+        log.exception("webhook delivery pass failed")
 
 
 def _safe_tick(app: FastAPI, name: str) -> None:

@@ -84,6 +84,22 @@ class Settings(BaseSettings):
         """Facility energy per unit of IT energy in the zone's data centre."""
         return self.pue_by_zone.get(zone, self.default_pue)
 
+    # Team webhooks: total time per POST, retries (doubling from the base), and whether
+    # loopback, link-local, private and metadata addresses may be called.
+    webhook_deadline_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_retry_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    webhook_allow_internal: bool = False
+
+    # Per dataset: annotated lines, and seconds of audio summed over the lines.
+    dataset_max_lines: int = Field(default=50_000, ge=1, le=10_000_000)
+    dataset_max_audio_seconds: float = Field(default=360_000.0, gt=0, le=1e9)
+
+    # Plausibility caps on workers' energy reports: watts per GPU (a GPU's registered power
+    # limit, when lower, wins) and for the rest of the host (CPU, RAM).
+    max_gpu_watts: float = Field(default=1_500.0, gt=0, le=20_000)
+    max_host_watts: float = Field(default=3_000.0, gt=0, le=100_000)
+
     @field_validator("zone")
     @classmethod
     def _zone_not_blank(cls, value: str) -> str:

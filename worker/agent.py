@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,17 +20,19 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
 
 from worker.child import KIND_FINETUNE, ChildJob, ChildSpec
 from worker.client import ChecksumMismatch, Claim, LeaseLost, ProtocolError, WorkerClient
+from worker.errors import public_error
 from worker.metering.codecarbon_meter import CodeCarbonMeter, country_for_zone
 from worker.metering.host import HostEnergyMeter, HostRegistry, HostShare
 from worker.metering.nvml import GpuInfo, Nvml, NvmlMeter
 from worker.metering.session import MeteringSession
+from worker.training.data.annotations import AUDIO_SUFFIXES, wav_basename
 
 log = logging.getLogger("greenwindow.worker")
 
@@ -57,16 +60,73 @@ def now_rfc3339() -> str:
 
 
 def unpack_zip(archive: Path, dest: Path) -> Path:
-    """Unpack a dataset zip into ``dest``, refusing members that would land outside it."""
+    """Unpack a dataset zip into ``dest``: only its `.list` and the audio files it names.
+
+    Anything else a team put in the zip (a pickled "checkpoint", a script) is never written
+    to the worker's disk. The list is rewritten with bare file names, so no line can point
+    at a path outside the dataset (another job's files, the worker's own).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     with zipfile.ZipFile(archive) as bundle:
-        for member in bundle.namelist():
-            target = (dest / member).resolve()
+        members = [info for info in bundle.infolist() if not info.is_dir()]
+        for info in members:
+            target = (dest / info.filename).resolve()
             if target != root and root not in target.parents:
-                raise ValueError(f"dataset archive member escapes the target: {member!r}")
-        bundle.extractall(dest)
+                raise ValueError(f"dataset archive member escapes the target: {info.filename!r}")
+        lists = [info for info in members
+                 if info.filename.lower().endswith(".list") and not _is_debris(info.filename)]
+        if len(lists) != 1:
+            raise ValueError(f"dataset archive needs exactly one .list file, found {len(lists)}")
+        text = bundle.read(lists[0]).decode("utf-8-sig")
+        lines, wanted = _flatten_list(text)
+        audio = {
+            PurePosixPath(info.filename.replace("\\", "/")).name: info
+            for info in members
+            if info.filename.lower().endswith(AUDIO_SUFFIXES) and not _is_debris(info.filename)
+        }
+        for name in sorted(wanted):
+            info = audio.get(name)
+            if info is None:
+                continue  # the training data check names the missing clip
+            with bundle.open(info) as source, open(dest / name, "xb") as target_file:
+                shutil.copyfileobj(source, target_file)
+    list_name = PurePosixPath(lists[0].filename.replace("\\", "/")).name
+    (dest / list_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return dest
+
+
+def _is_debris(name: str) -> bool:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return any(part == "__MACOSX" or part.startswith("._") for part in parts)
+
+
+def _flatten_list(text: str) -> tuple[list[str], set[str]]:
+    """The list's lines with each wav path cut to its file name, and those names."""
+    lines, names = [], set()
+    for line in text.splitlines():
+        wav, sep, rest = line.partition("|")
+        if not sep:
+            lines.append(line)
+            continue
+        name = wav_basename(wav)
+        names.add(name)
+        lines.append(f"{name}|{rest}")
+    return lines, names
+
+
+def private_attempt_dir(work_dir: Path, job_id: str, attempt: int) -> Path:
+    """A new directory for one attempt, readable by this user only and never reused.
+
+    Other jobs on the host (or a retry of the same attempt) get their own, so no job can
+    find or plant files in another's directory.
+    """
+    jobs = work_dir / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    jobs.chmod(0o700)
+    safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", job_id)[:64]
+    # mkdtemp creates the directory with mode 0700 and a name nobody can predict.
+    return Path(tempfile.mkdtemp(prefix=f"{safe_id}-attempt-{attempt}-", dir=jobs))
 
 
 def pack_tar(paths: list[Path], base: Path, archive: Path) -> Path:
@@ -331,7 +391,7 @@ class Agent:
 
     def run_job(self, claim: Claim) -> str:
         """Run one claimed job to its end; returns what was reported (complete, fail, ...)."""
-        job_dir = self.options.work_dir / "jobs" / claim.job_id / f"attempt-{claim.attempt}"
+        job_dir = private_attempt_dir(self.options.work_dir, claim.job_id, claim.attempt)
         run = _JobRun(claim=claim, run_dir=job_dir / "run")
         job_gpus = self._job_gpus(claim)
         session = MeteringSession(
@@ -349,7 +409,7 @@ class Agent:
             session.stop()  # no-op when a finishing call already took the report
             if not self.options.keep_job_dirs:
                 # Everything worth keeping was uploaded; GPU hosts have finite disks.
-                shutil.rmtree(job_dir.parent, ignore_errors=True)
+                shutil.rmtree(job_dir, ignore_errors=True)
 
     def _run_attempt(self, run: _JobRun, job_dir: Path, job_gpus: list[tuple[GpuInfo, Any]],
                      session: MeteringSession) -> str:
@@ -407,8 +467,6 @@ class Agent:
 
     def _prepare_inputs(self, run: _JobRun, job_dir: Path) -> Path | None:
         claim = run.claim
-        if job_dir.exists():
-            shutil.rmtree(job_dir)  # a leftover from an earlier try of this very attempt
         run.run_dir.mkdir(parents=True)
         dataset_dir = None
         dataset = claim.job.get("dataset") or {}
@@ -436,8 +494,10 @@ class Agent:
             # Never train on a damaged (or vanished) checkpoint: start over and say so.
             shutil.rmtree(run.run_dir, ignore_errors=True)
             run.run_dir.mkdir(parents=True)
+            # The team reads job events: the reason without this host's paths.
             run.add_event("checkpoint_rejected",
-                          f"checkpoint {name} refused, restarting from scratch: {exc}")
+                          f"checkpoint {name} refused, restarting from scratch: "
+                          f"{public_error(str(exc))}")
             log.warning("checkpoint refused for job %s: %s", run.claim.job_id, exc)
             return
         finally:
@@ -580,8 +640,10 @@ class Agent:
 
     def _report_failure(self, run: _JobRun, session: MeteringSession, error: str, *,
                         retryable: bool) -> str:
+        # The whole story (traceback, paths) stays in this host's log; the team sees one line.
+        log.error("job %s attempt %s failed: %s", run.claim.job_id, run.claim.attempt, error)
         try:
-            self.client.fail(run.claim, energy=session.stop(), error=error[-4000:],
+            self.client.fail(run.claim, energy=session.stop(), error=public_error(error),
                              retryable=retryable)
         except LeaseLost:
             self._send_orphan_energy(run, session)

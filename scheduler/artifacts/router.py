@@ -106,11 +106,14 @@ async def upload_artifact(
 
 
 def visible_job(session: SessionDep, caller: Caller, job_id: str) -> Job:
-    """The job if the caller may read its files: its team, the admin, or its worker."""
+    """The job if the caller may read its files: its team, the admin, or the worker that
+    holds its live lease (not one that ran it once)."""
     job = session.get(Job, job_id)
     if job is not None:
-        if caller.worker is not None and job.worker_id == caller.worker.id:
-            return job
+        if caller.worker is not None:
+            assert caller.now is not None
+            if workers.holds_live_lease(job, caller.worker, caller.now):
+                return job
         if caller.worker is None and caller.can_see_team(job.team_id):
             return job
     raise NotFound(f"unknown job '{job_id}'", field="job_id")

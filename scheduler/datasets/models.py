@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.db.base import Base, UTCDateTime, new_id
@@ -25,3 +25,6 @@ class Dataset(Base):
     speakers: Mapped[int] = mapped_column(Integer, default=1)
     languages: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # validating -> ready | invalid: the audio is checked off the request path.
+    state: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    state_reason: Mapped[str] = mapped_column(Text, default="", server_default="")

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Query, Request, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -18,6 +18,7 @@ from scheduler.datasets import service
 from scheduler.db.session import session_scope
 from scheduler.deps import Principal, SessionDep, UserDep
 from scheduler.errors import InvalidInput, NotFound
+from scheduler.workers import service as workers
 from scheduler.workers.auth import CallerDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -35,6 +36,11 @@ class DatasetRead(BaseModel):
     speakers: int
     languages: list[str]
     created_at: datetime
+    state: str = Field(
+        description="validating (audio being decoded; audio_seconds is 0 until then), "
+        "ready (jobs may use it) or invalid (see state_reason; the archive is deleted)"
+    )
+    state_reason: str
 
 
 def to_read(dataset: service.Dataset) -> DatasetRead:
@@ -49,6 +55,8 @@ def to_read(dataset: service.Dataset) -> DatasetRead:
         speakers=dataset.speakers,
         languages=[lang for lang in dataset.languages.split(",") if lang],
         created_at=dataset.created_at,
+        state=dataset.state,
+        state_reason=dataset.state_reason,
     )
 
 
@@ -64,12 +72,15 @@ def _team_scope(principal: Principal) -> str | None:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetRead)
 async def upload_dataset(
     request: Request,
+    background: BackgroundTasks,
     session: SessionDep,
     principal: UserDep,
     name: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DatasetRead:
     """Upload a zip of wavs plus one `.list` file, as multipart field `file` or a raw
-    `application/zip` body; it is validated before it is kept."""
+    `application/zip` body. Its structure is checked before it is kept (422 naming the
+    problem); its audio is decoded afterwards, off the request path: the dataset is
+    `validating` until it turns `ready` or `invalid`."""
     if principal.team is None:
         raise InvalidInput("datasets are uploaded with a team's key", field="Authorization")
     team_id = principal.team.id
@@ -112,7 +123,11 @@ async def upload_dataset(
             )
             return to_read(dataset)
 
-    return await run_in_threadpool(keep, upload)
+    kept = await run_in_threadpool(keep, upload)
+    background.add_task(
+        service.validate_audio, request.app.state.session_factory, settings, kept.id
+    )
+    return kept
 
 
 def _checked_name(name: str | None) -> str:
@@ -142,9 +157,14 @@ def get_dataset(dataset_id: str, session: SessionDep, principal: UserDep) -> Dat
 def download_archive(
     dataset_id: str, request: Request, session: SessionDep, caller: CallerDep
 ) -> FileResponse:
-    """The dataset zip, for the owning team or a worker."""
+    """The dataset zip, for the owning team, or a worker while it runs a job that uses it."""
     dataset = service.get_dataset(session, dataset_id, team_id=None)
-    if not caller.can_see_team(dataset.team_id):
+    if caller.worker is not None:
+        assert caller.now is not None
+        allowed = workers.leases_dataset(session, caller.worker, dataset.id, caller.now)
+    else:
+        allowed = caller.can_see_team(dataset.team_id)
+    if not allowed:
         raise NotFound(f"unknown dataset '{dataset_id}'", field="dataset.id")
     path = service.archive_path(request.app.state.settings, dataset.id)
     if not path.is_file():

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+import threading
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.artifacts.storage import StoredUpload, commit_upload, discard
 from scheduler.datasets.models import Dataset
-from scheduler.datasets.validation import DatasetInvalid, Limits, validate_zip
+from scheduler.datasets.validation import (
+    DatasetInvalid,
+    Limits,
+    check_structure,
+    measure_audio,
+)
 from scheduler.db.base import new_id
+from scheduler.db.session import session_scope
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.settings import Settings
 
 ARCHIVE_NAME = "dataset.zip"
+VALIDATING, READY, INVALID = "validating", "ready", "invalid"
+
+log = logging.getLogger("greenwindow.datasets")
 
 
 def datasets_root(settings: Settings) -> Path:
@@ -28,6 +40,14 @@ def archive_path(settings: Settings, dataset_id: str) -> Path:
     return datasets_root(settings) / dataset_id / ARCHIVE_NAME
 
 
+def limits_from(settings: Settings) -> Limits:
+    """The dataset limits the operator set."""
+    return Limits(
+        max_lines=settings.dataset_max_lines,
+        max_audio_seconds=settings.dataset_max_audio_seconds,
+    )
+
+
 def create_from_upload(
     session: Session,
     settings: Settings,
@@ -38,9 +58,10 @@ def create_from_upload(
     now: datetime,
     limits: Limits | None = None,
 ) -> Dataset:
-    """Validate a received zip and keep it; an invalid one is deleted and refused (422)."""
+    """Check a received zip's structure and keep it as `validating` (its audio is decoded
+    later, by validate_audio); a malformed one is deleted and refused (422)."""
     try:
-        summary = validate_zip(upload.temp_path, limits)
+        structure = check_structure(upload.temp_path, limits or limits_from(settings))
     except DatasetInvalid as exc:
         discard(upload)
         raise InvalidInput(str(exc), field=exc.field) from None
@@ -56,6 +77,7 @@ def create_from_upload(
         discard(upload)
         raise
     commit_upload(upload, directory / ARCHIVE_NAME)
+    summary = structure.summary(audio_seconds=0.0)
     dataset = Dataset(
         id=dataset_id,
         team_id=team_id,
@@ -63,14 +85,72 @@ def create_from_upload(
         size=upload.size,
         sha256=upload.sha256,
         utterances=summary.utterances,
-        audio_seconds=summary.audio_seconds,
+        audio_seconds=0.0,
         speakers=len(summary.speakers),
         languages=",".join(summary.languages),
         created_at=now,
+        state=VALIDATING,
+        state_reason="decoding the audio",
     )
     session.add(dataset)
     session.flush()
     return dataset
+
+
+_in_progress: set[str] = set()
+_in_progress_lock = threading.Lock()
+
+
+def validate_audio(
+    factory: sessionmaker[Session], settings: Settings, dataset_id: str,
+    limits: Limits | None = None,
+) -> str | None:
+    """Decode a `validating` dataset's audio with no transaction open, then mark it `ready`
+    or `invalid` (its archive deleted) with the reason. Returns the new state, or None if
+    it was not (or no longer) validating, or is being validated by this process already."""
+    with _in_progress_lock:
+        if dataset_id in _in_progress:
+            return None
+        _in_progress.add(dataset_id)
+    try:
+        with session_scope(factory) as session:
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None or dataset.state != VALIDATING:
+                return None
+        path = archive_path(settings, dataset_id)
+        limits = limits or limits_from(settings)
+        seconds, problem = 0.0, None
+        try:
+            structure = check_structure(path, limits)
+            seconds = measure_audio(path, structure, limits)
+        except DatasetInvalid as exc:
+            problem = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a validator bug must not leave it pending
+            log.exception("validating dataset %s failed", dataset_id)
+            problem = f"the dataset could not be validated ({type(exc).__name__})"
+        with session_scope(factory) as session:
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None or dataset.state != VALIDATING:
+                return None
+            if problem is None:
+                dataset.state, dataset.state_reason = READY, ""
+                dataset.audio_seconds = seconds
+            else:
+                dataset.state, dataset.state_reason = INVALID, problem
+                # Nothing of a refused upload is kept but the reason.
+                shutil.rmtree(path.parent, ignore_errors=True)
+            return dataset.state
+    finally:
+        with _in_progress_lock:
+            _in_progress.discard(dataset_id)
+
+
+def stale_validations(session: Session, *, before: datetime) -> list[str]:
+    """Datasets still `validating` that were uploaded before ``before`` (e.g. the process
+    that was decoding them stopped)."""
+    return list(session.scalars(
+        select(Dataset.id).where(Dataset.state == VALIDATING, Dataset.created_at < before)
+    ))
 
 
 def list_datasets(session: Session, team_id: str | None) -> list[Dataset]:
@@ -96,6 +176,15 @@ def require_dataset(session: Session, team_id: str, dataset_id: str) -> Dataset:
         raise InvalidInput(
             f"unknown dataset '{dataset_id}': upload it first with POST /v1/datasets",
             field="dataset.id",
+        )
+    if dataset.state == VALIDATING:
+        raise InvalidInput(
+            f"dataset '{dataset_id}' is still being validated; submit once it is ready",
+            field="dataset.id",
+        )
+    if dataset.state != READY:
+        raise InvalidInput(
+            f"dataset '{dataset_id}' is invalid: {dataset.state_reason}", field="dataset.id"
         )
     return dataset
 

@@ -21,6 +21,8 @@ MAX_RATIO = 100.0
 RATIO_MIN_BYTES = 1024**2
 MAX_LIST_BYTES = 64 * 1024**2
 MAX_PROBLEMS = 20
+MAX_LINES = 50_000
+MAX_AUDIO_SECONDS = 100 * 3600.0
 
 
 class DatasetInvalid(ValueError):
@@ -33,11 +35,14 @@ class DatasetInvalid(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Zip-bomb limits (tests use small ones)."""
+    """Zip-bomb limits and the size of a dataset (tests use small ones)."""
 
     max_members: int = MAX_MEMBERS
     max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
     max_ratio: float = MAX_RATIO
+    # Annotated lines and seconds of audio (summed over lines) per dataset.
+    max_lines: int = MAX_LINES
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,20 @@ def find_list(files: list[zipfile.ZipInfo]) -> zipfile.ZipInfo:
     return lists[0]
 
 
+def refuse_extra_members(files: list[zipfile.ZipInfo], list_info: zipfile.ZipInfo) -> None:
+    """A dataset holds its `.list` and audio only: a pickled "checkpoint", a script or any
+    other file has no business on a GPU worker, so the upload is refused naming it."""
+    for info in files:
+        if info is list_info or _is_noise(info.filename):
+            continue
+        if not info.filename.lower().endswith(AUDIO_SUFFIXES):
+            raise DatasetInvalid(
+                f"zip member '{info.filename}' is neither the .list nor audio "
+                f"({', '.join(AUDIO_SUFFIXES)}); a dataset holds only those",
+                field="file",
+            )
+
+
 @dataclass(frozen=True)
 class ListLine:
     number: int
@@ -123,8 +142,16 @@ class ListLine:
     text: str
 
 
-def parse_list(text: str, list_name: str) -> list[ListLine]:
+def parse_list(text: str, list_name: str, max_lines: int = MAX_LINES) -> list[ListLine]:
     """Lines of the annotation list; raises naming every bad line (up to a limit)."""
+    # Counted before anything is split: each line costs work here and in training.
+    annotated = sum(1 for raw in text.splitlines() if raw.strip())
+    if annotated > max_lines:
+        raise DatasetInvalid(
+            f"{list_name} has {annotated} annotated lines; at most {max_lines} per dataset "
+            "(GREENWINDOW_DATASET_MAX_LINES)",
+            field="list",
+        )
     lines: list[ListLine] = []
     problems: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -150,16 +177,42 @@ def parse_list(text: str, list_name: str) -> list[ListLine]:
     return lines
 
 
-def validate_zip(path: Path, limits: Limits | None = None) -> DatasetSummary:
-    """Validate a dataset zip on disk; raises DatasetInvalid naming the first problem found."""
-    limits = limits or Limits()
+@dataclass(frozen=True)
+class Structure:
+    """A dataset zip whose structure passed: its list, and the audio member of each line."""
+
+    list_name: str
+    lines: tuple[ListLine, ...]
+    members: tuple[zipfile.ZipInfo, ...]  # the audio member of each line, in line order
+
+    def summary(self, audio_seconds: float) -> DatasetSummary:
+        """What validation learned, once the audio is measured."""
+        return DatasetSummary(
+            list_name=self.list_name,
+            utterances=len(self.lines),
+            audio_seconds=audio_seconds,
+            speakers=tuple(sorted({line.speaker for line in self.lines})),
+            languages=tuple(
+                sorted({normalise_language(line.language) or "" for line in self.lines})
+            ),
+        )
+
+
+def _open(path: Path) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise DatasetInvalid(f"not a readable zip file: {exc}") from None
-    with archive:
+
+
+def check_structure(path: Path, limits: Limits | None = None) -> Structure:
+    """The cheap checks, from the zip's directory and its list only (no audio decoded):
+    safe names, bomb limits, only a list and audio, the line cap, every clip present."""
+    limits = limits or Limits()
+    with _open(path) as archive:
         files = check_members(archive, limits)
         list_info = find_list(files)
+        refuse_extra_members(files, list_info)
         try:
             raw = archive.read(list_info)
         except (zipfile.BadZipFile, RuntimeError, zlib.error, EOFError) as exc:
@@ -171,13 +224,13 @@ def validate_zip(path: Path, limits: Limits | None = None) -> DatasetSummary:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise DatasetInvalid(f"{list_info.filename} is not UTF-8 text", field="list") from None
-        lines = parse_list(text, list_info.filename)
+        lines = parse_list(text, list_info.filename, limits.max_lines)
         audio = {
             PurePosixPath(f.filename.replace("\\", "/")).name: f
             for f in files
             if f.filename.lower().endswith(AUDIO_SUFFIXES) and not _is_noise(f.filename)
         }
-        seconds = 0.0
+        members = []
         for line in lines:
             member = audio.get(wav_basename(line.wav))
             if member is None:
@@ -186,28 +239,57 @@ def validate_zip(path: Path, limits: Limits | None = None) -> DatasetSummary:
                     f"'{wav_basename(line.wav)}' is not in the zip",
                     field="list",
                 )
-            seconds += _duration(archive, member, list_info.filename, line.number)
-    return DatasetSummary(
-        list_name=list_info.filename,
-        utterances=len(lines),
-        audio_seconds=seconds,
-        speakers=tuple(sorted({line.speaker for line in lines})),
-        languages=tuple(sorted({normalise_language(line.language) or "" for line in lines})),
-    )
+            members.append(member)
+    return Structure(list_info.filename, tuple(lines), tuple(members))
+
+
+def probe_audio(data: bytes) -> tuple[int, int]:
+    """(frames, sample rate) of an encoded clip; raises what soundfile raises."""
+    info = soundfile.info(io.BytesIO(data))
+    return info.frames, info.samplerate
+
+
+def measure_audio(path: Path, structure: Structure, limits: Limits | None = None) -> float:
+    """Seconds of audio summed over the list's lines, decoding each distinct clip once;
+    raises DatasetInvalid for an undecodable clip or a total over the cap."""
+    limits = limits or Limits()
+    durations: dict[str, float] = {}
+    total = 0.0
+    with _open(path) as archive:
+        for line, member in zip(structure.lines, structure.members, strict=True):
+            seconds = durations.get(member.filename)
+            if seconds is None:
+                seconds = _duration(archive, member, structure.list_name, line.number)
+                durations[member.filename] = seconds
+            total += seconds
+            if total > limits.max_audio_seconds:
+                raise DatasetInvalid(
+                    f"{structure.list_name} holds more than {limits.max_audio_seconds:g} s of "
+                    f"audio by line {line.number} (GREENWINDOW_DATASET_MAX_AUDIO_SECONDS)",
+                    field="list",
+                )
+    return total
+
+
+def validate_zip(path: Path, limits: Limits | None = None) -> DatasetSummary:
+    """Validate a dataset zip on disk in full; raises DatasetInvalid naming the first problem."""
+    structure = check_structure(path, limits)
+    return structure.summary(measure_audio(path, structure, limits))
 
 
 def _duration(
     archive: zipfile.ZipFile, member: zipfile.ZipInfo, list_name: str, line: int
 ) -> float:
     try:
-        info = soundfile.info(io.BytesIO(archive.read(member)))
-    except (RuntimeError, soundfile.LibsndfileError, zipfile.BadZipFile) as exc:
+        frames, samplerate = probe_audio(archive.read(member))
+    except (RuntimeError, soundfile.LibsndfileError, zipfile.BadZipFile, zlib.error,
+            EOFError) as exc:
         raise DatasetInvalid(
             f"{list_name} line {line}: '{member.filename}' is not decodable audio ({exc})",
             field="list",
         ) from None
-    if info.samplerate <= 0 or info.frames <= 0:
+    if samplerate <= 0 or frames <= 0:
         raise DatasetInvalid(
             f"{list_name} line {line}: '{member.filename}' holds no audio", field="list"
         )
-    return info.frames / info.samplerate
+    return frames / samplerate

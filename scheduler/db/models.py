@@ -10,6 +10,7 @@ from scheduler.db.base import Base
 from scheduler.energy.models import JobAttempt
 from scheduler.jobs.models import Job, JobEvent
 from scheduler.teams.models import ApiKey, Team
+from scheduler.webhooks.models import WebhookDelivery
 from scheduler.workers.models import Worker
 
 metadata = Base.metadata
@@ -26,6 +27,7 @@ __all__ = [
     "LedgerEntry",
     "Tariff",
     "Team",
+    "WebhookDelivery",
     "Worker",
     "ZoneSignalStatus",
     "metadata",

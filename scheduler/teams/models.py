@@ -19,6 +19,8 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    # Signs webhook bodies (HMAC-SHA256); kept in clear because signing needs it.
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="team")
 

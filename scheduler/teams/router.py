@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from scheduler.deps import AdminDep, NowDep, SessionDep, UserDep, require_team_access
+from scheduler.errors import InvalidInput
 from scheduler.teams import service
 from scheduler.teams.models import Team
-from scheduler.teams.schemas import KeyCreated, KeyRead, TeamCreate, TeamCreated, TeamRead
+from scheduler.teams.schemas import (
+    KeyCreated,
+    KeyRead,
+    TeamCreate,
+    TeamCreated,
+    TeamRead,
+    WebhookSecret,
+)
+from scheduler.webhooks import service as webhooks
 
 router = APIRouter(prefix="/v1/teams", tags=["teams"])
 
@@ -23,14 +32,36 @@ def _read(team: Team) -> TeamRead:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TeamCreated)
 def create_team(
-    body: TeamCreate, session: SessionDep, now: NowDep, _: AdminDep, response: Response
+    body: TeamCreate,
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    _: AdminDep,
+    response: Response,
 ) -> TeamCreated:
-    """Create a team; the response holds its first API key, shown once."""
+    """Create a team; the response holds its first API key and webhook secret, shown once."""
+    webhook_url = str(body.webhook_url or "") or None
+    if webhook_url is not None:
+        try:
+            webhooks.check_url(
+                webhook_url, allow_internal=request.app.state.settings.webhook_allow_internal
+            )
+        except webhooks.WebhookUrlRefused as exc:
+            raise InvalidInput(f"webhook_url refused: {exc}", field="webhook_url") from None
     team, key, plaintext = service.create_team(
-        session, name=body.name, now=now, webhook_url=str(body.webhook_url or "") or None
+        session, name=body.name, now=now, webhook_url=webhook_url
     )
     response.headers["Location"] = f"/v1/teams/{team.name}"
-    return TeamCreated(name=team.name, api_key=plaintext, key_id=key.id)
+    return TeamCreated(
+        name=team.name, api_key=plaintext, key_id=key.id, webhook_secret=team.webhook_secret
+    )
+
+
+@router.post("/{team}/webhook-secret", response_model=WebhookSecret)
+def rotate_webhook_secret(team: str, session: SessionDep, _: AdminDep) -> WebhookSecret:
+    """A new webhook signing secret, shown once; the old one stops signing at once."""
+    secret = service.rotate_webhook_secret(session, service.get_team(session, team))
+    return WebhookSecret(webhook_secret=secret)
 
 
 @router.get("", response_model=list[TeamRead])

@@ -25,6 +25,16 @@ class TeamCreated(BaseModel):
     name: str
     api_key: str = Field(description="Shown once; only its hash is stored.")
     key_id: str
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Shown once: the key of the X-Greenwindow-Signature HMAC on webhooks.",
+    )
+
+
+class WebhookSecret(BaseModel):
+    webhook_secret: str = Field(
+        description="Shown once: the key of the X-Greenwindow-Signature HMAC on webhooks."
+    )
 
 
 class KeyRead(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.errors import Conflict, NotFound
 from scheduler.teams.models import ApiKey, Team
+from scheduler.webhooks import service as webhooks
 
 KEY_PREFIX = "gw"
 
@@ -36,7 +37,9 @@ def create_team(
     """Create a team and its first key; returns the key in clear text (shown once)."""
     if session.scalar(select(Team.id).where(Team.name == name)) is not None:
         raise Conflict(f"team '{name}' already exists", field="name")
-    team = Team(name=name, created_at=now, webhook_url=webhook_url)
+    team = Team(
+        name=name, created_at=now, webhook_url=webhook_url, webhook_secret=webhooks.new_secret()
+    )
     session.add(team)
     try:
         session.flush()
@@ -89,3 +92,10 @@ def authenticate_key(session: Session, presented: str, *, now: datetime) -> Team
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         key.last_used_at = now
     return key.team
+
+
+def rotate_webhook_secret(session: Session, team: Team) -> str:
+    """A new webhook signing secret for the team (the old one stops signing at once)."""
+    team.webhook_secret = webhooks.new_secret()
+    session.flush()
+    return team.webhook_secret

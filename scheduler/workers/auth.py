@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -45,11 +46,13 @@ class Caller:
 
     worker: Worker | None = None
     principal: Principal | None = None
+    now: datetime | None = None
 
     def can_see_team(self, team_id: str) -> bool:
-        """Workers fetch any team's inputs; users only their own team's."""
+        """Users see their own team's files (the admin every team's). Workers see none by
+        team: only the inputs and outputs of a job they hold a live lease on."""
         if self.worker is not None:
-            return True
+            return False
         assert self.principal is not None
         return self.principal.kind != "worker_fleet" and self.principal.can_see_team(team_id)
 
@@ -60,8 +63,8 @@ def _caller(request: Request, session: SessionDep, now: NowDep) -> Caller:
         worker = service.authenticate(session, token)
         if worker is None:
             raise Unauthorized("invalid worker token; register again")
-        return Caller(worker=worker)
-    return Caller(principal=deps.principal_from_request(request, session, now))
+        return Caller(worker=worker, now=now)
+    return Caller(principal=deps.principal_from_request(request, session, now), now=now)
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]

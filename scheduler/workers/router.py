@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from sqlalchemy.orm import Session
 
 from scheduler.deps import AdminDep, NowDep, SessionDep, SettingsDep
 from scheduler.energy import service as energy_service
 from scheduler.jobs.models import Job
+from scheduler.settings import Settings
 from scheduler.workers import service
 from scheduler.workers.auth import CurrentWorker, FleetDep
+from scheduler.workers.models import Worker
 from scheduler.workers.schemas import (
     ClaimedJob,
     ClaimResponse,
+    EnergyReport,
     JobComplete,
     JobFail,
     JobFinished,
@@ -142,12 +147,14 @@ def job_heartbeat(
     job = service.fenced_job(
         session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
     )
+    energy = body.energy.as_dict() if body.energy else None
+    service.check_energy_plausible(session, job, worker, energy, now=now, settings=settings)
     action = service.job_heartbeat(
         session,
         worker,
         job,
         progress=body.progress,
-        energy_so_far=body.energy,
+        energy_so_far=energy,
         now=now,
         lease_seconds=settings.lease_seconds,
         events=[event.model_dump() for event in body.events],
@@ -164,6 +171,7 @@ def complete(
     request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
     worker: CurrentWorker,
 ) -> JobFinished:
     """The job succeeded; its energy report is accounted and charged."""
@@ -173,7 +181,7 @@ def complete(
     service.complete(
         session,
         job,
-        report=body.energy,
+        report=_checked_report(session, job, worker, body.energy, now, settings),
         result=body.result,
         now=now,
         scheduling=request.app.state.scheduling,
@@ -199,7 +207,7 @@ def fail(
     service.fail(
         session,
         job,
-        report=body.energy,
+        report=_checked_report(session, job, worker, body.energy, now, settings),
         error=body.error,
         retryable=body.retryable,
         cancelled=body.cancelled,
@@ -218,6 +226,7 @@ def release(
     request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
     worker: CurrentWorker,
 ) -> JobFinished:
     """The worker checkpointed and let the job go (pause or shutdown)."""
@@ -227,7 +236,7 @@ def release(
     service.release(
         session,
         job,
-        report=body.energy,
+        report=_checked_report(session, job, worker, body.energy, now, settings),
         reason=body.reason,
         now=now,
         scheduling=request.app.state.scheduling,
@@ -252,11 +261,25 @@ def orphan_energy(
         job_id=job_id,
         worker_id=worker.id,
         attempt=body.attempt,
-        report=body.energy,
+        report=body.energy.as_dict(),
         now=now,
         scheduling=request.app.state.scheduling,
     )
     return {"job_id": job_id, "attempt": row.attempt, "unattributed_kwh": row.total_kwh}
+
+
+def _checked_report(
+    session: Session,
+    job: Job,
+    worker: Worker,
+    report: EnergyReport | None,
+    now: datetime,
+    settings: Settings,
+) -> dict[str, Any] | None:
+    """The attempt report as a dict, once its figures are physically possible (else 422)."""
+    plain = report.as_dict() if report is not None else None
+    service.check_energy_plausible(session, job, worker, plain, now=now, settings=settings)
+    return plain
 
 
 def _finished(job: Job) -> JobFinished:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,9 +104,46 @@ class WorkerEvent(BaseModel):
     message: str = Field(default="", max_length=2000)
 
 
+# Energy figures: finite and not negative (1e308 kWh or NaN would poison every sum after it).
+Kwh = Annotated[float | None, Field(ge=0, allow_inf_nan=False)]
+Watts = Annotated[float | None, Field(ge=0, allow_inf_nan=False)]
+
+
+class GpuEnergy(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kwh: Kwh = None
+
+
+class PowerSample(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    watts: Watts = None
+
+
+class EnergyReport(BaseModel):
+    """The numbers of an attempt report (or a heartbeat's energy so far) that are accounted;
+    other keys pass through as the worker sent them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    gpu_kwh: Kwh = None
+    cpu_kwh: Kwh = None
+    ram_kwh: Kwh = None
+    kwh_so_far: Kwh = None
+    watts: Watts = None
+    duration_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    gpus: list[GpuEnergy] | None = Field(default=None, max_length=64)
+    timeline: list[PowerSample] | None = Field(default=None, max_length=100_000)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as the worker sent it (validated numbers as floats)."""
+        return self.model_dump(exclude_unset=True)
+
+
 class JobHeartbeat(Fence):
     progress: dict[str, Any] | None = None
-    energy: dict[str, Any] | None = None
+    energy: EnergyReport | None = None
     events: list[WorkerEvent] = Field(default_factory=list, max_length=100)
 
 
@@ -116,26 +153,27 @@ class JobHeartbeatResponse(BaseModel):
 
 
 class JobComplete(Fence):
-    energy: dict[str, Any] | None = None
+    energy: EnergyReport | None = None
     result: dict[str, Any] | None = None
 
 
 class JobFail(Fence):
-    energy: dict[str, Any] | None = None
+    energy: EnergyReport | None = None
     error: str = Field(default="", max_length=20_000)
     retryable: bool = False
     cancelled: bool = False
 
 
 class JobRelease(Fence):
-    energy: dict[str, Any] | None = None
+    energy: EnergyReport | None = None
     reason: Literal["paused", "shutdown"] = "shutdown"
 
 
 class JobOrphanEnergy(Fence):
-    """The energy report of an attempt whose lease was lost before it could report."""
+    """The energy report of an attempt whose lease was lost before it could report (range-
+    checked like every report; the service also caps it at what the job could draw)."""
 
-    energy: dict[str, Any]
+    energy: EnergyReport
 
 
 class JobFinished(BaseModel):

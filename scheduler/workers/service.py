@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.artifacts.models import Artifact
+from scheduler.datasets.models import Dataset
 from scheduler.energy import service as energy
-from scheduler.errors import Conflict, NotFound
+from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
 from scheduler.workers.models import Worker
 from scheduler.workers.schemas import WorkerRegister
+from worker.errors import public_error
 
 if TYPE_CHECKING:
     from scheduler.scheduling.service import Scheduling
+    from scheduler.settings import Settings
 
 TOKEN_PREFIX = "gww"
 # A worker is dead after this many heartbeat intervals without a word.
@@ -139,12 +143,18 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
     different jobs instead of waiting; SQLite serialises writers with BEGIN IMMEDIATE.
     """
     worker.last_seen_at = now
+    dataset_id = Job.dataset["id"].as_string()
     candidate = (
         select(Job.id)
         .where(
             Job.state == JobState.READY.value,
             Job.gpus <= worker.slots,
             Job.zone == worker.zone,
+            # Only jobs whose dataset (if any) passed validation.
+            or_(
+                dataset_id.is_(None),
+                exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
+            ),
         )
         .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
         .limit(1)
@@ -236,6 +246,95 @@ def fenced_job(
     return job
 
 
+# A report may exceed full power over the server-side wall time by this factor plus the
+# grace (clock skew, the metering window around the claim).
+ENERGY_MARGIN = 1.25
+ENERGY_GRACE_SECONDS = 120.0
+
+
+def gpu_watts_cap(worker: Worker, settings: Settings) -> float:
+    """The most one of this worker's GPUs can draw: its registered power limit if lower."""
+    limits = []
+    for gpu in worker.gpus or []:
+        try:
+            limits.append(float(gpu.get("power_limit_w")))
+        except (TypeError, ValueError):
+            continue
+    usable = [w for w in limits if 0 < w < settings.max_gpu_watts and math.isfinite(w)]
+    return max(usable) if usable else settings.max_gpu_watts
+
+
+def check_energy_plausible(
+    session: Session,
+    job: Job,
+    worker: Worker,
+    report: dict[str, Any] | None,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    """Refuse (422 naming the field) energy no hardware could have used: more than the
+    job's GPUs at their power limit, or the host at its cap, over the attempt's wall time
+    (measured by the service, from the claim) with a margin."""
+    if not report:
+        return
+    attempt = energy.get_attempt(session, job.id, job.attempt)
+    started = attempt.started_at if attempt is not None else (job.started_at or now)
+    seconds = max((now - started).total_seconds(), 0.0)
+    hours = (seconds * ENERGY_MARGIN + ENERGY_GRACE_SECONDS) / 3600.0
+    per_gpu = gpu_watts_cap(worker, settings)
+    gpu_kwh = job.gpus * per_gpu * hours / 1000.0
+    host_kwh = settings.max_host_watts * hours / 1000.0
+    why = (
+        f"over the attempt's {seconds:.0f} s, {job.gpus} GPU(s) at {per_gpu:g} W and the "
+        f"host at {settings.max_host_watts:g} W"
+    )
+    caps = {"gpu_kwh": gpu_kwh, "cpu_kwh": host_kwh, "ram_kwh": host_kwh,
+            "kwh_so_far": gpu_kwh + host_kwh}
+    for key, cap in caps.items():
+        value = report.get(key)
+        if value is not None and float(value) > cap:
+            raise InvalidInput(
+                f"energy.{key} = {float(value):g} kWh is more than is possible {why} "
+                f"(at most {cap:.6g} kWh)",
+                field=f"energy.{key}",
+            )
+    for index, gpu in enumerate(report.get("gpus") or []):
+        value = gpu.get("kwh") if isinstance(gpu, dict) else None
+        if value is not None and float(value) > per_gpu * hours / 1000.0:
+            raise InvalidInput(
+                f"energy.gpus.{index}.kwh = {float(value):g} kWh is more than one GPU at "
+                f"{per_gpu:g} W can use in the attempt's {seconds:.0f} s",
+                field=f"energy.gpus.{index}.kwh",
+            )
+
+
+def holds_live_lease(job: Job, worker: Worker, now: datetime) -> bool:
+    """True while this worker runs the job under an unexpired lease."""
+    return (
+        job.state == JobState.RUNNING.value
+        and job.worker_id == worker.id
+        and job.lease_token is not None
+        and job.lease_expires_at is not None
+        and job.lease_expires_at > now
+    )
+
+
+def leases_dataset(session: Session, worker: Worker, dataset_id: str, now: datetime) -> bool:
+    """True while this worker holds a live lease on a job that trains on the dataset."""
+    running = session.scalars(
+        select(Job).where(
+            Job.worker_id == worker.id,
+            Job.state == JobState.RUNNING.value,
+            Job.lease_expires_at > now,
+        )
+    )
+    return any(
+        (job.dataset or {}).get("id") == dataset_id and holds_live_lease(job, worker, now)
+        for job in running
+    )
+
+
 def job_heartbeat(
     session: Session,
     worker: Worker,
@@ -313,6 +412,9 @@ def fail(
     """The attempt failed (or stopped on cancel); a retryable failure is requeued while
     restarts remain."""
     _clear_lease(job)
+    # Workers send one line already; an older or misbehaving one must not leak its
+    # tracebacks and paths to the team.
+    error = public_error(error) if error else ""
     job.error = error or None
     if cancelled:
         energy.close_attempt(

@@ -15,6 +15,7 @@ from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 from safetensors.torch import load
 
 from scheduler.app import create_app
+from scheduler.demo import wait_until_validated
 from scheduler.settings import Settings
 from worker.training.sample import write_sample_dataset, zip_dataset
 
@@ -48,6 +49,8 @@ def test_tiny_two_stage_finetune_yields_a_downloadable_adapter(
             headers={**bearer(key), "content-type": "application/zip"},
         )
         assert dataset.status_code == 201, dataset.text
+        with httpx.Client(base_url=url, headers=bearer(key)) as team:
+            wait_until_validated(team, dataset.json()["id"])  # audio is checked after upload
         job = httpx.post(
             f"{url}/v1/jobs",
             json={

@@ -203,12 +203,24 @@ ROWS = [
         admin_only(200),
     ),
     Row(
+        "POST",
+        "/v1/teams/{team}/webhook-secret",
+        fixed("/v1/teams/{team}/webhook-secret"),
+        admin_only(200),
+    ),
+    Row(
         "PUT",
         "/v1/teams/{team}/budget",
         fixed("/v1/teams/{team}/budget", json=BUDGET),
         admin_only(200),
     ),
     Row("GET", "/v1/teams/{team}/budget", fixed("/v1/teams/{team}/budget"), team_resource(200)),
+    Row(
+        "GET",
+        "/v1/teams/{team}/budget/history",
+        fixed("/v1/teams/{team}/budget/history"),
+        team_resource(200),
+    ),
     Row("GET", "/v1/teams/{team}/usage", fixed("/v1/teams/{team}/usage"), team_resource(200)),
     Row("GET", "/v1/teams/{team}/ledger", fixed("/v1/teams/{team}/ledger"), team_resource(200)),
     # The admin has no team to submit for: a named 422, not a job owned by nobody.
@@ -276,6 +288,13 @@ ROWS = [
         _finish("release", reason="shutdown"),
         worker_only(200),
     ),
+    # The worker's attempt is live, not lost: a late report is refused, but only after auth.
+    Row(
+        "POST",
+        "/v1/workers/{worker_id}/jobs/{job_id}/orphan-energy",
+        _finish("orphan-energy"),
+        worker_only(409),
+    ),
     Row(
         "POST",
         "/v1/datasets",
@@ -288,7 +307,9 @@ ROWS = [
         "GET",
         "/v1/datasets/{dataset_id}/archive",
         fixed("/v1/datasets/{dataset}/archive"),
-        file_reader(200),
+        # The worker's job does not train on this dataset: a worker reads only the inputs
+        # of a job it holds a live lease on (tests/security/test_worker_data_access.py).
+        {**file_reader(200), "worker": 404},
     ),
     Row("GET", "/v1/zones/{zone}/forecast", fixed("/v1/zones/ES/forecast"), any_user(200)),
     Row(

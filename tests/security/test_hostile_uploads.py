@@ -182,6 +182,15 @@ CASES: dict[str, tuple[Callable[[], bytes], str]] = {
 }
 
 
+# Cases whose flaw only decoding the audio shows: found off the request path.
+DECODED_LATER = {
+    "text posing as wav",
+    "png posing as wav",
+    "truncated wav",
+    "unsupported compression of a wav",
+}
+
+
 def leftovers(settings: Settings) -> list[Path]:
     """Every file under the data directory except the database itself."""
     root = Path(settings.data_dir)
@@ -198,11 +207,19 @@ def test_hostile_dataset_is_refused_and_leaves_nothing(
         content=build(),
         headers={**bearer(alpha_key), "content-type": "application/zip"},
     )
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
-    detail = response.json()["detail"]
-    assert message in detail, detail
+    listed = sqlite_client.get("/v1/datasets", headers=bearer(alpha_key)).json()
+    if case in DECODED_LATER:
+        # The audio is decoded after the upload is answered (the test client has run that
+        # background task by now): the dataset is invalid, its reason kept, its zip deleted.
+        assert response.status_code == 201 and response.json()["state"] == "validating"
+        [dataset] = listed
+        assert dataset["state"] == "invalid" and message in dataset["state_reason"]
+    else:
+        assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+        detail = response.json()["detail"]
+        assert message in detail, detail
+        assert listed == []
     assert leftovers(sqlite_settings) == []
-    assert sqlite_client.get("/v1/datasets", headers=bearer(alpha_key)).json() == []
 
 
 def test_good_zip_is_accepted_by_the_same_path(

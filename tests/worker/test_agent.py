@@ -94,7 +94,7 @@ def test_burnin_job_completes_with_artifacts_and_energy(tmp_path: Path) -> None:
     assert service.registrations[0]["cpu_only"] is True
     with tarfile.open(fileobj=io.BytesIO(service.artifacts[job.id][CHECKPOINT])) as bundle:
         assert bundle.getnames() == ["checkpoints/burnin.pt"]
-    assert not (tmp_path / "jobs" / job.id).exists()  # cleaned up once uploaded
+    assert not any((tmp_path / "jobs").iterdir())  # cleaned up once uploaded
 
 
 @pytest.mark.slow  # starts job processes
@@ -230,7 +230,8 @@ def test_finetune_job_trains_and_uploads_adapters(tmp_path: Path) -> None:
         dataset_id="ds-1",
     )
     make_agent(service, tmp_path, keep_job_dirs=True).run()
-    dataset_dir = tmp_path / "jobs" / job.id / "attempt-1" / "dataset"
+    [attempt_dir] = (tmp_path / "jobs").glob(f"{job.id}-attempt-1-*")
+    dataset_dir = attempt_dir / "dataset"
     assert (dataset_dir / "voice.list").exists()  # the zip was fetched and unpacked
     verb, body = finish(job)
     assert verb == "complete", body.get("error")

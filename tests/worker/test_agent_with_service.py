@@ -118,7 +118,7 @@ def test_pause_release_and_resume(service: tuple[Any, str], tmp_path: Path) -> N
     runner.join(timeout=120)
     assert not runner.is_alive()
     assert job(url, key, job_id)["state"] == "succeeded"
-    resumed = [p for p in (tmp_path / "jobs" / job_id).glob("attempt-2/run/checkpoints/*")]
+    resumed = [p for p in (tmp_path / "jobs").glob(f"{job_id}-attempt-2-*/run/checkpoints/*")]
     assert resumed, "the second attempt worked from the restored checkpoint directory"
 
 

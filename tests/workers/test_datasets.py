@@ -27,7 +27,11 @@ def test_good_zip_is_stored_and_readable(client: TestClient, team_key: str) -> N
     data = build_zip(good_members(3, seconds=0.5))
     response = upload_raw(client, team_key, data)
     assert response.status_code == 201, response.text
-    dataset = response.json()
+    assert response.json()["state"] == "validating"  # the audio is decoded off the request
+    dataset = client.get(
+        f"/v1/datasets/{response.json()['id']}", headers=bearer(team_key)
+    ).json()
+    assert dataset["state"] == "ready" and dataset["state_reason"] == ""
     assert dataset["utterances"] == 3 and dataset["audio_seconds"] == pytest.approx(1.5)
     assert dataset["languages"] == ["en"] and dataset["speakers"] == 1
     assert dataset["sha256"] == hashlib.sha256(data).hexdigest() and dataset["size"] == len(data)
@@ -38,10 +42,11 @@ def test_good_zip_is_stored_and_readable(client: TestClient, team_key: str) -> N
     archive = client.get(f"/v1/datasets/{dataset['id']}/archive", headers=bearer(team_key))
     assert archive.status_code == 200 and archive.content == data
 
-    # Workers fetch it with their own token; another team cannot see it at all.
+    # A worker fetches it only while it runs a job on it (test_worker_data_access.py);
+    # another team cannot see it at all.
     worker = register(client)
     by_worker = client.get(f"/v1/datasets/{dataset['id']}/archive", headers=bearer(worker["token"]))
-    assert by_worker.content == data
+    assert by_worker.status_code == 404
     other = client.post("/v1/teams", json={"name": "beta"}, headers=admin_headers()).json()
     for path in (f"/v1/datasets/{dataset['id']}", f"/v1/datasets/{dataset['id']}/archive"):
         assert client.get(path, headers=bearer(other["api_key"])).status_code == 404
@@ -93,10 +98,6 @@ def test_multipart_upload_and_job_reference(client: TestClient, team_key: str) -
             {"wavs/clip0.wav": wav_bytes(), "a.list": b"clip0.wav|alice|klingon|hi\n"},
             "line 1: unknown language 'klingon'",
         ),
-        (
-            {"wavs/clip0.wav": b"RIFF not really audio", "a.list": b"clip0.wav|alice|en|hi\n"},
-            "line 1: 'wavs/clip0.wav' is not decodable audio",
-        ),
     ],
 )
 def test_bad_zips_are_refused_naming_the_problem(
@@ -109,6 +110,19 @@ def test_bad_zips_are_refused_naming_the_problem(
     leftovers = [p for p in stored.rglob("*") if p.is_file()]
     assert leftovers == []  # a refused upload leaves nothing behind
     assert client.get("/v1/datasets", headers=bearer(team_key)).json() == []
+
+
+def test_undecodable_audio_makes_the_dataset_invalid(
+    client: TestClient, team_key: str, settings: object
+) -> None:
+    members = {"wavs/clip0.wav": b"RIFF not really audio", "a.list": b"clip0.wav|alice|en|hi\n"}
+    response = upload_raw(client, team_key, build_zip(members))
+    assert response.status_code == 201, response.text  # the audio is decoded afterwards
+    dataset = client.get(f"/v1/datasets/{response.json()['id']}", headers=bearer(team_key)).json()
+    assert dataset["state"] == "invalid"
+    assert "line 1: 'wavs/clip0.wav' is not decodable audio" in dataset["state_reason"]
+    stored = Path(settings.data_dir) / "datasets"  # type: ignore[attr-defined]
+    assert [p for p in stored.rglob("*") if p.is_file()] == []
 
 
 def test_symlinks_and_non_zips_are_refused(client: TestClient, team_key: str) -> None:
@@ -149,3 +163,35 @@ def test_upload_over_the_size_limit_is_413(
     finally:
         client.app.state.settings.max_upload_bytes = limit
     assert response.status_code == 413
+
+
+def test_claims_skip_jobs_whose_dataset_is_not_ready(client: TestClient, team_key: str) -> None:
+    """On both databases: the claim's dataset filter reads the job's JSON dataset id."""
+    from fleet_helpers import make_ready
+    from sqlalchemy import update
+
+    from scheduler.datasets.models import Dataset
+    from scheduler.db.session import session_scope
+
+    dataset_id = upload_raw(client, team_key, build_zip(good_members(2))).json()["id"]
+    body = {
+        "name": "voice",
+        "dataset": {"id": dataset_id},
+        "config": {"stage": "s1", "max_steps": 4, "model_size": "tiny"},
+        "max_delay_minutes": 600,
+    }
+    job_id = client.post("/v1/jobs", json=body, headers=bearer(team_key)).json()["id"]
+    make_ready(client.app, job_id)  # type: ignore[arg-type]
+    worker = register(client)
+    claim = f"/v1/workers/{worker['worker_id']}/claim"
+
+    def set_state(state: str) -> None:
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        with session_scope(factory) as session:
+            session.execute(update(Dataset).where(Dataset.id == dataset_id).values(state=state))
+
+    set_state("validating")
+    assert client.post(claim, json={}, headers=bearer(worker["token"])).status_code == 204
+    set_state("ready")
+    claimed = client.post(claim, json={}, headers=bearer(worker["token"]))
+    assert claimed.status_code == 200 and claimed.json()["job"]["id"] == job_id

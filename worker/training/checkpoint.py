@@ -1,8 +1,13 @@
-"""Checkpoint files in one directory: atomic writes, newest-first lookup, keep the last N."""
+"""Checkpoint files in one directory: atomic writes, newest-first lookup, keep the last N.
+
+Checkpoints travel between workers through the service, so they are read with
+``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -44,16 +49,40 @@ def save_checkpoint(
     return path
 
 
+class UnsafeCheckpoint(ValueError):
+    """A file that is not plain tensors and containers; it was refused, not unpickled."""
+
+
+def safe_torch_load(path: Path | str) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (no code runs on load)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # The message torch gives names the refused global; keep its first line only.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeCheckpoint(
+            f"refused to load {Path(path).name}: it holds more than tensors ({first[:200]})"
+        ) from None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by save_checkpoint."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return safe_torch_load(path)
 
 
 def capture_rng() -> dict[str, Any]:
     """Every RNG state training draws from on this process."""
+    # numpy's state becomes tensors and ints so the checkpoint loads with weights_only.
+    algorithm, keys, position, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "algorithm": str(algorithm),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -64,7 +93,14 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     """Put back RNG states captured by capture_rng."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    np.random.set_state((
+        saved["algorithm"],
+        saved["keys"].numpy().astype(np.uint32),
+        saved["position"],
+        saved["has_gauss"],
+        saved["cached_gaussian"],
+    ))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -81,8 +81,10 @@ class AudioResolver:
         direct = Path(raw)
         candidates = [direct] if direct.is_absolute() else [self.list_dir / direct]
         candidates.append(self.list_dir / wav_basename(raw))
+        root = self.dataset_dir.resolve()
         for candidate in candidates:
-            if candidate.is_file():
+            # A list names clips of its own dataset, never another file on the host.
+            if candidate.is_file() and candidate.resolve().is_relative_to(root):
                 return candidate
         return self._index().get(wav_basename(raw))
 
