@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from scheduler.budgets import service as budgets
 from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs.models import Job, JobEvent
-from scheduler.jobs.schemas import JobCreate
+from scheduler.jobs.schemas import MAX_HORIZON, JobCreate
 from scheduler.jobs.states import TERMINAL, WAITING, JobState, check_transition
 from scheduler.scheduling.service import Scheduling
 from scheduler.teams.models import Team
@@ -96,6 +96,9 @@ def draft(
     deadline = spec.resolved_deadline(now)
     if deadline <= now:
         raise InvalidInput("deadline is in the past", field="deadline")
+    if deadline > now + MAX_HORIZON:
+        # The same bound as max_delay_minutes: the planner looks no further ahead.
+        raise InvalidInput(f"deadline is more than {MAX_HORIZON.days} days ahead", field="deadline")
     job = Job(
         team_id=team.id,
         name=spec.name,
