@@ -10,6 +10,7 @@ from scheduler.db.base import Base
 from scheduler.energy.models import JobAttempt
 from scheduler.jobs.models import Job, JobEvent
 from scheduler.teams.models import ApiKey, Team
+from scheduler.web.models import DashboardSession
 from scheduler.workers.models import Worker
 
 metadata = Base.metadata
@@ -18,6 +19,7 @@ __all__ = [
     "ApiKey",
     "Artifact",
     "Budget",
+    "DashboardSession",
     "Dataset",
     "IntensityPoint",
     "Job",
