@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # not pause longer than the idle timeout between two chunks.
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3_600)
     body_idle_timeout_seconds: float = Field(default=15.0, gt=0, le=3_600)
+    # With it, /metrics needs this bearer token and includes team-labelled families;
+    # without it, /metrics is open and leaves team names and their emissions out.
+    metrics_token: str | None = Field(default=None, repr=False)
     # /healthz answers 503 once every request slot has been busy, with none finishing, this long.
     health_saturation_seconds: float = Field(default=30.0, gt=0, le=3_600)
     artifact_dir: Path | None = None
