@@ -172,6 +172,31 @@ def test_a_trickled_body_is_cut_off_by_the_body_timeout(
             stalled.close()
 
 
+def test_a_stalled_upload_holds_no_api_slot_and_times_out(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    settings = settings_for(
+        tmp_path, sqlite_template, max_concurrent_requests=1, body_idle_timeout_seconds=1.5
+    )
+    with serve(settings) as (url, port):
+        key = team_key(url)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as upload:
+            upload.sendall(
+                b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
+                + f"Authorization: Bearer {key}\r\n".encode()
+                + b"Content-Length: 100000\r\n\r\nPK\x03\x04"
+            )
+            time.sleep(0.3)  # the upload is admitted and waiting for more bytes
+            listing = httpx.get(f"{url}/v1/jobs", headers=bearer(key), timeout=5)
+            assert listing.status_code == 200
+            started = time.monotonic()
+            assert read_status(upload, 10).startswith(b"HTTP/1.1 408")
+            assert time.monotonic() - started < 5
+        # Nothing of the interrupted upload is kept.
+        incoming = tmp_path / "data" / "datasets" / "incoming"
+        assert not incoming.exists() or list(incoming.iterdir()) == []
+
+
 def test_headers_sent_too_slowly_close_the_connection(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
