@@ -138,4 +138,9 @@ def test_a_team_key_opens_that_teams_view(
     assert "beta-nightly" in page.inner_text("#jobs-table")
     # The cookie is HttpOnly: scripts on the page cannot read the key.
     assert page.evaluate("document.cookie") == ""
+    # Signing out from the page (its form carries the CSRF token) ends the session.
+    page.click("form[action='/dashboard/logout'] button")
+    page.wait_for_url(f"{url}/dashboard/login")
+    page.goto(f"{url}/dashboard")
+    assert page.url.startswith(f"{url}/dashboard/login")
     assert errors == []
