@@ -194,9 +194,6 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path in EXEMPT_FROM_ADMISSION:
-            await self.app(scope, receive, send)
-            return
         upload = is_upload_route(scope["method"], path)
         limit = self.settings.max_upload_bytes if upload else self.settings.max_request_bytes
         started = False
@@ -213,6 +210,9 @@ class RequestGate:
                 raise _too_large(limit)
             if path.startswith("/v1/") and _announces_body(scope):
                 await self._authenticate_first(scope)
+            if path in EXEMPT_FROM_ADMISSION:
+                await self.app(scope, self._streamed(receive, limit), tracked_send)
+                return
             if upload:
                 async with self.admission.slot(upload=True):
                     await self.app(scope, self._streamed(receive, limit), tracked_send)
