@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.artifacts.router import router as artifacts_router
 from scheduler.budgets.router import router as budgets_router
@@ -27,6 +25,7 @@ from scheduler.errors import ERROR_RESPONSES, DomainError
 from scheduler.jobs.router import router as jobs_router
 from scheduler.jobs.states import IllegalTransition
 from scheduler.metrics import add_metrics_endpoint
+from scheduler.request_gate import Admission, RequestGate
 from scheduler.scheduling.service import Scheduling
 from scheduler.settings import Settings
 from scheduler.teams.router import router as teams_router
@@ -34,89 +33,6 @@ from scheduler.web import mount_dashboard
 from scheduler.workers.router import router as workers_router
 
 log = logging.getLogger("greenwindow")
-
-# Paths that take large uploads (datasets, artifacts) get the upload limit instead.
-UPLOAD_MARKERS = ("/v1/datasets", "/artifacts/")
-
-
-class BodySizeLimit:
-    """Refuse request bodies over the configured size with 413, also when streamed."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.max_upload_bytes = max_upload_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        limit = (
-            self.max_upload_bytes
-            if any(marker in path for marker in UPLOAD_MARKERS)
-            else self.max_bytes
-        )
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
-            return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BodyTooLarge(limit)
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _too_large(send, limit)
-
-
-class ConcurrencyLimit:
-    """Admit at most `limit` requests at once; the rest wait in the event loop.
-
-    Synchronous endpoints hop between worker threads (session, authentication, handler)
-    while holding a database connection or SQLite's write lock. If every thread of the
-    pool were taken by requests waiting for those, the holders could never get a thread
-    back and the service would hang. Keeping in-flight requests below the thread pool and
-    the connection pool makes that impossible; waiting requests hold nothing.
-    """
-
-    # Single-step endpoints that hold no resource across threads; kept answerable when busy.
-    EXEMPT = frozenset({"/healthz", "/metrics"})
-
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
-        self.app = app
-        self.semaphore = asyncio.Semaphore(limit)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
-            await self.app(scope, receive, send)
-            return
-        async with self.semaphore:
-            await self.app(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    response = JSONResponse(
-        {"detail": f"request body larger than {limit} bytes", "field": "body"}, status_code=413
-    )
-    await response({"type": "http"}, _empty_receive, send)
-
-
-async def _empty_receive() -> Message:
-    return {"type": "http.disconnect"}
 
 
 def _field_of(location: tuple[Any, ...]) -> str:
@@ -202,11 +118,14 @@ def create_app(
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(IllegalTransition, _illegal_transition)
     app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
+    app.state.admission = Admission(
+        limit=settings.max_concurrent_requests, upload_limit=settings.max_concurrent_uploads
+    )
     app.add_middleware(
-        BodySizeLimit,
-        max_bytes=settings.max_request_bytes,
-        max_upload_bytes=settings.max_upload_bytes,
+        RequestGate,
+        settings=settings,
+        admission=app.state.admission,
+        session_factory=app.state.session_factory,
     )
 
     app.include_router(teams_router)
@@ -222,7 +141,18 @@ def create_app(
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:
-        """Process up and database reachable (503 otherwise)."""
+        """Process up, requests being served and database reachable (503 otherwise)."""
+        saturated_s = app.state.admission.saturated_for()
+        if saturated_s > settings.health_saturation_seconds:
+            # Checked before the database: a stuck database is the usual cause, and this
+            # answer must not wait for it.
+            return JSONResponse(
+                {
+                    "status": "unhealthy",
+                    "requests": f"every request slot busy for {saturated_s:.0f} s",
+                },
+                503,
+            )
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))

@@ -74,7 +74,15 @@ def serve(
         typer.echo(
             "warning: GREENWINDOW_ADMIN_TOKEN is not set; admin endpoints are closed", err=True
         )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    from scheduler.request_gate import header_timeout_protocol
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=header_timeout_protocol(settings.header_timeout_seconds),
+    )
 
 
 DEFAULT_WORKER_DIR = Path(".greenwindow/worker")

@@ -601,8 +601,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
             result.budget = team.get(f"/v1/teams/{TEAM}/budget").raise_for_status().json()
             console.print(energy_table(jobs, result.reports))
             console.print(budget_table(result.budget))
-            result.dashboard_url = f"{url}/dashboard?token={settings.admin_token}"
-            demo.say(f"[bold]dashboard[/] {result.dashboard_url}")
+            result.dashboard_url = f"{url}/dashboard"
+            demo.say(
+                f"[bold]dashboard[/] {result.dashboard_url} "
+                f"(sign in with the admin token {settings.admin_token})"
+            )
             if not options.exit_when_done:
                 demo.say("serving until Ctrl-C")
                 _wait_forever()

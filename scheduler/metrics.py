@@ -7,13 +7,15 @@ Labels come only from bounded sets: job states, team names, zones, worker ids an
 
 from __future__ import annotations
 
+import hmac
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget, LedgerEntry
+from scheduler.deps import bearer_token
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import WAITING, JobState
 from scheduler.teams.models import Team
@@ -197,6 +200,10 @@ PARTS: dict[str, Part] = {
 }
 
 
+# Parts labelled with team names: served only to scrapes carrying GREENWINDOW_METRICS_TOKEN.
+TEAM_PARTS = frozenset({"team_totals", "budgets"})
+
+
 class DatabaseCollector(Collector):
     """Collects every family from the database at scrape time."""
 
@@ -205,10 +212,15 @@ class DatabaseCollector(Collector):
         session_factory: sessionmaker[Session],
         clock: Callable[[], datetime],
         tick_durations: Callable[[], dict[str, float]],
+        *,
+        with_teams: bool = True,
     ) -> None:
         self.session_factory = session_factory
         self.clock = clock
         self.tick_durations = tick_durations
+        self.parts = {
+            name: part for name, part in PARTS.items() if with_teams or name not in TEAM_PARTS
+        }
 
     def collect(self) -> Iterator[Metric]:
         """One scrape: every part read in one transaction, failing parts skipped."""
@@ -221,7 +233,7 @@ class DatabaseCollector(Collector):
         # One read transaction per scrape (on SQLite every transaction queues with the
         # writers); each part in a savepoint, so a failing query leaves the others usable.
         with self.session_factory() as session:
-            for name, part in PARTS.items():
+            for name, part in self.parts.items():
                 try:
                     with session.begin_nested():
                         # Collected first: a part that fails half-way yields nothing.
@@ -244,7 +256,7 @@ class DatabaseCollector(Collector):
         yield ticks
 
 
-def build_registry(app: FastAPI) -> CollectorRegistry:
+def build_registry(app: FastAPI, *, with_teams: bool = True) -> CollectorRegistry:
     """A registry of this app's metrics (one per app, so tests can build many apps)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
@@ -252,16 +264,34 @@ def build_registry(app: FastAPI) -> CollectorRegistry:
             app.state.session_factory,
             lambda: app.state.clock(),
             lambda: dict(getattr(app.state, "tick_durations", {}) or {}),
+            with_teams=with_teams,
         )
     )
     return registry
 
 
 def add_metrics_endpoint(app: FastAPI) -> None:
-    """Serve `GET /metrics` in the Prometheus text format, without authentication."""
-    registry = build_registry(app)
+    """Serve `GET /metrics` in the Prometheus text format.
+
+    Team names and their emissions are not public: without GREENWINDOW_METRICS_TOKEN the
+    endpoint is open and leaves out every team-labelled family; with it, a scrape must send
+    `Authorization: Bearer <metrics token>` and gets everything.
+    """
+    token: str | None = app.state.settings.metrics_token
+    registry = build_registry(app, with_teams=token is not None)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
         """Prometheus scrape endpoint."""
+        if token is not None:
+            presented = bearer_token(request) or ""
+            if not hmac.compare_digest(presented.encode(), token.encode()):
+                return JSONResponse(
+                    {
+                        "detail": "send 'Authorization: Bearer <metrics token>'",
+                        "field": "Authorization",
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(default=24, ge=1, le=30)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    # Uploads are admitted in their own small pool, so slow uploads never take API slots;
+    # the two pools together stay below the thread and connection pools.
+    max_concurrent_uploads: int = Field(default=4, ge=1, le=16)
+    # A client must send its request headers within this time (`greenwindow serve`).
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # A (non-upload) body must arrive whole within this time; any body, upload or not, may
+    # not pause longer than the idle timeout between two chunks.
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3_600)
+    body_idle_timeout_seconds: float = Field(default=15.0, gt=0, le=3_600)
+    # With it, /metrics needs this bearer token and includes team-labelled families;
+    # without it, /metrics is open and leaves team names and their emissions out.
+    metrics_token: str | None = Field(default=None, repr=False)
+    # /healthz answers 503 once every request slot has been busy, with none finishing, this long.
+    health_saturation_seconds: float = Field(default=30.0, gt=0, le=3_600)
     artifact_dir: Path | None = None
 
     lease_seconds: int = Field(default=90, ge=5, le=86_400)
@@ -158,6 +172,11 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'greenwindow.db').as_posix()}"
         if self.artifact_dir is None:
             self.artifact_dir = self.data_dir / "artifacts"
+        if self.max_concurrent_requests + self.max_concurrent_uploads > 34:
+            raise ValueError(
+                "GREENWINDOW_MAX_CONCURRENT_REQUESTS + GREENWINDOW_MAX_CONCURRENT_UPLOADS must be "
+                "at most 34 (below the 40 request threads)"
+            )
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ValueError(
                 "GREENWINDOW_LEASE_SECONDS must be at least twice GREENWINDOW_HEARTBEAT_SECONDS"

@@ -37,14 +37,16 @@ class ArtifactStored(BaseModel):
     sha256: str
 
 
-def _check_lease(request: Request, job_id: str, attempt: int, lease_token: str) -> None:
-    """Refuse (401/404/409) unless the calling worker holds the job's lease."""
+def _check_lease(request: Request, job_id: str, name: str, attempt: int, lease_token: str) -> None:
+    """Refuse (401/404/409) unless the calling worker holds the job's lease; refuse (422) a
+    name that clashes by case with one of the job's artifacts."""
     token = bearer_token(request)
     with session_scope(request.app.state.session_factory) as session:
         worker = workers.authenticate(session, token or "")
         if worker is None:
             raise Unauthorized("artifact uploads need the worker token of the job's lease holder")
         workers.fenced_job(session, worker, job_id, attempt=attempt, lease_token=lease_token)
+        service.refuse_case_clash(session, job_id, name)
 
 
 @router.put(
@@ -68,7 +70,7 @@ async def upload_artifact(
     settings = request.app.state.settings
     # Checked before the body is read, so a stale worker does not upload gigabytes for nothing;
     # no transaction stays open during the upload.
-    await run_in_threadpool(_check_lease, request, job_id, x_attempt, x_lease_token)
+    await run_in_threadpool(_check_lease, request, job_id, name, x_attempt, x_lease_token)
     directory = service.job_directory(settings, job_id)
     upload = await storage.receive_to_temp(
         request.stream(), directory, max_bytes=settings.max_upload_bytes
@@ -88,6 +90,7 @@ async def upload_artifact(
                 workers.fenced_job(
                     session, worker, job_id, attempt=x_attempt, lease_token=x_lease_token
                 )
+                service.refuse_case_clash(session, job_id, name)
             except Exception:
                 storage.discard(upload)
                 raise

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.artifacts.models import Artifact
 from scheduler.artifacts.storage import StoredUpload, check_name
-from scheduler.errors import NotFound
+from scheduler.errors import InvalidInput, NotFound
 from scheduler.settings import Settings
 
 
@@ -18,6 +18,21 @@ def job_directory(settings: Settings, job_id: str) -> Path:
     """The directory holding a job's artifacts."""
     assert settings.artifact_dir is not None
     return settings.artifact_dir / check_name(job_id)
+
+
+def refuse_case_clash(session: Session, job_id: str, name: str) -> None:
+    """Refuse (422) a name that differs only by case from one of the job's artifacts.
+
+    On a case-insensitive file system (a worker's, or a user's download folder) the two
+    would be one file, and which one a reader gets would depend on the order of writes.
+    """
+    folded = name.casefold()
+    for existing in session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)):
+        if existing != name and existing.casefold() == folded:
+            raise InvalidInput(
+                f"artifact '{name}' differs only by case from the job's '{existing}'",
+                field="name",
+            )
 
 
 def record(

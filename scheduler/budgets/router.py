@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -19,6 +19,7 @@ from scheduler.budgets.schemas import (
     UsagePoint,
 )
 from scheduler.deps import AdminDep, NowDep, SessionDep, UserDep, require_team_access
+from scheduler.errors import InvalidInput
 from scheduler.teams.service import get_team
 
 router = APIRouter(prefix="/v1/teams/{team}", tags=["budgets"])
@@ -94,8 +95,18 @@ def get_usage(
     found = get_team(session, team)
     require_team_access(principal, found)
     end = end or now
-    start = start or end - timedelta(days=30)
+    start = start or _days_before(end, 30)
     return service.usage(session, found, start=start, end=end, step=step)
+
+
+def _days_before(end: datetime, days: int) -> datetime:
+    """`days` before `end`; an `end` too early for that is the caller's mistake, not a 500."""
+    try:
+        return end - timedelta(days=days)
+    except OverflowError:
+        raise InvalidInput(
+            f"'to' is too early: there are no {days} days before it", field="to"
+        ) from None
 
 
 @router.get("/ledger", response_model=list[LedgerRead])

@@ -22,7 +22,8 @@ class BudgetSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     period: Period
-    limit_kg_co2e: float = Field(gt=0, le=1e9)
+    # At least a microgram: a vanishing limit turns a share of it into an infinite percentage.
+    limit_kg_co2e: float = Field(ge=1e-9, le=1e9)
     mode: Literal["hard", "soft"] = "hard"
     thresholds: list[Threshold] = Field(default_factory=list, max_length=20)
 

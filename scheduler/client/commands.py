@@ -64,7 +64,7 @@ def _one_line_errors() -> Iterator[None]:
         yield
     except (ClientError, ClientConfigError) as exc:
         message = exc.one_line() if isinstance(exc, ClientError) else str(exc)
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {render.inert(message)}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -139,6 +139,7 @@ def submit(
         )
         with _client(ctx, server, key) as client:
             job = client.submit(body, idempotency_key=idempotency_key)
+    job = render.inert_data(job)
     console = _console()
     console.print(Text.assemble("submitted ", (str(job["id"]), "bold")))
     console.print(
@@ -190,9 +191,9 @@ def jobs(
             typer.echo(json.dumps(job))
         return
     if not found:
-        typer.echo("no jobs" + (f" in state {state}" if state else ""))
+        typer.echo("no jobs" + (f" in state {render.inert(state)}" if state else ""))
         return
-    _console().print(render.jobs_table(found))
+    _console().print(render.jobs_table(render.inert_data(found)))
     if more:
         typer.echo(f"showing the newest {len(found)}; --all lists every job", err=True)
 
@@ -210,7 +211,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(job, indent=2))
         return
-    _console().print(render.key_value_table(render.job_rows(job)))
+    _console().print(render.key_value_table(render.job_rows(render.inert_data(job))))
 
 
 def cancel(
@@ -222,6 +223,7 @@ def cancel(
     """Cancel a job (a running one stops through its worker)."""
     with _one_line_errors(), _client(ctx, server, key) as client:
         job = client.cancel(job_id)
+    job = render.inert_data(job)
     if job["state"] == "cancelled":
         typer.echo(f"{job['id']} cancelled")
     else:
@@ -297,7 +299,8 @@ def watch(
             )
             task = bar.add_task(job_id, total=None, line="")
             with Live(bar, console=console, refresh_per_second=4):
-                for job, energy in updates:
+                for raw_job, energy in updates:
+                    job = render.inert_data(raw_job)
                     progress = job.get("progress") or {}
                     bar.update(
                         task,
@@ -309,7 +312,8 @@ def watch(
         else:
             # Piped or logged: one plain line per change instead of a redrawn bar.
             last = ""
-            for job, energy in updates:
+            for raw_job, energy in updates:
+                job = render.inert_data(raw_job)
                 line = f"{job['name']}: {_step_text(job)}{render.progress_line(job, energy)}"
                 if line != last:
                     console.print(line)
@@ -339,7 +343,7 @@ def energy(
         typer.echo(json.dumps(report, indent=2))
         return
     console = _console()
-    for table in render.energy_tables(report):
+    for table in render.energy_tables(render.inert_data(report)):
         console.print(table)
 
 
@@ -363,6 +367,7 @@ def budget(
         typer.echo(json.dumps(figures, indent=2))
         return
     console = _console()
+    name, figures = render.inert(name), render.inert_data(figures)
     if history:
         console.print(Text.assemble((name, "bold"), " budget burn this period"))
         console.print(render.burn_table(figures))
@@ -427,7 +432,11 @@ def forecast(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    _console().print(forecast_view(zone, data, planned, hours=hours))
+    _console().print(
+        forecast_view(
+            render.inert(zone), render.inert_data(data), render.inert_data(planned), hours=hours
+        )
+    )
 
 
 def forecast_view(

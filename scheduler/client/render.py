@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,39 @@ from rich.table import Table
 from rich.text import Text
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
+# What a terminal acts on instead of showing: C0 and C1 controls (ESC starts colour changes,
+# screen clears and OSC-8 hyperlinks), DEL, and the invisible bidi and zero-width marks
+# that reorder or hide text. Newlines and tabs too: in a table cell they could fake rows.
+_TERMINAL_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 WAITING_STATES = ("held", "scheduled", "ready", "paused")
+
+
+def inert(value: Any) -> str:
+    """Server data as text a terminal only shows: every control character written out as an
+    escape (ESC as `\\x1b`). Rich markup stays inert because tables get `Text`, never markup."""
+    return _TERMINAL_CONTROLS.sub(_escape_control, str(value))
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def inert_data(value: Any) -> Any:
+    """A JSON answer with every string (keys too) made `inert`, for human-readable output."""
+    if isinstance(value, str):
+        return inert(value)
+    if isinstance(value, dict):
+        return {inert(k): inert_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [inert_data(v) for v in value]
+    return value
+
+
+def literal(value: Any) -> Text:
+    """A table cell that is shown as written: escaped controls, never parsed as markup."""
+    return value if isinstance(value, Text) else Text(inert(value))
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:
@@ -170,13 +202,18 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> Table:
     for job in jobs:
         kg = job.get("actual_kg_co2e")
         table.add_row(
-            str(job["id"]),
-            str(job.get("name", "")),
-            str(job.get("state", "")),
-            fmt_window(job.get("planned_start"), job.get("planned_end")),
-            fmt_kg(kg if kg is not None else job.get("estimated_kg_co2e")),
-            fmt_kg(job.get("expected_saving_kg_co2e")),
-            str(job.get("state_reason") or ""),
+            *map(
+                literal,
+                (
+                    job["id"],
+                    job.get("name", ""),
+                    job.get("state", ""),
+                    fmt_window(job.get("planned_start"), job.get("planned_end")),
+                    fmt_kg(kg if kg is not None else job.get("estimated_kg_co2e")),
+                    fmt_kg(job.get("expected_saving_kg_co2e")),
+                    job.get("state_reason") or "",
+                ),
+            )
         )
     return table
 
@@ -216,7 +253,7 @@ def key_value_table(rows: Iterable[tuple[str, str]], title: str | None = None) -
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for label, value in rows:
-        table.add_row(label, value)
+        table.add_row(literal(label), literal(value))
     return table
 
 
@@ -229,7 +266,7 @@ def _cell(value: Any) -> str:
         return ", ".join(f"{k}={_cell(v)}" for k, v in value.items() if v is not None) or "-"
     if isinstance(value, list):
         return ", ".join(_cell(v) for v in value) if value else "-"
-    return "-" if value is None else str(value)
+    return "-" if value is None else inert(value)
 
 
 def _kwh_with_method(kwh: Mapping[str, Any], methods: Mapping[str, Any], part: str) -> str:
@@ -299,15 +336,20 @@ def attempts_table(attempts: Sequence[Mapping[str, Any]]) -> Table:
         kwh = attempt.get("kwh")
         total = kwh.get("total") if isinstance(kwh, dict) else kwh
         table.add_row(
-            _cell(attempt.get("attempt")),
-            _cell(attempt.get("worker")),
-            _cell(attempt.get("outcome")),
-            fmt_time(attempt.get("started_at")),
-            fmt_number(attempt.get("duration_s"), "s", 1),
-            fmt_number(total, "kWh", 6),
-            fmt_kg(attempt.get("kg_co2e")),
-            _cell(attempt.get("measurement_ok")),
-            _cell(attempt.get("errors")),
+            *map(
+                literal,
+                (
+                    _cell(attempt.get("attempt")),
+                    _cell(attempt.get("worker")),
+                    _cell(attempt.get("outcome")),
+                    fmt_time(attempt.get("started_at")),
+                    fmt_number(attempt.get("duration_s"), "s", 1),
+                    fmt_number(total, "kWh", 6),
+                    fmt_kg(attempt.get("kg_co2e")),
+                    _cell(attempt.get("measurement_ok")),
+                    _cell(attempt.get("errors")),
+                ),
+            )
         )
     return table
 
@@ -342,14 +384,14 @@ def live_energy(
 
 def progress_line(job: Mapping[str, Any], energy: Mapping[str, Any] | None = None) -> str:
     """The live view's text: loss, watts, kWh so far and state; why it waits when it waits."""
-    state = str(job.get("state", "?"))
+    state = inert(job.get("state", "?"))
     if state in WAITING_STATES or (state in TERMINAL_STATES and not job.get("progress")):
-        return f"{state} · {job.get('state_reason') or ''}".rstrip(" ·")
+        return f"{state} · {inert(job.get('state_reason') or '')}".rstrip(" ·")
     progress = job.get("progress") or {}
     energy = energy or live_energy(job)
     parts = [state]
     if progress.get("stage"):
-        parts.append(f"stage {progress['stage']}")
+        parts.append(f"stage {inert(progress['stage'])}")
     if progress.get("loss") is not None:
         parts.append(f"loss {fmt_number(progress['loss'], digits=4)}")
     # Live power and energy only mean something while the job runs.

@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from scheduler.artifacts.storage import StoredUpload, receive_to_temp
+from scheduler.artifacts.storage import StoredUpload, discard, receive_to_temp
 from scheduler.datasets import service
+from scheduler.datasets.members import refuse_ambiguous_audio
 from scheduler.db.session import session_scope
 from scheduler.deps import Principal, SessionDep, UserDep
 from scheduler.errors import InvalidInput, NotFound
@@ -112,6 +113,11 @@ async def upload_dataset(
         )
 
     def keep(upload: StoredUpload) -> DatasetRead:
+        try:
+            refuse_ambiguous_audio(upload.temp_path)
+        except InvalidInput:
+            discard(upload)
+            raise
         with session_scope(request.app.state.session_factory) as session:
             dataset = service.create_from_upload(
                 session,

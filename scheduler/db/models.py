@@ -10,6 +10,7 @@ from scheduler.db.base import Base
 from scheduler.energy.models import JobAttempt
 from scheduler.jobs.models import Job, JobEvent
 from scheduler.teams.models import ApiKey, Team
+from scheduler.web.models import DashboardSession
 from scheduler.webhooks.models import WebhookDelivery
 from scheduler.workers.models import Worker
 
@@ -19,6 +20,7 @@ __all__ = [
     "ApiKey",
     "Artifact",
     "Budget",
+    "DashboardSession",
     "Dataset",
     "IntensityPoint",
     "Job",

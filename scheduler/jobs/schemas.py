@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from worker.training.config import FinetuneConfig
 
@@ -80,6 +88,26 @@ class JobCreate(BaseModel):
         "`zone`, not both.",
     )
 
+    @field_validator("config")
+    @classmethod
+    def _finite_numbers(cls, config: dict[str, Any]) -> dict[str, Any]:
+        # JSON parsers accept Infinity and NaN; stored, they are not valid JSON any more.
+        path = _first_non_finite(config, "config")
+        if path is not None:
+            raise ValueError(f"{path} must be a finite number")
+        return config
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_in_utc_range(cls, value: datetime | None) -> datetime | None:
+        # Far-off offsets such as 9999-12-31T23:59:59-14:00 have no UTC equivalent.
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("deadline is out of range") from None
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> JobCreate:
         if self.deadline is not None and self.max_delay_minutes is not None:
@@ -113,6 +141,23 @@ class JobCreate(BaseModel):
             else DEFAULT_MAX_DELAY
         )
         return self.earliest_start(now) + delay + timedelta(seconds=max(duration_s, 0.0))
+
+
+def _first_non_finite(value: Any, path: str) -> str | None:
+    """The dotted path of the first infinite or NaN float inside `value`, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_non_finite(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_non_finite(item, f"{path}.{index}")
+            if found is not None:
+                return found
+    return None
 
 
 class Progress(BaseModel):

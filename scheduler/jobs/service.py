@@ -102,6 +102,11 @@ def draft(
             )
         if spec.deadline is not None and spec.not_before >= spec.deadline:
             raise InvalidInput("not_before must be before the deadline", field="not_before")
+    if spec.deadline is not None and spec.deadline > now + MAX_HORIZON:
+        # The same bound as max_delay_minutes: the planner looks no further ahead.
+        raise InvalidInput(
+            f"deadline is more than {MAX_HORIZON.days} days ahead", field="deadline"
+        )
     not_before = spec.earliest_start(now)
     job = Job(
         team_id=team.id,

@@ -45,7 +45,7 @@ class TariffWindow(BaseModel):
     days: list[Day] = Field(default_factory=lambda: list(DAYS), min_length=1)
     start: str = Field(examples=["22:00"])
     end: str = Field(examples=["06:00"])
-    price: float = Field(ge=0)
+    price: float = Field(ge=0, allow_inf_nan=False)
 
     @field_validator("start", "end")
     @classmethod
@@ -71,7 +71,7 @@ class TariffSchedule(BaseModel):
 
     timezone: str = Field(examples=["Europe/Madrid"])
     currency: str = "EUR"
-    default_price: float = Field(ge=0)
+    default_price: float = Field(ge=0, allow_inf_nan=False)
     windows: list[TariffWindow] = Field(default_factory=list)
 
     @field_validator("timezone")

@@ -79,6 +79,18 @@ def revoke_key(session: Session, team: Team, key_id: str, *, now: datetime) -> A
 
 def authenticate_key(session: Session, presented: str, *, now: datetime) -> Team | None:
     """The team a presented key belongs to, or None when it is unknown, malformed or revoked."""
+    key = find_active_key(session, presented)
+    if key is None:
+        return None
+    # Cheap enough at our request rates and useful for audits; minute granularity avoids
+    # turning every read into a write.
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        key.last_used_at = now
+    return key.team
+
+
+def find_active_key(session: Session, presented: str) -> ApiKey | None:
+    """The unrevoked key a presented secret matches, without recording its use."""
     parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         return None
@@ -87,11 +99,7 @@ def authenticate_key(session: Session, presented: str, *, now: datetime) -> Team
         return None
     if not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
         return None
-    # Cheap enough at our request rates and useful for audits; minute granularity avoids
-    # turning every read into a write.
-    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
-        key.last_used_at = now
-    return key.team
+    return key
 
 
 def rotate_webhook_secret(session: Session, team: Team) -> str:

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.templating import Jinja2Templates
 
 from scheduler.deps import NowDep, Principal, SessionDep
@@ -38,6 +44,10 @@ HistoryQuery = Annotated[float, Query(ge=0, le=336)]
 def _page(
     request: Request, template: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
+    session_id = auth.cookie_session_id(request)
+    if session_id is not None and "csrf" not in context:
+        # The sign-out form on every signed-in page posts this back.
+        context = {**context, "csrf": auth.session_csrf_token(session_id)}
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
     return response
@@ -46,52 +56,58 @@ def _page(
 def _login_page(
     request: Request, *, error: str | None = None, status_code: int = 401, next_path: str = ""
 ) -> Response:
-    context = {"error": error, "next": next_path or request.url.path}
-    response = _page(request, "login.html", context, status_code)
+    response = HTMLResponse("")
+    csrf = auth.login_csrf_token(request, response)
+    context = {"error": error, "next": next_path or request.url.path, "csrf": csrf}
+    page = _page(request, "login.html", context, status_code)
+    for cookie in response.headers.getlist("set-cookie"):
+        page.headers.append("set-cookie", cookie)
     if error is not None:
-        auth.forget(response)
-    return response
+        auth.forget(page)
+    return page
 
 
 def _without_token(request: Request) -> str:
-    """The current path and query, minus `token`, so the secret leaves the address bar."""
+    """The current path and query, minus `token`, so a secret is never sent back."""
     rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
     query = urlencode(rest)
     return request.url.path + (f"?{query}" if query else "")
 
 
 def _viewer(request: Request, session: SessionDep, now: datetime) -> Principal | Response:
-    """The principal behind the cookie (or a first-load `?token=`), or the response to send."""
+    """The principal behind the session cookie, or the response to send."""
     settings = request.app.state.settings
-    presented = request.query_params.get("token")
-    if presented is not None:
-        if auth.principal_for_token(session, settings, presented, now=now) is None:
-            return _login_page(request, error="That token was not accepted.")
-        redirect = RedirectResponse(_without_token(request), status_code=303)
-        auth.remember(redirect, presented, secure=request.url.scheme == "https")
-        return redirect
-    token = auth.cookie_token(request)
-    if token is None:
+    if "token" in request.query_params:
+        # Addresses end up in access logs, proxies and browser history: keys never go there.
+        return _login_page(
+            request,
+            error="Tokens are not accepted in the address; paste yours into this form.",
+            status_code=400,
+            next_path=_without_token(request),
+        )
+    session_id = auth.cookie_session_id(request)
+    if session_id is None:
         # A redirect, not a 401 page: browsers log a 401 document as an error.
         return RedirectResponse(
             "/dashboard/login?" + urlencode({"next": _without_token(request)}), status_code=303
         )
-    principal = auth.principal_for_token(session, settings, token, now=now)
+    principal = auth.principal_for_session(session, settings, session_id, now=now)
     if principal is None:
         return _login_page(request, error="Your session is no longer valid; sign in again.")
     return principal
 
 
 def _api_viewer(request: Request, session: SessionDep, now: datetime) -> Principal | Response:
-    token = auth.cookie_token(request)
-    principal = (
-        auth.principal_for_token(session, request.app.state.settings, token, now=now)
-        if token
-        else None
+    principal = auth.principal_for_session(
+        session, request.app.state.settings, auth.cookie_session_id(request), now=now
     )
     if principal is None:
         return JSONResponse({"detail": "sign in to the dashboard first"}, status_code=401)
     return principal
+
+
+def _forbidden(why: str) -> Response:
+    return PlainTextResponse(why, status_code=403, headers=SECURITY_HEADERS)
 
 
 def _inside_dashboard(path: str) -> str:
@@ -120,18 +136,38 @@ def login(
     now: NowDep,
     token: Annotated[str, Form(max_length=512)],
     next_path: Annotated[str, Form(alias="next", max_length=300)] = "/dashboard",
+    csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
-    """Check the token and keep it in an HttpOnly cookie."""
-    if auth.principal_for_token(session, request.app.state.settings, token, now=now) is None:
+    """Check the token and open a server-side session; the cookie holds only its id."""
+    if not auth.same_origin(request):
+        return _forbidden("sign-in from another site refused")
+    if not auth.login_csrf_ok(request, csrf):
+        return _login_page(
+            request,
+            error="The form had expired; sign in again.",
+            status_code=403,
+            next_path=_inside_dashboard(next_path),
+        )
+    session_id = auth.open_session(session, request.app.state.settings, token, now=now)
+    if session_id is None:
         return _login_page(request, error="That token was not accepted.")
     response = RedirectResponse(_inside_dashboard(next_path), status_code=303)
-    auth.remember(response, token, secure=request.url.scheme == "https")
+    auth.remember(response, session_id, secure=request.url.scheme == "https")
+    response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path=auth.COOKIE_PATH)
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
-    """Forget the dashboard cookie."""
+def logout(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    """Revoke the dashboard session and forget its cookie."""
+    if not auth.same_origin(request) or not auth.session_csrf_ok(request, csrf):
+        return _forbidden("sign-out without this page's form refused")
+    auth.close_session(session, auth.cookie_session_id(request), now=now)
     response = RedirectResponse("/dashboard/login", status_code=303)
     auth.forget(response)
     return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,11 +13,26 @@ from sqlalchemy import text
 
 from scheduler.maintenance import run_tick
 from scheduler.metrics import bucket_counts
+from scheduler.settings import Settings
+
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """With a metrics token, so scrapes include the team-labelled families."""
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        admin_token=ADMIN_TOKEN,
+        worker_token=WORKER_TOKEN,
+        metrics_token=METRICS_TOKEN,
+    )
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of an unauthenticated scrape, keyed by name and sorted labels."""
-    response = client.get("/metrics")
+    """Every sample of a scrape with the metrics token, keyed by name and sorted labels."""
+    response = client.get("/metrics", headers=bearer(METRICS_TOKEN))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     samples = {}
@@ -59,7 +75,7 @@ def test_no_secret_appears_and_labels_are_bounded(client: TestClient, team_key: 
         json={"host": "h", "zone": "ES", "gpus": [], "cpu_only": True},
         headers=bearer(WORKER_TOKEN),
     ).json()
-    body = client.get("/metrics").text
+    body = client.get("/metrics", headers=bearer(METRICS_TOKEN)).text
     for secret in (team_key, ADMIN_TOKEN, WORKER_TOKEN, registered["token"]):
         assert secret not in body
     # Job ids are unbounded: they never become labels.

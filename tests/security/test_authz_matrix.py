@@ -8,6 +8,7 @@ matrix runs on SQLite only (the protocol tests cover PostgreSQL).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ PUBLIC = {
     ("GET", "/dashboard/login"),
     ("POST", "/dashboard/logout"),
 }
-# Signing out always answers with a redirect to the sign-in page.
-PUBLIC_OK = {"/dashboard/logout": 303}
+# Signing out without the page's CSRF token (which only a signed-in page holds) is refused.
+PUBLIC_OK = {"/dashboard/logout": 403}
 
 
 @dataclass
@@ -425,6 +426,23 @@ def test_every_row_names_every_principal() -> None:
         assert set(row.expect) == set(PRINCIPALS), (row.method, row.template)
 
 
+def login_form_csrf(client: TestClient) -> str:
+    """The sign-in form's CSRF token (its cookie stays in the client)."""
+    match = re.search(r'name="csrf" value="([^"]+)"', client.get("/dashboard/login").text)
+    assert match is not None
+    return match.group(1)
+
+
+def dashboard_session(client: TestClient, token: str) -> str | None:
+    """Sign in through the form; the session cookie's value, or None if refused."""
+    response = client.post(
+        "/dashboard/login",
+        data={"token": token, "csrf": login_form_csrf(client)},
+        follow_redirects=False,
+    )
+    return client.cookies.get(COOKIE_NAME) if response.status_code == 303 else None
+
+
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r.method} {r.template}")
 def test_authorization(request: pytest.FixtureRequest, row: Row) -> None:
     world: World = request.getfixturevalue("shared_world" if row.method == "GET" else "world")
@@ -437,13 +455,17 @@ def test_authorization(request: pytest.FixtureRequest, row: Row) -> None:
         headers = dict(call.headers)
         cookies: dict[str, str] = {}
         form: dict[str, str] | None = None
+        world.client.cookies.clear()
         if call.credential == "cookie" and token:
-            cookies[COOKIE_NAME] = token
+            # A session opened with the token; a token that opens none goes in the cookie
+            # itself, as an old-style cookie holding a key would.
+            cookies[COOKIE_NAME] = dashboard_session(world.client, token) or token
+            world.client.cookies.clear()
         elif call.credential == "form":
-            form = {"token": token} if token else {}
+            csrf = login_form_csrf(world.client)
+            form = {"token": token, "csrf": csrf} if token else {"csrf": csrf}
         elif call.credential == "header":
             headers.update(world.headers(principal))
-        world.client.cookies.clear()
         response = world.client.request(
             row.method,
             call.path,

@@ -127,17 +127,24 @@ def test_every_page_renders_its_charts_without_errors(
     assert all((tmp_path / name).stat().st_size > 10_000 for name in ("overview.png", "job.png"))
 
 
-def test_a_team_key_in_the_address_opens_that_teams_view(
+def test_a_team_key_opens_that_teams_view(
     live: tuple[str, Seeded], browser_page: tuple[Any, list[str]]
 ) -> None:
     url, seeded = live
     page, errors = browser_page
-    page.goto(f"{url}/dashboard?token={seeded.keys['beta']}")
-    assert page.url == f"{url}/dashboard"
+    page.goto(f"{url}/dashboard")
+    page.fill("#token", seeded.keys["beta"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/dashboard")
     assert seeded.keys["beta"] not in page.content()
     assert _points(page, "#intensity-chart") > 0
     assert page.locator("#jobs-table tbody tr").count() == 1
     assert "beta-nightly" in page.inner_text("#jobs-table")
     # The cookie is HttpOnly: scripts on the page cannot read the key.
     assert page.evaluate("document.cookie") == ""
+    # Signing out from the page (its form carries the CSRF token) ends the session.
+    page.click("form[action='/dashboard/logout'] button")
+    page.wait_for_url(f"{url}/dashboard/login")
+    page.goto(f"{url}/dashboard")
+    assert page.url.startswith(f"{url}/dashboard/login")
     assert errors == []

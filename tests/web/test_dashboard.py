@@ -15,9 +15,21 @@ from scheduler.web.format import fmt_co2e, fmt_number
 PAGES = ["/dashboard", "/dashboard/budgets"]
 
 
+def form_csrf(page: str) -> str:
+    """The CSRF token a dashboard page's form carries."""
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None, "the form has no CSRF token"
+    return match.group(1)
+
+
 def sign_in(client: TestClient, token: str) -> None:
-    """Open the dashboard with ?token= once, as a first link would."""
-    response = client.get(f"/dashboard?token={token}", follow_redirects=False)
+    """Sign in through the form, as a browser would."""
+    form = client.get("/dashboard/login")
+    response = client.post(
+        "/dashboard/login",
+        data={"token": token, "csrf": form_csrf(form.text)},
+        follow_redirects=False,
+    )
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/dashboard"
 
@@ -44,48 +56,57 @@ def test_json_without_a_cookie_is_401(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 401
 
 
-def test_token_in_the_address_becomes_an_httponly_cookie_and_leaves_the_page(
+def test_sign_in_keeps_a_session_id_in_an_httponly_cookie_never_the_token(
     client: TestClient, seeded: Seeded
 ) -> None:
-    response = client.get(
-        f"/dashboard?zone=ES&token={ADMIN_TOKEN}&hours=12", follow_redirects=False
+    form = client.get("/dashboard/login")
+    response = client.post(
+        "/dashboard/login",
+        data={"token": ADMIN_TOKEN, "csrf": form_csrf(form.text)},
+        follow_redirects=False,
     )
     assert response.status_code == 303
-    assert ADMIN_TOKEN not in response.headers["location"]
-    assert response.headers["location"] == "/dashboard?zone=ES&hours=12"
-    cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE_NAME}=")
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(COOKIE_NAME))
+    assert ADMIN_TOKEN not in cookie
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
-    page = client.get(response.headers["location"])
+    page = client.get("/dashboard")
     assert page.status_code == 200
     assert ADMIN_TOKEN not in page.text
     assert "signed in as admin" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("token", ["not-a-token", WORKER_TOKEN])
-def test_rejected_tokens_are_not_echoed(client: TestClient, token: str) -> None:
-    response = client.get(f"/dashboard?token={token}", follow_redirects=False)
-    assert response.status_code == 401
+@pytest.mark.parametrize("token", [ADMIN_TOKEN, "not-a-token", WORKER_TOKEN])
+def test_tokens_in_the_address_are_refused_and_not_echoed(client: TestClient, token: str) -> None:
+    response = client.get(f"/dashboard?zone=ES&token={token}", follow_redirects=False)
+    assert response.status_code == 400
     assert token not in response.text
-    assert "not accepted" in response.text
+    assert "not accepted in the address" in response.text
     assert COOKIE_NAME not in client.cookies
+    assert client.get("/dashboard/api/budgets").status_code == 401
 
 
 def test_login_form_sets_the_cookie_and_only_redirects_inside_the_dashboard(
     client: TestClient,
 ) -> None:
-    bad = client.post("/dashboard/login", data={"token": "wrong"}, follow_redirects=False)
+    csrf = form_csrf(client.get("/dashboard/login").text)
+    bad = client.post(
+        "/dashboard/login", data={"token": "wrong", "csrf": csrf}, follow_redirects=False
+    )
     assert bad.status_code == 401
+    csrf = form_csrf(bad.text)
     response = client.post(
         "/dashboard/login",
-        data={"token": ADMIN_TOKEN, "next": "//evil.example/dashboard"},
+        data={"token": ADMIN_TOKEN, "next": "//evil.example/dashboard", "csrf": csrf},
         follow_redirects=False,
     )
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard"
-    assert client.get("/dashboard/budgets").status_code == 200
-    out = client.post("/dashboard/logout", follow_redirects=False)
+    page = client.get("/dashboard/budgets")
+    assert page.status_code == 200
+    out = client.post(
+        "/dashboard/logout", data={"csrf": form_csrf(page.text)}, follow_redirects=False
+    )
     assert out.status_code == 303
     assert client.get("/dashboard/budgets", follow_redirects=False).status_code == 303
     assert client.get("/dashboard/api/budgets").status_code == 401
