@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.artifacts import service, storage
@@ -16,6 +17,7 @@ from scheduler.db.session import session_scope
 from scheduler.deps import SessionDep, bearer_token
 from scheduler.errors import InvalidInput, NotFound, Unauthorized
 from scheduler.jobs.models import Job
+from scheduler.jobs.states import JobState
 from scheduler.workers import service as workers
 from scheduler.workers.auth import Caller, CallerDep
 
@@ -105,11 +107,25 @@ async def upload_artifact(
     return ArtifactStored(name=name, size=upload.size, sha256=upload.sha256)
 
 
+def _continued_by(session: SessionDep, worker_id: str, job: Job) -> bool:
+    """Whether the worker runs a job of the same team that continues `job` (base job:<id>)."""
+    running = session.scalars(
+        select(Job).where(
+            Job.worker_id == worker_id,
+            Job.state == JobState.RUNNING.value,
+            Job.team_id == job.team_id,
+        )
+    )
+    return any((other.config or {}).get("base") == f"job:{job.id}" for other in running)
+
+
 def visible_job(session: SessionDep, caller: Caller, job_id: str) -> Job:
     """The job if the caller may read its files: its team, the admin, or its worker."""
     job = session.get(Job, job_id)
     if job is not None:
         if caller.worker is not None and job.worker_id == caller.worker.id:
+            return job
+        if caller.worker is not None and _continued_by(session, caller.worker.id, job):
             return job
         if caller.worker is None and caller.can_see_team(job.team_id):
             return job

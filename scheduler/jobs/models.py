@@ -48,6 +48,9 @@ class Job(Base):
     objective: Mapped[str] = mapped_column(String(16))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     zone: Mapped[str] = mapped_column(String(64))
+    # The base a worker must hold to run the job: config.base, or for `job:<id>` the base of
+    # that earlier job (resolved at submit).
+    base: Mapped[str] = mapped_column(String(64), default="none")
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 

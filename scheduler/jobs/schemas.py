@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.training.config import FinetuneConfig
 
@@ -58,7 +58,7 @@ class JobCreate(BaseModel):
         if self.kind == "gpt-sovits-finetune":
             if self.dataset is None:
                 raise ValueError('dataset: a gpt-sovits-finetune job needs {"id": ...}')
-            self.config = FinetuneConfig.model_validate(self.config).model_dump(exclude_none=True)
+            self.config = _under_config(FinetuneConfig, self.config)
         else:
             self.config = BurnInConfig.model_validate(self.config).model_dump()
         return self
@@ -70,6 +70,23 @@ class JobCreate(BaseModel):
         if self.max_delay_minutes is not None:
             return now + timedelta(minutes=self.max_delay_minutes)
         return now + DEFAULT_MAX_DELAY
+
+
+def _under_config(model: type[BaseModel], config: dict[str, Any]) -> dict[str, Any]:
+    """Validate a job's config, naming problems `config.<field>` (e.g. `config.base`)."""
+    try:
+        return model.model_validate(config).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        details = [
+            {
+                "type": error["type"],
+                "loc": ("config", *error["loc"]),
+                "input": error.get("input"),
+                **({"ctx": error["ctx"]} if "ctx" in error else {}),
+            }
+            for error in exc.errors()
+        ]
+        raise ValidationError.from_exception_data(exc.title, details) from None  # type: ignore[arg-type]
 
 
 class Progress(BaseModel):

@@ -108,6 +108,7 @@ def draft(
         objective=spec.objective,
         priority=spec.priority,
         zone=spec.zone or scheduling.default_zone,
+        base="none",  # a fine-tune's is resolved by validate_submission
         state=JobState.SCHEDULED.value,
         submitted_at=now,
         updated_at=now,
