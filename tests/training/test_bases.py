@@ -283,3 +283,38 @@ def test_preparation_with_a_base_uses_its_models(models_dir: Path, tmp_path: Pat
     # A directory prepared with one feature path is never topped up with the other.
     with pytest.raises(PrepareError, match="upstream:v2"):
         prepare_dataset(dataset, tmp_path / "prepared")
+
+
+def test_a_continuation_starts_from_the_earlier_jobs_adapters(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from worker.training.checkpoint import seed_everything
+    from worker.training.config import FinetuneConfig
+    from worker.training.lora import export_adapter
+    from worker.training.stages import StartingPoint, build_stage
+
+    config = FinetuneConfig(stage="s1", model_size="tiny", lora_rank=4)
+    seed_everything(config.seed)
+    earlier = build_stage("s1", config, torch.device("cpu"))
+    model = earlier.models["t2s"]
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param))  # as if trained
+    saved = export_adapter(model, tmp_path / "s1_lora.safetensors", {"stage": "s1"})
+
+    seed_everything(config.seed)
+    fresh = build_stage("s1", config, torch.device("cpu")).models["t2s"]
+    seed_everything(config.seed)
+    start = StartingPoint(adapters={"s1": saved})
+    continued = build_stage("s1", config, torch.device("cpu"), start=start).models["t2s"]
+    expected = load_file(str(saved))
+    trained = {n: p for n, p in continued.named_parameters() if p.requires_grad}
+    assert trained.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(trained[name], value.float())
+    # Frozen base weights are the same seeded init either way.
+    frozen = {n: p for n, p in fresh.named_parameters() if not p.requires_grad}
+    for name, param in continued.named_parameters():
+        if not param.requires_grad:
+            torch.testing.assert_close(param, frozen[name])

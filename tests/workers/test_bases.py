@@ -194,3 +194,30 @@ def test_energy_report_says_which_features_a_job_trains_on(
         report = client.get(f"/v1/jobs/{job['id']}/energy", headers=bearer(team_key)).json()
         assert report["model"]["base"] == base
         assert report["model"]["features"]["path"] == path
+
+
+def test_only_a_worker_running_the_continuation_may_fetch_the_earlier_result(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    from fleet_helpers import energy_report
+
+    dataset = upload_dataset(client, team_key)
+    first, second, bystander = (register(client, host, ["v2"]) for host in ("a", "b", "c"))
+    parent = submit(client, team_key, finetune(dataset, base="v2"))["id"]
+    make_ready(client.app, parent)
+    assert first.claim() is not None
+    adapter = b"adapter weights"
+    assert first.upload(parent, "s1_lora.safetensors", adapter).status_code in (200, 201)
+    report = energy_report(1, clock.now, 10.0, 100.0)
+    assert first.job_call(parent, "complete", energy=report).status_code == 200
+
+    child = submit(client, team_key, finetune(dataset, base=f"job:{parent}"))["id"]
+    url = f"/v1/jobs/{parent}/artifacts/s1_lora.safetensors"
+    # Before anyone runs the continuation, a worker cannot read the team's results.
+    assert client.get(url, headers=second.headers).status_code == 404
+    make_ready(client.app, child)
+    claimed = second.claim()
+    assert claimed is not None and claimed["job"]["id"] == child
+    fetched = client.get(url, headers=second.headers)
+    assert fetched.status_code == 200 and fetched.content == adapter
+    assert client.get(url, headers=bystander.headers).status_code == 404
