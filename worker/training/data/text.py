@@ -3,9 +3,9 @@
 Mandarin goes through pypinyin (initial + toned final per character, as the
 original writes), English through CMUdict with a spelling/rule fallback for
 unknown words, Japanese kana through a kana table into the original's Japanese
-phones, and everything else (kanji, Hangul, Cantonese) is written character by
-character into the hashed block of the symbol table. Mixed text is split by script, so a
-Mandarin line with English words gets both front-ends.
+phones, and everything else (kanji, Hangul, Cantonese) has no phone-level front end here:
+each such character becomes `UNK`, as upstream writes any phone outside its table. Mixed
+text is split by script, so a Mandarin line with English words gets both front-ends.
 
 `word2ph[k]` is the number of phones of the k-th unit of the normalised text:
 one Han character, one English word, one kana mora, one punctuation mark or
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from worker.training.data.kana import is_kana, kana_units
-from worker.training.data.symbols import ZH_FINALS, symbols_to_ids
+from worker.training.data.symbols import UNKNOWN, ZH_FINALS, is_fixed, symbols_to_ids
 
 PUNCTUATION_MAP: dict[str, str] = {
     **dict.fromkeys("，、；：,;:", ","),
@@ -393,9 +393,9 @@ def g2p(text: str, language: str) -> G2PResult:
                 word2ph.append(2)
                 pieces.append(char)
         elif kind == "han":
-            # Kanji, hanja and Cantonese have no phone-level front-end here: one hashed
-            # symbol per character.
-            phones += list(unit)
+            # Kanji, hanja and Cantonese have no phone-level front-end here: one `UNK`
+            # per character.
+            phones += [UNKNOWN] * len(unit)
             word2ph += [1] * len(unit)
             pieces.append(unit)
         elif kind == "kana":
@@ -419,6 +419,8 @@ def g2p(text: str, language: str) -> G2PResult:
         previous_kind = kind
     if not phones:
         raise TextError(f"no pronounceable text in {text!r}")
+    # As upstream's clean_text: a phone outside the table is written as UNK.
+    phones = [phone if is_fixed(phone) else UNKNOWN for phone in phones]
     return G2PResult(phones=phones, word2ph=word2ph, norm_text="".join(pieces))
 
 
