@@ -47,3 +47,16 @@ def test_ids_equal_cleaned_text_to_sequence_v2(upstream_text, language: str, sen
     assert symbols.symbols_to_ids(phones) == upstream_text.cleaned_text_to_sequence(phones, "v2")
     # Every phone is upstream's (a phone outside the table is written UNK, as upstream does).
     assert all(phone in upstream_text.symbols2.symbols for phone in phones)
+
+
+def test_every_pinyin_syllable_maps_as_upstreams_table() -> None:
+    """Upstream's opencpop-strict.txt (pinyin -> initial and final) as oracle, all syllables."""
+    from worker.training.data.text import pinyin_to_phones
+
+    table = (UPSTREAM / "text" / "opencpop-strict.txt").read_text(encoding="utf-8")
+    rows = [line.split("\t") for line in table.splitlines() if line]
+    assert len(rows) > 400
+    for tone in "15":
+        for syllable, phones in rows:
+            initial, final = phones.split(" ")
+            assert pinyin_to_phones(syllable + tone) == (initial, final + tone), syllable

@@ -162,15 +162,12 @@ _ZH_INITIAL_PREFIXES = (
     "zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h",
     "j", "q", "x", "r", "z", "c", "s", "y", "w",
 )  # fmt: skip
+# Syllables spelt with y / w keep those as initials and their written final, as upstream's
+# pinyin table (opencpop-strict) writes them: you -> y ou, wei -> w ei, yan -> y En.
 _Y_FINALS = {
-    "i": "i", "a": "ia", "e": "ie", "ao": "iao", "ou": "iu", "o": "iu", "an": "ian",
-    "ang": "iang", "in": "in", "ing": "ing", "ong": "iong", "u": "v", "ue": "ve",
-    "uan": "van", "un": "vn",
+    "e": "E", "an": "En", "u": "v", "ue": "ve", "uan": "van", "un": "vn",
 }  # fmt: skip
-_W_FINALS = {
-    "u": "u", "a": "ua", "o": "uo", "ai": "uai", "ei": "ui", "an": "uan",
-    "ang": "uang", "en": "un", "eng": "eng",
-}  # fmt: skip
+_W_FINALS: dict[str, str] = {}
 _ZERO_INITIAL = {"a": "AA", "e": "EE", "o": "OO"}
 _ZH_FINAL_SET = frozenset(ZH_FINALS)
 
