@@ -200,26 +200,12 @@ def pinyin_to_phones(syllable: str) -> tuple[str, str]:
     return initial, final + tone
 
 
-def _third_tone_sandhi(syllables: list[str]) -> list[str]:
-    # A third tone before another third tone is read as a second tone (你好 -> ni2 hao3).
-    out = list(syllables)
-    for index in range(len(out) - 1):
-        if out[index].endswith("3") and out[index + 1].endswith("3"):
-            out[index] = out[index][:-1] + "2"
-    return out
-
-
 def mandarin_syllables(han_run: str) -> list[str]:
-    """Tone-numbered pinyin for a run of Han characters, one syllable per character."""
-    from pypinyin import Style, lazy_pinyin
+    """Tone-numbered pinyin for a run of Han characters, one syllable per character, with
+    upstream's tone changes in context (see `sandhi.py`)."""
+    from worker.training.data.sandhi import sentence_syllables
 
-    syllables = lazy_pinyin(han_run, style=Style.TONE3, neutral_tone_with_five=True)
-    if len(syllables) != len(han_run):
-        # pypinyin returns one item per character for pure Han input; guard anyway.
-        syllables = [
-            lazy_pinyin(char, style=Style.TONE3, neutral_tone_with_five=True)[0] for char in han_run
-        ]
-    return _third_tone_sandhi(syllables)
+    return sentence_syllables(han_run)
 
 
 # ---------------------------------------------------------------- English
