@@ -90,6 +90,16 @@ class BertFeatures:
         return per_token.repeat_interleave(counts, dim=0).T.float().numpy()
 
 
+def _generator_tensors(path: Path) -> dict[str, torch.Tensor]:
+    # A base on the worker's own disk, put there by its operator (never a team's upload):
+    # upstream writes these with torch.save, tensors under "weight".
+    raw = torch.load(path, map_location="cpu", weights_only=False)
+    weights = raw.get("weight", raw) if isinstance(raw, dict) else None
+    if not isinstance(weights, dict):
+        raise FeatureError(f"{path} is not an upstream s2G file (no 'weight' dict)")
+    return {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}
+
+
 class BaseQuantizer:
     """The base stage-2 model's content path: `ssl_proj`, then the nearest codebook entry."""
 
@@ -104,9 +114,7 @@ class BaseQuantizer:
     @classmethod
     def from_generator_file(cls, path: Path) -> BaseQuantizer:
         """Read `ssl_proj` and the codebook from an upstream `s2G*.pth`."""
-        from worker.training.pretrained import read_state_dict
-
-        state = read_state_dict(path)
+        state = _generator_tensors(path)
         missing = [k for k in (SSL_PROJ_WEIGHT, SSL_PROJ_BIAS, CODEBOOK_KEY) if k not in state]
         if missing:
             raise FeatureError(f"{path} lacks {', '.join(missing)}")
