@@ -147,6 +147,14 @@ def worker(
     cpu_only: Annotated[bool, typer.Option(help="Run jobs on the CPU (no GPU needed).")] = False,
     poll_seconds: float = 2.0,
     max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(
+            "--models",
+            envvar="GREENWINDOW_MODELS_DIR",
+            help="Base models in upstream GPT-SoVITS's pretrained_models layout.",
+        ),
+    ] = None,
 ) -> None:
     """Run a GPU worker: register, claim jobs, train, meter energy, report."""
     require_worker_extra()
@@ -165,6 +173,7 @@ def worker(
         cpu_only=cpu_only,
         poll_seconds=poll_seconds,
         max_jobs=max_jobs,
+        models_dir=models,
     )
 
 

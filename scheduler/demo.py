@@ -329,9 +329,11 @@ def job_body(job: DemoJob, kind: str, dataset_id: str | None, steps: int) -> dic
         "max_delay_minutes": int(job.deadline_hours * 60),
     }
     if kind == "gpt-sovits-finetune":
-        # Stage 1 of the tiny model: a few dozen steps take seconds on a CPU.
+        # Stage 1 of the tiny model: a few dozen steps take seconds on a CPU. The demo's
+        # worker holds no base models, so it starts from the random-init base.
         body["dataset"] = {"id": dataset_id}
         body["config"] = {
+            "base": "none",
             "model_size": "tiny",
             "stage": "s1",
             "max_steps": steps,

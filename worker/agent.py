@@ -32,6 +32,8 @@ from worker.metering.codecarbon_meter import CodeCarbonMeter, country_for_zone
 from worker.metering.host import HostEnergyMeter, HostRegistry, HostShare
 from worker.metering.nvml import GpuInfo, Nvml, NvmlMeter
 from worker.metering.session import MeteringSession
+from worker.training.bases import BaseModelsError, scan_models_dir
+from worker.training.config import FinetuneConfig, adapter_filename, config_stages, parent_job_id
 from worker.training.data.annotations import AUDIO_SUFFIXES, wav_basename
 
 log = logging.getLogger("greenwindow.worker")
@@ -220,6 +222,9 @@ class AgentOptions:
     # While a job runs, a newer checkpoint goes up at most this often, so a worker killed
     # mid-job (kill -9, lost host) leaves something recent for the next attempt to resume.
     checkpoint_upload_seconds: float = 60.0
+    # Upstream-layout base models (--models) and the bases found there at start.
+    models_dir: Path | None = None
+    bases: list[str] = field(default_factory=lambda: ["none"])
 
 
 @dataclass
@@ -234,6 +239,8 @@ class _JobRun:
     result: dict[str, Any] | None = None
     error: str | None = None
     stop_reason: str | None = None  # cancel | pause | shutdown | lease_lost
+    # For config.base job:<id>: that job's adapter file per stage, downloaded here.
+    continued_from: dict[str, str] = field(default_factory=dict)
     # The checkpoint uploader adds events from its own thread.
     _event_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -312,6 +319,7 @@ class Agent:
             gpus=[info.to_json() for info, _ in self._gpus],
             cpu_only=self.options.cpu_only,
             version=agent_version(),
+            bases=self.options.bases,
         )
         self.heartbeat_seconds = registration.heartbeat_seconds
         log.info("registered as worker %s", registration.worker_id)
@@ -435,6 +443,9 @@ class Agent:
             dataset_dir=str(dataset_dir) if dataset_dir else None,
             gpus=max(1, len(job_gpus)),
             cuda_visible_devices=",".join(info.uuid for info, _ in job_gpus),
+            models_dir=str(self.options.models_dir) if self.options.models_dir else None,
+            base=str(claim.job.get("base") or "none"),
+            continued_from=dict(run.continued_from),
         )
         # Made after the restore and before the child writes: the restored checkpoint counts
         # as uploaded already.
@@ -476,9 +487,21 @@ class Agent:
             archive = self.client.download_dataset(str(dataset["id"]), job_dir / "dataset.zip")
             dataset_dir = unpack_zip(archive, job_dir / "dataset")
             archive.unlink()
+            self._fetch_continued(run, job_dir)
         if claim.resume_from:
             self._restore_checkpoint(run, job_dir, claim.resume_from)
         return dataset_dir
+
+    def _fetch_continued(self, run: _JobRun, job_dir: Path) -> None:
+        """For `config.base: job:<id>`, download that job's adapters (one per stage)."""
+        config = FinetuneConfig.model_validate(run.claim.job.get("config") or {})
+        parent = parent_job_id(config.base)
+        if parent is None:
+            return
+        for stage in config_stages(config):
+            name = adapter_filename(stage, config)
+            path = self.client.download_artifact(parent, name, job_dir / "continued" / name)
+            run.continued_from[stage] = str(path)
 
     def _restore_checkpoint(self, run: _JobRun, job_dir: Path, resume: dict[str, Any]) -> None:
         name = str(resume.get("artifact") or CHECKPOINT_ARTIFACT)
@@ -843,6 +866,25 @@ def resolve_worker_gpus(
     return chosen
 
 
+def held_bases(models_dir: Path | None) -> list[str]:
+    """Check the --models directory at start: the bases to register (always `none`).
+
+    A directory given but holding no complete base is a configuration error: the worker
+    says what is missing instead of quietly offering only the random-init base.
+    """
+    try:
+        held = scan_models_dir(models_dir)
+    except BaseModelsError as exc:
+        raise SystemExit(str(exc)) from None
+    for base, problems in held.problems.items():
+        log.warning("base %s not held: %s", base, "; ".join(problems))
+    if models_dir is not None and not held.files:
+        details = "; ".join(p for problems in held.problems.values() for p in problems)
+        raise SystemExit(f"{models_dir} holds no complete base model: {details}")
+    log.info("holding bases: %s", ", ".join(held.names))
+    return held.names
+
+
 def run_agent(
     server: str,
     token: str,
@@ -856,11 +898,13 @@ def run_agent(
     transport: httpx.BaseTransport | None = None,
     nvml_module: Any | None = None,
     options: dict[str, Any] | None = None,
+    models_dir: Path | None = None,
 ) -> None:
     """Run a worker agent until SIGTERM/SIGINT (or ``max_jobs`` jobs); returns normally."""
     zone = zone or os.environ.get("GREENWINDOW_ZONE")
     if not zone:
         raise SystemExit("the worker needs its grid zone: pass --zone (or set GREENWINDOW_ZONE)")
+    bases = held_bases(models_dir)
     nvml = Nvml.open(nvml_module, load=not cpu_only)
     worker_gpus = resolve_worker_gpus(nvml, gpus, cpu_only)
     client = WorkerClient(server, token, transport=transport)
@@ -876,7 +920,8 @@ def run_agent(
     agent = Agent(
         client,
         AgentOptions(work_dir=Path(work_dir), zone=zone, cpu_only=cpu_only,
-                     poll_seconds=poll_seconds, max_jobs=max_jobs, **settings),
+                     poll_seconds=poll_seconds, max_jobs=max_jobs, models_dir=models_dir,
+                     bases=bases, **settings),
         nvml=nvml,
         gpus=worker_gpus,
     )

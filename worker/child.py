@@ -42,6 +42,11 @@ class ChildSpec:
     dataset_dir: str | None
     gpus: int
     cuda_visible_devices: str
+    # The worker's --models directory, the job's resolved base, and for a continuation the
+    # earlier job's adapter file per stage.
+    models_dir: str | None = None
+    base: str | None = None
+    continued_from: dict[str, str] | None = None
 
 
 def run_workload(
@@ -69,6 +74,9 @@ def run_workload(
         result = run_finetune(
             FinetuneConfig.model_validate(spec.config), Path(spec.dataset_dir), work_dir,
             gpus=spec.gpus, report=report, stop_requested=stop_requested,
+            models_dir=Path(spec.models_dir) if spec.models_dir else None,
+            base=spec.base,
+            continued_from={k: Path(v) for k, v in (spec.continued_from or {}).items()},
         )
     else:
         raise ValueError(f"unknown job kind {spec.kind!r}")

@@ -183,11 +183,11 @@ class WorkerClient:
 
     def register(
         self, *, host: str, zone: str | None, gpus: list[dict[str, Any]], cpu_only: bool,
-        version: str,
+        version: str, bases: list[str] | None = None,
     ) -> Registration:
         """Register with the fleet token; later calls use the returned worker token."""
         body = {"host": host, "zone": zone, "gpus": gpus, "cpu_only": cpu_only,
-                "version": version}
+                "version": version, "bases": bases or ["none"]}
         data = self._json_call("POST", "/v1/workers/register", body, idempotent=False,
                                token=self._fleet_token).json()
         registration = Registration(

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.artifacts import service, storage
@@ -16,8 +17,10 @@ from scheduler.db.session import session_scope
 from scheduler.deps import SessionDep, bearer_token
 from scheduler.errors import InvalidInput, NotFound, Unauthorized
 from scheduler.jobs.models import Job
+from scheduler.jobs.states import JobState
 from scheduler.workers import service as workers
 from scheduler.workers.auth import Caller, CallerDep
+from scheduler.workers.models import Worker
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -108,6 +111,23 @@ async def upload_artifact(
     return ArtifactStored(name=name, size=upload.size, sha256=upload.sha256)
 
 
+def _continued_by(session: SessionDep, worker: Worker, job: Job, now: datetime) -> bool:
+    """Whether the worker holds a live lease on a job of the same team that continues `job`
+    (base job:<id>): it reads the earlier job's adapters, and only while it runs that job."""
+    running = session.scalars(
+        select(Job).where(
+            Job.worker_id == worker.id,
+            Job.state == JobState.RUNNING.value,
+            Job.team_id == job.team_id,
+        )
+    )
+    return any(
+        (other.config or {}).get("base") == f"job:{job.id}"
+        and workers.holds_live_lease(other, worker, now)
+        for other in running
+    )
+
+
 def visible_job(session: SessionDep, caller: Caller, job_id: str) -> Job:
     """The job if the caller may read its files: its team, the admin, or the worker that
     holds its live lease (not one that ran it once)."""
@@ -115,7 +135,9 @@ def visible_job(session: SessionDep, caller: Caller, job_id: str) -> Job:
     if job is not None:
         if caller.worker is not None:
             assert caller.now is not None
-            if workers.holds_live_lease(job, caller.worker, caller.now):
+            if workers.holds_live_lease(job, caller.worker, caller.now) or _continued_by(
+                session, caller.worker, job, caller.now
+            ):
                 return job
         if caller.worker is None and caller.can_see_team(job.team_id):
             return job

@@ -11,6 +11,7 @@ from scheduler.energy import accounting
 from scheduler.energy import service as energy
 from scheduler.energy.models import EnergyRestatement, JobAttempt
 from scheduler.jobs.models import Job
+from worker.training.config import feature_path
 
 
 def _methods(row: JobAttempt) -> dict[str, Any]:
@@ -186,4 +187,16 @@ def energy_report(session: Session, job: Job, *, scheduling: Any) -> dict[str, A
         "codecarbon": _codecarbon(closed),
         "saving_vs_run_now_kg_co2e": (counterfactual - kg) if counterfactual is not None else None,
         "duration_s": _span(closed),
+        "model": _model(job),
+    }
+
+
+def _model(job: Job) -> dict[str, Any] | None:
+    """What the energy trained: the base and which feature path it used (stand-in or upstream)."""
+    if job.kind != "gpt-sovits-finetune":
+        return None
+    return {
+        "base": (job.config or {}).get("base", "none"),
+        "resolved_base": job.base,
+        "features": feature_path(job.base or "none"),
     }

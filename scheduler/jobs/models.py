@@ -54,6 +54,9 @@ class Job(Base):
     # have emitted in the first of them, for the saving of the zone chosen.
     zones: Mapped[list[str] | None] = mapped_column(JSONType)
     first_zone_kg_co2e: Mapped[float | None] = mapped_column(Float)
+    # The base a worker must hold to run the job: config.base, or for `job:<id>` the base of
+    # that earlier job (resolved at submit).
+    base: Mapped[str] = mapped_column(String(64), default="none")
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 

@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -120,7 +121,7 @@ class JobCreate(BaseModel):
         if self.kind == "gpt-sovits-finetune":
             if self.dataset is None:
                 raise ValueError('dataset: a gpt-sovits-finetune job needs {"id": ...}')
-            self.config = FinetuneConfig.model_validate(self.config).model_dump(exclude_none=True)
+            self.config = _under_config(FinetuneConfig, self.config)
         else:
             self.config = BurnInConfig.model_validate(self.config).model_dump()
         return self
@@ -158,6 +159,23 @@ def _first_non_finite(value: Any, path: str) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def _under_config(model: type[BaseModel], config: dict[str, Any]) -> dict[str, Any]:
+    """Validate a job's config, naming problems `config.<field>` (e.g. `config.base`)."""
+    try:
+        return model.model_validate(config).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        details = [
+            {
+                "type": error["type"],
+                "loc": ("config", *error["loc"]),
+                "input": error.get("input"),
+                **({"ctx": error["ctx"]} if "ctx" in error else {}),
+            }
+            for error in exc.errors()
+        ]
+        raise ValidationError.from_exception_data(exc.title, details) from None  # type: ignore[arg-type]
 
 
 class Progress(BaseModel):

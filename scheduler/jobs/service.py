@@ -123,6 +123,7 @@ def draft(
         priority=spec.priority,
         zone=spec.zones[0] if spec.zones else spec.zone or scheduling.default_zone,
         zones=list(spec.zones) if spec.zones else None,
+        base="none",  # a fine-tune's is resolved by validate_submission
         state=JobState.SCHEDULED.value,
         submitted_at=now,
         updated_at=now,

@@ -124,11 +124,14 @@ class Scheduling:
         return self.settings.zone
 
     def validate_submission(self, session: Session, job: Job) -> None:
-        """Checks that need the database: the dataset must exist and belong to the team."""
+        """Checks that need the database: the dataset must exist and belong to the team, and
+        a `job:<id>` base must be a succeeded fine-tune of the team (this sets `job.base`)."""
         if job.kind == "gpt-sovits-finetune":
             from scheduler.datasets.service import require_dataset
+            from scheduler.jobs.bases import resolve_base
 
             require_dataset(session, job.team_id, job.dataset["id"])
+            job.base = resolve_base(session, job.team_id, job.config)
 
     # -- estimates ---------------------------------------------------------------------
 
@@ -239,6 +242,26 @@ class Scheduling:
 
         return capacity_by_zone(session, now).get(zone) or self.settings.default_capacity_gpus
 
+    def capacity_for_base(self, session: Session, zone: str, base: str, now: datetime) -> int:
+        """GPUs of live workers in the zone that hold `base`; with no live worker there at
+        all, the configured default (the fleet is assumed to come with every base)."""
+        from scheduler.workers.service import base_capacity
+
+        held = base_capacity(session, zone, base, now)
+        return self.capacity(session, zone, now) if held is None else held
+
+    def _wait_for_base(self, job: Job) -> JobState:
+        """No live worker holds the job's base: no plan, and the reason says so."""
+        job.planned_intervals = []
+        job.planned_start = job.planned_end = None
+        kg = job.estimated_kwh * carbon.FALLBACK_G_PER_KWH / 1000.0
+        job.estimated_kg_co2e = job.run_now_kg_co2e = kg
+        job.state_reason = (
+            f"waiting for a worker holding base '{job.base}': no live worker in zone "
+            f"{job.zone} holds it"
+        )
+        return JobState.SCHEDULED
+
     # -- planning ----------------------------------------------------------------------
 
     def _plan_job(self, job: Job, now: datetime) -> PlanJob:
@@ -302,8 +325,13 @@ class Scheduling:
 
     def place_new_job(self, session: Session, job: Job, *, now: datetime) -> tuple[JobState, str]:
         """Plan one new job around what is already planned; returns its state and reason."""
+        held = self.capacity_for_base(session, job.zone, job.base or "none", now)
+        if held == 0:
+            return self._wait_for_base(job), job.state_reason
         grid, signal = self.grid(session, job.zone, now=now, hours=self._hours_needed([job], now))
-        free = np.full(grid.n_slots, self.capacity(session, job.zone, now), dtype=np.int64)
+        free = np.full(
+            grid.n_slots, min(held, self.capacity(session, job.zone, now)), dtype=np.int64
+        )
         # Only the windows of other queued jobs matter here, not whole rows.
         others = session.execute(
             select(Job.planned_intervals, Job.gpus).where(
@@ -375,15 +403,15 @@ class Scheduling:
             return 0
         grid, signal = self.grid(session, zone, now=now, hours=self._hours_needed(waiting, now))
         running = self._running(session, zone, now, {j.id for j in waiting})
-        result = plan(
-            grid,
-            [self._plan_job(j, now) for j in waiting],
-            self.capacity(session, zone, now),
-            running,
-            now=now,
-        )
+        plans, unheld = self._plan_by_base(session, zone, grid, waiting, running, now)
         for job in waiting:
-            job_plan = result.jobs[job.id]
+            if job.id in unheld:
+                if job.state != JobState.RUNNING.value:
+                    target = self._wait_for_base(job)
+                    if target.value != job.state:
+                        transition(session, job, target, reason=job.state_reason, now=now)
+                continue
+            job_plan = plans[job.id]
             if promote_only and (
                 job.state in (JobState.READY.value, JobState.RUNNING.value)
                 or not job_plan.intervals
@@ -402,6 +430,40 @@ class Scheduling:
                 transition(session, job, target, reason=job.state_reason, now=now)
         return len(waiting)
 
+    def _plan_by_base(
+        self,
+        session: Session,
+        zone: str,
+        grid: SlotGrid,
+        waiting: Sequence[Job],
+        running: Sequence[RunningJob],
+        now: datetime,
+    ) -> tuple[dict[str, JobPlan], set[str]]:
+        """Plans for the queue, one group per base: each group gets the GPUs of workers that
+        hold its base, less what earlier groups took. Returns the plans and the ids of jobs
+        whose base no live worker holds. With one base (the usual case) this is one joint plan
+        over the whole capacity."""
+        total = self.capacity(session, zone, now)
+        used = np.zeros(grid.n_slots, dtype=np.int64)
+        plans: dict[str, JobPlan] = {}
+        unheld: set[str] = set()
+        groups: dict[str, list[Job]] = {}
+        for job in waiting:
+            groups.setdefault(job.base or "none", []).append(job)
+        for base in sorted(groups):
+            group = groups[base]
+            held = self.capacity_for_base(session, zone, base, now)
+            if held == 0:
+                unheld.update(job.id for job in group)
+                continue
+            capacity = np.maximum(np.minimum(held, total - used), 0)
+            result = plan(grid, [self._plan_job(j, now) for j in group], capacity, running, now=now)
+            for job in group:
+                plans[job.id] = result.jobs[job.id]
+                for slot in plans[job.id].slots:
+                    if 0 <= slot < grid.n_slots:
+                        used[slot] += job.gpus
+        return plans, unheld
     def replan_now(self, session: Session, zone: str, *, now: datetime) -> bool:
         """Re-plan a zone at once after a change that frees or adds capacity (a job ended,
         was cancelled or released, a worker joined), instead of at the next tick.

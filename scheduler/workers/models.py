@@ -27,6 +27,9 @@ class Worker(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     gpu_watts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # Base models the worker holds (see worker.training.config.WORKER_BASES); claims and
+    # capacity for a job count only workers holding its base.
+    bases: Mapped[list[str]] = mapped_column(JSONType, default=lambda: ["none"])
     # The interval this worker was told to keep; it is dead after three missed beats.
     heartbeat_seconds: Mapped[int] = mapped_column(Integer)
 

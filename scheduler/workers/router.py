@@ -80,6 +80,7 @@ def list_workers(session: SessionDep, now: NowDep, _: AdminDep) -> list[WorkerRe
             alive=service.is_alive(w, now),
             gpu_watts=w.gpu_watts or [],
             running_jobs=running.get(w.id, []),
+            bases=w.bases or ["none"],
         )
         for w in service.list_workers(session)
     ]
@@ -130,6 +131,7 @@ def _claimed_job(job: Job) -> ClaimedJob:
         gpus=job.gpus,
         interruptible=job.interruptible,
         zone=job.zone,
+        base=job.base,
     )
 
 

@@ -26,6 +26,8 @@ class WorkerRegister(BaseModel):
     gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
     cpu_only: bool = False
     version: str = Field(default="", max_length=64)
+    # Base models found in the worker's --models directory; `none` is always held.
+    bases: list[str] = Field(default_factory=list, max_length=16)
 
 
 class WorkerRegistered(BaseModel):
@@ -59,6 +61,7 @@ class WorkerRead(BaseModel):
     alive: bool
     gpu_watts: list[dict[str, Any]]
     running_jobs: list[str]
+    bases: list[str] = Field(default_factory=lambda: ["none"])
 
 
 class ClaimedJob(BaseModel):
@@ -70,6 +73,8 @@ class ClaimedJob(BaseModel):
     gpus: int
     interruptible: bool
     zone: str
+    # The base the worker must use (for config.base job:<id>, the one that job ran on).
+    base: str = "none"
 
 
 class ResumeFrom(BaseModel):

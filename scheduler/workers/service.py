@@ -23,6 +23,7 @@ from scheduler.jobs.states import JobState
 from scheduler.workers.models import Worker
 from scheduler.workers.schemas import WorkerRegister
 from worker.errors import public_error
+from worker.training.config import BASE_NONE, WORKER_BASES
 
 if TYPE_CHECKING:
     from scheduler.scheduling.service import Scheduling
@@ -65,12 +66,18 @@ def register(
         last_seen_at=now,
         gpu_watts=[],
         heartbeat_seconds=heartbeat_seconds,
+        bases=held_bases(spec.bases),
     )
     session.add(worker)
     session.flush()
     if scheduling is not None:
         scheduling.replan_now(session, worker.zone, now=now)
     return worker, f"{TOKEN_PREFIX}_{worker.id}_{secret}"
+
+
+def held_bases(reported: list[str]) -> list[str]:
+    """The bases a worker holds: the known ones it reported, plus `none` (needs no files)."""
+    return sorted({BASE_NONE, *(base for base in reported if base in WORKER_BASES)})
 
 
 def authenticate(session: Session, token: str) -> Worker | None:
@@ -108,6 +115,14 @@ def list_workers(session: Session) -> list[Worker]:
 def alive_workers(session: Session, now: datetime) -> list[Worker]:
     """Workers heard from recently enough to count."""
     return [worker for worker in list_workers(session) if is_alive(worker, now)]
+
+
+def base_capacity(session: Session, zone: str, base: str, now: datetime) -> int | None:
+    """GPUs of alive workers in `zone` holding `base`; None when no worker there is alive."""
+    alive = [worker for worker in alive_workers(session, now) if worker.zone == zone]
+    if not alive:
+        return None
+    return sum(worker.slots for worker in alive if base in (worker.bases or [BASE_NONE]))
 
 
 def capacity_by_zone(session: Session, now: datetime) -> dict[str, int]:
@@ -155,6 +170,7 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
                 dataset_id.is_(None),
                 exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
             ),
+            Job.base.in_(worker.bases or [BASE_NONE]),
         )
         .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
         .limit(1)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from worker.training.bases import BaseFiles, base_files
 from worker.training.batches import EpochPlan
 from worker.training.checkpoint import (
     latest_checkpoint,
@@ -24,11 +25,16 @@ from worker.training.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from worker.training.config import FinetuneConfig
+from worker.training.config import (
+    FinetuneConfig,
+    adapter_filename,
+    feature_path,
+    parent_job_id,
+)
 from worker.training.distributed import DistContext, launch_distributed, pick_device
 from worker.training.export import MERGED_GPT, MERGED_SOVITS, export_merged_stage
 from worker.training.lora import export_adapter, load_adapter, load_trainable_state
-from worker.training.stages import Stage, build_stage
+from worker.training.stages import Stage, StartingPoint, build_stage
 from worker.training.telemetry import TensorBoardLog
 from worker.training.trainer import Trainer, TrainerSettings, steps_for
 
@@ -44,8 +50,7 @@ RESUME_KEYS = (
     "lora_ffn",
     "lora_trainable_modules",
     "seed",
-    "pretrained_s1",
-    "pretrained_s2",
+    "base",
 )
 CHECKPOINT_FORMAT = 1
 
@@ -61,21 +66,17 @@ class FinetuneResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def adapter_filename(stage: str, config: FinetuneConfig) -> str:
-    """File name of a stage's exported weights."""
-    return f"{stage}_{'lora' if config.lora_rank > 0 else 'full'}.safetensors"
-
-
 def build_finetuned_model(
     stage: str,
     config: FinetuneConfig,
     weights: Path,
     codebook: np.ndarray | None = None,
     device: torch.device | None = None,
+    start: StartingPoint | None = None,
 ) -> nn.Module:
     """The exported model of a stage: base (pretrained or seeded init) plus the saved weights."""
     seed_everything(config.seed)
-    built = build_stage(stage, config, device or torch.device("cpu"), codebook)
+    built = build_stage(stage, config, device or torch.device("cpu"), codebook, start)
     model = built.models[built.export_key]
     load_adapter(model, weights)
     return model.eval()
@@ -89,10 +90,35 @@ def run_finetune(
     gpus: int = 1,
     report: Callable[[dict], None] = lambda e: None,
     stop_requested: Callable[[], str | None] = lambda: None,
+    models_dir: Path | None = None,
+    base: str | None = None,
+    continued_from: dict[str, Path] | None = None,
 ) -> FinetuneResult:
-    """Prepare the dataset (cached), train, checkpoint, resume and export; see the module doc."""
+    """Prepare the dataset (cached), train, checkpoint, resume and export; see the module doc.
+
+    `base` is the base the worker holds for this job (for `config.base: job:<id>`, the one
+    the service resolved); its files come from `models_dir`. `continued_from` holds the
+    earlier job's adapter file per stage.
+    """
     from worker.training.data.prepare import prepare_dataset
 
+    base_name = base or config.base
+    if parent_job_id(base_name) is not None:
+        raise ValueError(f"base {base_name!r} must be resolved to the base the worker holds")
+    files = base_files(Path(models_dir) if models_dir else None, base_name)
+    start = StartingPoint(
+        files, {k: Path(v) for k, v in (continued_from or {}).items()}, base_name
+    )
+    features = _load_features(files)
+    described = feature_path(base_name)
+    report(
+        {
+            "type": "event",
+            "kind": "features",
+            "message": f"base {base_name}, {described['path']} features: ssl {described['ssl']}; "
+            f"bert {described['bert']}; semantic {described['semantic']}",
+        }
+    )
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     prepared_root = work_dir / "prepared"
@@ -101,17 +127,30 @@ def run_finetune(
         if done == total:  # one event per preparation step, not per clip
             report({"type": "event", "kind": "prepare", "message": f"prepared {step}: {total}"})
 
-    dataset = prepare_dataset(Path(dataset_dir), prepared_root, progress=progress)
+    dataset = prepare_dataset(
+        Path(dataset_dir), prepared_root, progress=progress, features=features
+    )
+    del features  # the feature models are not needed while training
     names = [item.name for item in dataset.items]
     if gpus > 1:
         return launch_distributed(
             gpus,
             _run_rank,
-            args=(config, prepared_root, names, work_dir),
-            main_args=(config, prepared_root, names, work_dir, report, stop_requested),
+            args=(config, prepared_root, names, work_dir, start),
+            main_args=(config, prepared_root, names, work_dir, start, report, stop_requested),
         )
     ctx = DistContext(device=pick_device(0))
-    return _run_rank(ctx, config, prepared_root, names, work_dir, report, stop_requested)
+    return _run_rank(ctx, config, prepared_root, names, work_dir, start, report, stop_requested)
+
+
+def _load_features(files: BaseFiles | None) -> Any:
+    if files is None:
+        return None
+    from worker.training.data.upstream_features import UpstreamFeatures
+
+    return UpstreamFeatures.load(
+        files.name, files.hubert_dir, files.roberta_dir, files.s2_generator
+    )
 
 
 def _check_resumable(saved: dict[str, Any], config: FinetuneConfig) -> None:
@@ -126,6 +165,7 @@ def _run_rank(
     prepared_root: Path,
     names: list[str],
     work_dir: Path,
+    start: StartingPoint,
     report: Callable[[dict], None] | None = None,
     stop_requested: Callable[[], str | None] | None = None,
 ) -> FinetuneResult:
@@ -171,10 +211,12 @@ def _run_rank(
                 steps[name] = done["steps"]
                 metrics.update(done["metrics"])
                 if ctx.is_main:
-                    outputs.extend(_export_saved(name, config, done, dataset.codebook, outputs_dir))
+                    outputs.extend(
+                        _export_saved(name, config, done, dataset.codebook, outputs_dir, start)
+                    )
                 continue
             seed_everything(config.seed)  # the same base init on every rank and every resume
-            stage = build_stage(name, config, ctx.device, dataset.codebook)
+            stage = build_stage(name, config, ctx.device, dataset.codebook, start)
             plan = EpochPlan(
                 len(items),
                 config.batch_size * config.grad_accum * ctx.world_size,
@@ -240,7 +282,7 @@ def _run_rank(
         tensorboard.close()
 
     if ctx.is_main:
-        outputs.append(_write_adapter_config(config, completed, outputs_dir))
+        outputs.append(_write_adapter_config(config, completed, outputs_dir, start))
     return FinetuneResult("succeeded", steps, outputs, latest_checkpoint(checkpoints), metrics)
 
 
@@ -252,7 +294,7 @@ def _metadata(name: str, config: FinetuneConfig, stage: Stage) -> dict[str, Any]
         "lora_alpha": config.lora_alpha,
         "lora_ffn": config.lora_ffn,
         "adapted_layers": len(stage.adapted),
-        "base": config.pretrained_s1 if name == "s1" else config.pretrained_s2,
+        "base": config.base,
     }
 
 
@@ -282,6 +324,7 @@ def _export_saved(
     done: dict[str, Any],
     codebook: np.ndarray | None,
     outputs_dir: Path,
+    start: StartingPoint,
 ) -> list[Path]:
     """Re-export a stage finished before a resume, where its files are missing here."""
     path = outputs_dir / adapter_filename(name, config)
@@ -289,7 +332,7 @@ def _export_saved(
     if path.exists() and merged.exists():
         return [path, merged]
     seed_everything(config.seed)
-    stage = build_stage(name, config, torch.device("cpu"), codebook)
+    stage = build_stage(name, config, torch.device("cpu"), codebook, start)
     model = stage.models[stage.export_key]
     load_trainable_state(model, done["weights"])
     written = [export_adapter(model, path, _metadata(name, config, stage))]
@@ -297,13 +340,19 @@ def _export_saved(
 
 
 def _write_adapter_config(
-    config: FinetuneConfig, completed: dict[str, dict[str, Any]], outputs_dir: Path
+    config: FinetuneConfig,
+    completed: dict[str, dict[str, Any]],
+    outputs_dir: Path,
+    start: StartingPoint,
 ) -> Path:
     outputs_dir.mkdir(parents=True, exist_ok=True)
     path = outputs_dir / "adapter_config.json"
     body = {
         "format": "greenwindow-gpt-sovits/1",
         "config": config.model_dump(),
+        "base": start.base_name,
+        "continued_from": parent_job_id(config.base),
+        "features": feature_path(start.base_name),
         "stages": {
             name: {
                 "file": adapter_filename(name, config),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.training.audio import linear_spectrogram, log_mel
+from worker.training.bases import BaseFiles, load_base_weights
 from worker.training.batches import TrainingItem, collate_s1, collate_s2
 from worker.training.config import FinetuneConfig
-from worker.training.lora import apply_lora
+from worker.training.lora import apply_lora, load_adapter
 from worker.training.losses import (
     discriminator_loss,
     feature_matching_loss,
@@ -25,7 +27,6 @@ from worker.training.models.layers import RelativeEncoder, WaveNet
 from worker.training.models.sizes import sovits_size, t2s_size
 from worker.training.models.sovits import SoVITSGenerator, build_discriminator
 from worker.training.models.t2s import Text2Semantic, t2s_loss, t2s_targets
-from worker.training.pretrained import load_pretrained_s1, load_pretrained_s2
 
 S1_ATTENTION = ("in_proj", "out_proj")
 S1_FFN = ("linear1", "linear2")
@@ -42,6 +43,16 @@ S2_TEXT_LR_SCALE = 0.4
 S2_LR_DECAY_PER_EPOCH = 0.999875
 MEL_WEIGHT = 45.0
 FEATURE_MATCHING_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """Where a stage's weights start: a base's files (None: seeded random init) and, for a
+    continuation (`base: job:<id>`), the earlier job's exported adapter per stage."""
+
+    base: BaseFiles | None = None
+    adapters: dict[str, Path] = field(default_factory=dict)
+    base_name: str = "none"
 
 
 @dataclass
@@ -97,16 +108,21 @@ class T2SStage(Stage):
     name = "s1"
     export_key = "t2s"
 
-    def __init__(self, config: FinetuneConfig, device: torch.device) -> None:
+    def __init__(
+        self, config: FinetuneConfig, device: torch.device, start: StartingPoint | None = None
+    ) -> None:
         self.config = config
         self.size = t2s_size(config.model_size)
+        start = start or StartingPoint()
         model = Text2Semantic(self.size)
-        if config.pretrained_s1:
-            load_pretrained_s1(model, config.pretrained_s1)
+        if start.base is not None:
+            load_base_weights("s1", start.base, model)
         targets = S1_ATTENTION + (S1_FFN if config.lora_ffn else ())
         self.adapted = apply_lora(
             model, config.lora_rank, config.lora_alpha, targets, _trainable_list(config, ())
         )
+        if "s1" in start.adapters:
+            load_adapter(model, start.adapters["s1"])
         model.gradient_checkpointing = config.grad_checkpointing
         self.models = {"t2s": model.to(device)}
 
@@ -144,14 +160,21 @@ class SoVITSStage(Stage):
     export_key = "generator"
 
     def __init__(
-        self, config: FinetuneConfig, device: torch.device, codebook: np.ndarray | None = None
+        self,
+        config: FinetuneConfig,
+        device: torch.device,
+        codebook: np.ndarray | None = None,
+        start: StartingPoint | None = None,
     ) -> None:
         self.config = config
         self.size = sovits_size(config.model_size)
+        start = start or StartingPoint()
         generator = SoVITSGenerator(self.size)
         discriminator = build_discriminator(self.size)
-        if config.pretrained_s2:
-            load_pretrained_s2(generator, discriminator, config.pretrained_s2)
+        if start.base is not None:
+            # The base's own ssl_proj and quantizer made the semantic tokens (see
+            # data/upstream_features.py), so they stay as loaded.
+            load_base_weights("s2", start.base, generator, discriminator)
         elif codebook is not None:
             # No pretrained content path: pool frame pairs so codes from k-means on pooled
             # SSL frames keep their meaning.
@@ -166,6 +189,8 @@ class SoVITSStage(Stage):
             _trainable_list(config, S2_DEFAULT_TRAINABLE),
             S2_FROZEN,
         )
+        if "s2" in start.adapters:
+            load_adapter(generator, start.adapters["s2"])
         for module in generator.modules():
             if isinstance(module, RelativeEncoder | WaveNet):
                 module.gradient_checkpointing = config.grad_checkpointing
@@ -253,11 +278,15 @@ class SoVITSStage(Stage):
 
 
 def build_stage(
-    name: str, config: FinetuneConfig, device: torch.device, codebook: np.ndarray | None = None
+    name: str,
+    config: FinetuneConfig,
+    device: torch.device,
+    codebook: np.ndarray | None = None,
+    start: StartingPoint | None = None,
 ) -> Stage:
     """Stage by name ("s1" or "s2")."""
     if name == "s1":
-        return T2SStage(config, device)
+        return T2SStage(config, device, start)
     if name == "s2":
-        return SoVITSStage(config, device, codebook)
+        return SoVITSStage(config, device, codebook, start)
     raise ValueError(f"unknown stage {name!r}")

@@ -1,7 +1,7 @@
 """Japanese kana to the original's Japanese phone symbols (`k a`, `sh i`, `cl`, `N`, ...).
 
 Kana spell their sounds, so a table gives the phones pyopenjtalk would write
-for them; kanji need a dictionary and stay character-level (hashed) here.
+for them; kanji need a dictionary and become `UNK` here.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ features and semantic tokens then win over the built-in stand-ins.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +35,11 @@ from worker.training.data.semantic import encode, fit_codebook, pool_frames
 from worker.training.data.symbols import symbols_to_ids
 from worker.training.data.text import TextError, g2p
 
+if TYPE_CHECKING:
+    from worker.training.data.upstream_features import UpstreamFeatures
+
 log = logging.getLogger(__name__)
+FEATURES_MARKER = "features.json"
 
 ProgressFn = Callable[[str, int, int], None]
 SKIPPED = "skipped.tsv"
@@ -104,6 +110,22 @@ class PreparedDataset:
         if not items:
             raise layout.LayoutError(f"{root}: no complete prepared item")
         return cls(root=root, items=items, codebook=layout.read_codebook(root), skipped=skipped)
+
+
+def features_label(features: UpstreamFeatures | None) -> str:
+    """`upstream:<base>` or `stand-in`: what a prepared directory's features came from."""
+    return f"upstream:{features.base}" if features is not None else "stand-in"
+
+
+def _claim_features(out_dir: Path, features: UpstreamFeatures | None) -> None:
+    marker = out_dir / FEATURES_MARKER
+    label = features_label(features)
+    if marker.is_file():
+        found = json.loads(marker.read_text(encoding="utf-8")).get("features")
+        if found != label:
+            raise PrepareError(f"{out_dir} holds {found} features; this run wants {label}")
+        return
+    marker.write_text(json.dumps({"features": label}), encoding="utf-8")
 
 
 def _guess_language(root: Path, name: str) -> str:
@@ -188,10 +210,41 @@ def prepare_text(
         layout.write_name2text(out_dir, ordered)
 
 
-def prepare_audio(
-    out_dir: Path, utterances: list[Utterance], skipped: dict[str, str], progress: ProgressFn | None
+def prepare_bert(
+    out_dir: Path,
+    utterances: list[Utterance],
+    skipped: dict[str, str],
+    progress: ProgressFn | None,
+    features: UpstreamFeatures,
 ) -> None:
-    """Fill `5-wav32k/` and `4-cnhubert/` for utterances that lack them."""
+    """Fill `3-bert/` for Mandarin lines that lack it (upstream writes it for zh only)."""
+    rows = layout.read_name2text(out_dir)
+    for index, utt in enumerate(utterances, 1):
+        row = rows.get(utt.name)
+        if (
+            utt.language == "zh"
+            and row is not None
+            and utt.name not in skipped
+            and not layout.bert_path(out_dir, utt.name).is_file()
+        ):
+            bert = features.bert(row.norm_text, row.word2ph or [])
+            if bert is not None and bert.shape[1] == len(row.phones):
+                layout.write_bert(out_dir, utt.name, bert)
+            else:
+                log.warning("%s: text and word2ph do not line up; BERT stays zeros", utt.name)
+        _report(progress, "bert", index, len(utterances))
+
+
+def prepare_audio(
+    out_dir: Path,
+    utterances: list[Utterance],
+    skipped: dict[str, str],
+    progress: ProgressFn | None,
+    features: UpstreamFeatures | None = None,
+) -> None:
+    """Fill `5-wav32k/` and `4-cnhubert/` for utterances that lack them (HuBERT with a
+    base's features, else the stand-in)."""
+    extract = features.hubert if features is not None else ssl_features
     for index, utt in enumerate(utterances, 1):
         wav_path = layout.wav32k_path(out_dir, utt.name)
         ssl_path = layout.hubert_path(out_dir, utt.name)
@@ -206,7 +259,7 @@ def prepare_audio(
                 write_pcm16(wav_path, clip.wav32k)
                 wav16k = clip.wav16k
             if not ssl_path.is_file():
-                layout.write_ssl(out_dir, utt.name, ssl_features(wav16k))
+                layout.write_ssl(out_dir, utt.name, extract(wav16k))
         except AudioError as exc:
             skipped[utt.name] = str(exc)
         _report(progress, "audio", index, len(utterances))
@@ -219,11 +272,21 @@ def prepare_semantic(
     *,
     codebook_size: int | None = None,
     seed: int = 0,
+    features: UpstreamFeatures | None = None,
 ) -> None:
-    """Fill `6-name2semantic.tsv`, fitting `codebook.npy` first when there is none."""
+    """Fill `6-name2semantic.tsv`: with a base's quantizer, else a `codebook.npy` fitted here."""
     semantic = layout.read_name2semantic(out_dir)
     missing = [name for name in names if name not in semantic]
     if not missing:
+        return
+    if features is not None:
+        for index, name in enumerate(missing, 1):
+            semantic[name] = features.quantizer(layout.read_ssl(out_dir, name))
+            _report(progress, "semantic", index, len(missing))
+        order = {name: i for i, name in enumerate(names)}
+        layout.write_name2semantic(
+            out_dir, dict(sorted(semantic.items(), key=lambda kv: order.get(kv[0], len(order))))
+        )
         return
     codebook = layout.read_codebook(out_dir)
     ssl = {name: layout.read_ssl(out_dir, name) for name in names}
@@ -255,9 +318,15 @@ def prepare_dataset(
     progress: ProgressFn | None = None,
     codebook_size: int | None = None,
     seed: int = 0,
+    features: UpstreamFeatures | None = None,
 ) -> PreparedDataset:
-    """Prepare `dataset_dir` (a `*.list` plus clips) into `out_dir` and load the result."""
+    """Prepare `dataset_dir` (a `*.list` plus clips) into `out_dir` and load the result.
+
+    With `features` (a base's HuBERT, RoBERTa and quantizer) the features are upstream's;
+    without, the built-in stand-ins. One directory never mixes the two.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_features(out_dir, features)
     utterances = parse_list(find_list(dataset_dir), dataset_dir)
     names = [utt.name for utt in utterances]
     supplied = find_supplied_layout(dataset_dir)
@@ -265,7 +334,9 @@ def prepare_dataset(
         import_supplied(supplied, out_dir, names)
     skipped: dict[str, str] = {}
     prepare_text(out_dir, utterances, skipped, progress)
-    prepare_audio(out_dir, utterances, skipped, progress)
+    if features is not None:
+        prepare_bert(out_dir, utterances, skipped, progress, features)
+    prepare_audio(out_dir, utterances, skipped, progress, features)
     for name, reason in skipped.items():
         log.warning("skipping %s: %s", name, reason)
     _write_skipped(out_dir, skipped)
@@ -273,7 +344,9 @@ def prepare_dataset(
     if not usable:
         details = "; ".join(f"{n}: {r}" for n, r in skipped.items())
         raise PrepareError(f"no usable utterance in {dataset_dir}: {details}")
-    prepare_semantic(out_dir, usable, progress, codebook_size=codebook_size, seed=seed)
+    prepare_semantic(
+        out_dir, usable, progress, codebook_size=codebook_size, seed=seed, features=features
+    )
     layout.write_meta(
         out_dir,
         {u.name: layout.Meta(u.speaker, u.language) for u in utterances if u.name in usable},

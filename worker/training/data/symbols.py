@@ -1,37 +1,29 @@
-"""The phoneme symbol table: exactly 732 ids, the size of GPT-SoVITS v2's table.
+"""The phoneme symbol table: upstream GPT-SoVITS v2's 732 symbols, in upstream's id order.
 
-Layout (our own ordering; ids are never shared with the original's files, which
-store symbol strings, so only the strings must agree):
+Ids equal upstream's `cleaned_text_to_sequence(phones, "v2")`, so the text-embedding rows of
+an upstream base belong to the same phonemes here. The order is upstream's rule:
 
-| ids       | block                                                        |
-|-----------|--------------------------------------------------------------|
-| 0         | padding `_`                                                  |
-| 1-10      | punctuation `! ? … , . -` and the pauses `SP SP2 SP3`, `UNK` |
-| 11-36     | Mandarin initials (with `AA EE OO` for zero-initial syllables)|
-| 37-231    | Mandarin finals x tones 1-5 (5 = neutral), e.g. `ang4`      |
-| 232-302   | English ARPAbet: consonants, vowels with stress 0/1/2, `ER IH`|
-| 303-323   | Japanese phones not already present, and the pitch marks `[ ]`|
-| 324-352   | Korean jamo                                                   |
-| 353-731   | reserved block: any other symbol, hashed (CRC-32) into it     |
+| ids     | block                                                                     |
+|---------|---------------------------------------------------------------------------|
+| 0-321   | sorted: pad `_`, punctuation, pauses, Mandarin initials and toned finals,  |
+|         | Japanese phones, ARPAbet (a symbol in several inventories appears once)    |
+| 322-323 | the Japanese pitch marks `[` `]`                                           |
+| 324-352 | Korean jamo and `空 停`, sorted                                            |
+| 353-731 | Cantonese phones (`Y` + jyutping initial or final, with tones 1-6), sorted |
 
-The Mandarin, English, Japanese and Korean strings are the ones the original
-writes, so a `2-name2text.txt` prepared by its tools maps onto this table
-(Cantonese and other unseen symbols land in the hashed block), and our zh/en
-files (and Japanese kana) use only strings its table knows. Characters without
-a phone-level front-end here (kanji, Hangul, Cantonese) are written as
-themselves and hashed; collisions in the 379-id block are accepted.
+A symbol outside the table is `UNK`, as upstream's `clean_text` writes it.
 """
 
 from __future__ import annotations
 
-import zlib
-
 VOCAB_SIZE = 732
 PAD = "_"
+# Upstream pads phoneme sequences with id 0 (which is "!", not "_"); padding is masked.
 PAD_ID = 0
+UNKNOWN = "UNK"
 
 PUNCTUATION = ("!", "?", "…", ",", ".", "-")
-PAUSES = ("SP", "SP2", "SP3", "UNK")
+PAUSES = ("SP", "SP2", "SP3", UNKNOWN)
 
 ZH_INITIALS = (
     "AA", "EE", "OO", "b", "c", "ch", "d", "f", "g", "h", "j", "k", "l",
@@ -55,44 +47,61 @@ ARPA_VOWELS = (
 # Two unstressed spellings the original's table also carries.
 ARPA_BARE = ("ER", "IH")
 
-JA_EXTRA = (
-    "I", "U", "a", "by", "cl", "dy", "e", "gy", "hy", "i", "ky", "my", "ny",
-    "o", "py", "ry", "ts", "u", "v", "[", "]",
+# The phones upstream's Japanese front end writes (OpenJTalk's, with `cl` and `N`).
+JA_PHONES = (
+    "I", "N", "U", "a", "b", "by", "ch", "cl", "d", "dy", "e", "f", "g", "gy", "h",
+    "hy", "i", "j", "k", "ky", "m", "my", "n", "ny", "o", "p", "py", "r", "ry", "s",
+    "sh", "t", "ts", "u", "v", "w", "y", "z",
 )  # fmt: skip
-KO_JAMO = tuple("ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎㅏㅐㅓㅔㅗㅜㅡㅣ空停")
+JA_PITCH = ("[", "]")
+KO_JAMO = tuple("ㄱㄴㄷㄹㅁㅂㅅㅇㅈㅊㅋㅌㅍㅎㄲㄸㅃㅆㅉㅏㅓㅗㅜㅡㅣㅐㅔ空停")
+
+# Cantonese: jyutping initials and a few finals without tone, and finals with tones 1-6,
+# each written with a leading `Y` (the inventory upstream's Cantonese front end uses).
+YUE_UNTONED = (
+    "b", "c", "d", "f", "g", "gw", "h", "j", "k", "kw", "l", "m", "n", "ng", "p",
+    "s", "t", "w", "z", "a", "aa", "ai", "ak", "au", "e", "o", "oi", "ok", "on",
+    "ou", "uk",
+)  # fmt: skip
+YUE_TONED = (
+    "a", "aa", "aai", "aak", "aam", "aan", "aang", "aap", "aat", "aau", "ai", "ak",
+    "am", "an", "ang", "ap", "at", "au", "e", "ei", "ek", "eng", "eoi", "eon",
+    "eot", "g", "i", "ik", "im", "in", "ing", "ip", "it", "iu", "k", "m", "n", "o",
+    "oe", "oek", "oeng", "oi", "ok", "on", "ong", "ot", "ou", "p", "t", "u", "ui",
+    "uk", "un", "ung", "ut", "yu", "yun", "yut",
+)  # fmt: skip
+YUE_TONES = ("1", "2", "3", "4", "5", "6")
 
 
-def _fixed_symbols() -> tuple[str, ...]:
-    symbols: list[str] = [PAD, *PUNCTUATION, *PAUSES, *ZH_INITIALS]
-    symbols += [final + tone for tone in ZH_TONES for final in ZH_FINALS]
-    symbols += list(ARPA_CONSONANTS)
-    symbols += [vowel + stress for vowel in ARPA_VOWELS for stress in "012"]
-    symbols += [*ARPA_BARE, *JA_EXTRA, *KO_JAMO]
-    if len(set(symbols)) != len(symbols):
-        raise AssertionError("duplicate symbol in the fixed table")
-    return tuple(symbols)
+def _table() -> tuple[str, ...]:
+    shared = {PAD, *PUNCTUATION, *PAUSES, *ZH_INITIALS, *JA_PHONES, *ARPA_CONSONANTS}
+    shared |= {final + tone for final in ZH_FINALS for tone in ZH_TONES}
+    shared |= {vowel + stress for vowel in ARPA_VOWELS for stress in "012"} | set(ARPA_BARE)
+    yue = {"Y" + unit for unit in YUE_UNTONED}
+    yue |= {"Y" + final + tone for final in YUE_TONED for tone in YUE_TONES}
+    table = (*sorted(shared), *JA_PITCH, *sorted(KO_JAMO), *sorted(yue))
+    if len(set(table)) != len(table) or len(table) != VOCAB_SIZE:
+        raise AssertionError(f"symbol table has {len(table)} entries, duplicates or not 732")
+    return table
 
 
-FIXED_SYMBOLS = _fixed_symbols()
-SYMBOL_TO_ID = {symbol: index for index, symbol in enumerate(FIXED_SYMBOLS)}
-HASHED_OFFSET = len(FIXED_SYMBOLS)
-HASHED_SIZE = VOCAB_SIZE - HASHED_OFFSET
-assert HASHED_SIZE > 0
+SYMBOLS = _table()
+SYMBOL_TO_ID = {symbol: index for index, symbol in enumerate(SYMBOLS)}
+UNKNOWN_ID = SYMBOL_TO_ID[UNKNOWN]
+# Kept for readers of the old name: the whole table is fixed now.
+FIXED_SYMBOLS = SYMBOLS
 
 
 def symbol_to_id(symbol: str) -> int:
-    """Id of any symbol string: its fixed id, else a stable hash into the reserved block."""
-    fixed = SYMBOL_TO_ID.get(symbol)
-    if fixed is not None:
-        return fixed
-    return HASHED_OFFSET + zlib.crc32(symbol.encode("utf-8")) % HASHED_SIZE
+    """Upstream v2 id of a symbol; a symbol outside the table is `UNK`."""
+    return SYMBOL_TO_ID.get(symbol, UNKNOWN_ID)
 
 
 def symbols_to_ids(symbols: list[str]) -> list[int]:
-    """Ids of a phone sequence."""
+    """Ids of a phone sequence (upstream's `cleaned_text_to_sequence(..., "v2")`)."""
     return [symbol_to_id(symbol) for symbol in symbols]
 
 
 def is_fixed(symbol: str) -> bool:
-    """Whether the symbol has its own id (not hashed)."""
+    """Whether the symbol is in the table (else it becomes `UNK`)."""
     return symbol in SYMBOL_TO_ID

@@ -3,9 +3,9 @@
 Mandarin goes through pypinyin (initial + toned final per character, as the
 original writes), English through CMUdict with a spelling/rule fallback for
 unknown words, Japanese kana through a kana table into the original's Japanese
-phones, and everything else (kanji, Hangul, Cantonese) is written character by
-character into the hashed block of the symbol table. Mixed text is split by script, so a
-Mandarin line with English words gets both front-ends.
+phones, and everything else (kanji, Hangul, Cantonese) has no phone-level front end here:
+each such character becomes `UNK`, as upstream writes any phone outside its table. Mixed
+text is split by script, so a Mandarin line with English words gets both front-ends.
 
 `word2ph[k]` is the number of phones of the k-th unit of the normalised text:
 one Han character, one English word, one kana mora, one punctuation mark or
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from worker.training.data.kana import is_kana, kana_units
-from worker.training.data.symbols import ZH_FINALS, symbols_to_ids
+from worker.training.data.symbols import UNKNOWN, ZH_FINALS, is_fixed, symbols_to_ids
 
 PUNCTUATION_MAP: dict[str, str] = {
     **dict.fromkeys("，、；：,;:", ","),
@@ -162,15 +162,12 @@ _ZH_INITIAL_PREFIXES = (
     "zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h",
     "j", "q", "x", "r", "z", "c", "s", "y", "w",
 )  # fmt: skip
+# Syllables spelt with y / w keep those as initials and their written final, as upstream's
+# pinyin table (opencpop-strict) writes them: you -> y ou, wei -> w ei, yan -> y En.
 _Y_FINALS = {
-    "i": "i", "a": "ia", "e": "ie", "ao": "iao", "ou": "iu", "o": "iu", "an": "ian",
-    "ang": "iang", "in": "in", "ing": "ing", "ong": "iong", "u": "v", "ue": "ve",
-    "uan": "van", "un": "vn",
+    "e": "E", "an": "En", "u": "v", "ue": "ve", "uan": "van", "un": "vn",
 }  # fmt: skip
-_W_FINALS = {
-    "u": "u", "a": "ua", "o": "uo", "ai": "uai", "ei": "ui", "an": "uan",
-    "ang": "uang", "en": "un", "eng": "eng",
-}  # fmt: skip
+_W_FINALS: dict[str, str] = {}
 _ZERO_INITIAL = {"a": "AA", "e": "EE", "o": "OO"}
 _ZH_FINAL_SET = frozenset(ZH_FINALS)
 
@@ -203,26 +200,12 @@ def pinyin_to_phones(syllable: str) -> tuple[str, str]:
     return initial, final + tone
 
 
-def _third_tone_sandhi(syllables: list[str]) -> list[str]:
-    # A third tone before another third tone is read as a second tone (你好 -> ni2 hao3).
-    out = list(syllables)
-    for index in range(len(out) - 1):
-        if out[index].endswith("3") and out[index + 1].endswith("3"):
-            out[index] = out[index][:-1] + "2"
-    return out
-
-
 def mandarin_syllables(han_run: str) -> list[str]:
-    """Tone-numbered pinyin for a run of Han characters, one syllable per character."""
-    from pypinyin import Style, lazy_pinyin
+    """Tone-numbered pinyin for a run of Han characters, one syllable per character, with
+    upstream's tone changes in context (see `sandhi.py`)."""
+    from worker.training.data.sandhi import sentence_syllables
 
-    syllables = lazy_pinyin(han_run, style=Style.TONE3, neutral_tone_with_five=True)
-    if len(syllables) != len(han_run):
-        # pypinyin returns one item per character for pure Han input; guard anyway.
-        syllables = [
-            lazy_pinyin(char, style=Style.TONE3, neutral_tone_with_five=True)[0] for char in han_run
-        ]
-    return _third_tone_sandhi(syllables)
+    return sentence_syllables(han_run)
 
 
 # ---------------------------------------------------------------- English
@@ -393,9 +376,9 @@ def g2p(text: str, language: str) -> G2PResult:
                 word2ph.append(2)
                 pieces.append(char)
         elif kind == "han":
-            # Kanji, hanja and Cantonese have no phone-level front-end here: one hashed
-            # symbol per character.
-            phones += list(unit)
+            # Kanji, hanja and Cantonese have no phone-level front-end here: one `UNK`
+            # per character.
+            phones += [UNKNOWN] * len(unit)
             word2ph += [1] * len(unit)
             pieces.append(unit)
         elif kind == "kana":
@@ -419,6 +402,8 @@ def g2p(text: str, language: str) -> G2PResult:
         previous_kind = kind
     if not phones:
         raise TextError(f"no pronounceable text in {text!r}")
+    # As upstream's clean_text: a phone outside the table is written as UNK.
+    phones = [phone if is_fixed(phone) else UNKNOWN for phone in phones]
     return G2PResult(phones=phones, word2ph=word2ph, norm_text="".join(pieces))
 
 
