@@ -1,7 +1,7 @@
 """carbon audit: intensity provenance and basis, attempt restatements, signed ledger adjustments
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-01
 """
 

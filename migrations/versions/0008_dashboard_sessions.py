@@ -1,7 +1,7 @@
 """dashboard sessions: the dashboard cookie holds a server-side session id, not an API key
 
 Revision ID: 0008
-Revises: 0003
+Revises: 0007
 Create Date: 2026-12-01
 """
 

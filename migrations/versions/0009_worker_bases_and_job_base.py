@@ -1,7 +1,7 @@
 """base models: workers.bases (what a worker holds) and jobs.base (what a job needs)
 
-Revision ID: 0006
-Revises: 0003
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0006"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None

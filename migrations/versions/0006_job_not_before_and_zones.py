@@ -1,7 +1,7 @@
 """jobs.not_before (earliest start), jobs.zones and jobs.first_zone_kg_co2e (spatial shifting)
 
-Revision ID: 0009
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-revision = "0009"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
