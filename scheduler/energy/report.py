@@ -188,6 +188,22 @@ def energy_report(session: Session, job: Job, *, scheduling: Any) -> dict[str, A
         "saving_vs_run_now_kg_co2e": (counterfactual - kg) if counterfactual is not None else None,
         "duration_s": _span(closed),
         "model": _model(job),
+        "placement": _placement(job),
+    }
+
+
+def _placement(job: Job) -> dict[str, Any]:
+    """Where the job ran and, for a job that allowed several zones, what choosing that zone
+    was expected to save against its first zone (the planner's estimates, not measurements)."""
+    zones = list(job.zones or [job.zone])
+    first_kg = job.first_zone_kg_co2e
+    return {
+        "zone": job.zone,
+        "zones_allowed": zones,
+        "first_zone": zones[0],
+        "expected_saving_vs_first_zone_kg_co2e": (
+            first_kg - job.estimated_kg_co2e if first_kg is not None else None
+        ),
     }
 
 

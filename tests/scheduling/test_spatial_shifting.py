@@ -50,6 +50,14 @@ def test_a_two_zone_job_lands_in_the_cleaner_zone(client: TestClient, team_key: 
     first_zone_kg = job["estimated_kg_co2e"] + job["zone_saving_kg_co2e"]
     assert job["zone_saving_kg_co2e"] == pytest.approx(first_zone_kg * 7 / 8, rel=1e-6)
     assert "in zone CLEAN (-88 % CO2e vs DIRTY)" in job["state_reason"]
+    # The energy report names the zone chosen and the expected saving against the first.
+    placement = client.get(f"/v1/jobs/{job['id']}/energy", headers=bearer(team_key)).json()[
+        "placement"
+    ]
+    assert placement["zone"] == "CLEAN" and placement["first_zone"] == "DIRTY"
+    assert placement["expected_saving_vs_first_zone_kg_co2e"] == pytest.approx(
+        job["zone_saving_kg_co2e"]
+    )
 
 
 def test_a_full_cleaner_zone_leaves_the_job_where_it_can_run_on_time(
