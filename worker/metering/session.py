@@ -51,20 +51,39 @@ class _Sample:
     cpu_ram_watts: float | None
 
 
-def total_watts_series(samples: list[_Sample]) -> list[tuple[float, float]]:
-    """(t, GPU + CPU + RAM watts) per sample.
+def total_watts_series(
+    samples: list[_Sample], cpu_ram_kwh: float, end_t: float
+) -> list[tuple[float, float]]:
+    """(t, GPU + CPU + RAM watts) per sample, each holding until the next (the last until
+    `end_t`).
 
     CodeCarbon reports CPU/RAM power once per measurement, averaged over the interval that
     measurement closes; so each sample takes the power of the next measurement after it.
+    The host meter hands a job its last share only when the job stops, after the last
+    sample, so the CPU/RAM part is then scaled to integrate to the measured `cpu_ram_kwh`
+    (spread evenly when no measurement gave a power at all).
     """
-    series: list[tuple[float, float]] = []
-    carry = (samples[-1].cpu_ram_watts or 0.0) if samples else 0.0
+    if not samples:
+        return []
+    cpu_ram: list[float] = []
+    carry = samples[-1].cpu_ram_watts or 0.0
     for i in range(len(samples) - 1, -1, -1):
         if i + 1 < len(samples) and samples[i + 1].cpu_ram_kwh != samples[i].cpu_ram_kwh:
             carry = samples[i + 1].cpu_ram_watts or 0.0
-        series.append((samples[i].t, samples[i].gpu_watts + carry))
-    series.reverse()
-    return series
+        cpu_ram.append(carry)
+    cpu_ram.reverse()
+    spans = [
+        max((samples[i + 1].t if i + 1 < len(samples) else end_t) - samples[i].t, 0.0)
+        for i in range(len(samples))
+    ]
+    joules = sum(w * span for w, span in zip(cpu_ram, spans, strict=True))
+    target = cpu_ram_kwh * 3.6e6
+    total_span = sum(spans)
+    if joules > 0:
+        cpu_ram = [w * target / joules for w in cpu_ram]
+    elif total_span > 0:
+        cpu_ram = [target / total_span] * len(samples)
+    return [(sample.t, sample.gpu_watts + w) for sample, w in zip(samples, cpu_ram, strict=True)]
 
 
 class MeteringSession:
@@ -176,9 +195,11 @@ class MeteringSession:
             errors.append(cpu_ram.error or "CPU/RAM measurement failed")
         with self._lock:
             samples = list(self._samples)
+        cpu_ram_kwh = (cpu_ram.cpu_kwh or 0.0) + (cpu_ram.ram_kwh or 0.0)
+        series = total_watts_series(samples, cpu_ram_kwh, duration_s)
         timeline = [
             {"t": rfc3339(started_at + timedelta(seconds=t)), "watts": round(watts, 3)}
-            for t, watts in downsample(total_watts_series(samples), self._max_points)
+            for t, watts in downsample(series, self._max_points)
         ]
         gpu_names = list(dict.fromkeys(gpu.info.name for gpu in gpus))
         return {
