@@ -64,7 +64,7 @@ def test_tiny_two_stage_finetune_yields_a_downloadable_adapter(
                     "lora_rank": 4,
                     "save_every_steps": 1,
                 },
-                "max_delay_minutes": 5,
+                "max_delay_minutes": 0,
             },
             headers=bearer(key),
         )

@@ -109,7 +109,7 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str, Agen
 
 
 def submit(url: str, key: str, config: dict[str, Any]) -> str:
-    body = {"name": "burn-in", "kind": "burn-in", "config": config, "max_delay_minutes": 2}
+    body = {"name": "burn-in", "kind": "burn-in", "config": config, "max_delay_minutes": 0}
     response = httpx.post(f"{url}/v1/jobs", json=body, headers=bearer(key))
     assert response.status_code == 201, response.text
     return response.json()["id"]

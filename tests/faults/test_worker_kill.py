@@ -26,8 +26,8 @@ JOB = {
     "name": "burn-in",
     "kind": "burn-in",
     "config": {"steps": STEPS, "size": 8, "checkpoint_every": 3, "step_sleep_s": 0.1},
-    # Too tight to defer: the planner makes it ready at once, and again after a requeue.
-    "max_delay_minutes": 30,
+    # "Start now": the planner makes it ready at once, and again after a requeue.
+    "max_delay_minutes": 0,
 }
 
 

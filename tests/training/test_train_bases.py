@@ -215,7 +215,7 @@ def test_worker_with_models_runs_a_v2_job_with_upstream_features(
             "batch_size": 1,
             "save_every_steps": 1,
         },
-        "max_delay_minutes": 60,
+        "max_delay_minutes": 0,
     }
     submitted = httpx.post(f"{url}/v1/jobs", json=body, headers=bearer(key))
     assert submitted.status_code == 201, submitted.text
