@@ -369,7 +369,8 @@ def energy_tables(report: Mapping[str, Any]) -> list[Table]:
 def live_energy(
     job: Mapping[str, Any], report: Mapping[str, Any] | None = None
 ) -> dict[str, float | None]:
-    """Watts and kWh so far of a running job, from its progress or its running attempt."""
+    """Watts, kWh and kg CO2e so far of a running job: the job's `live` figures (its latest
+    heartbeat), else its progress or its running attempt."""
     progress = job.get("progress") or {}
     nested = progress.get("energy") if isinstance(progress.get("energy"), dict) else {}
     watts = progress.get("watts", nested.get("watts"))
@@ -379,7 +380,12 @@ def live_energy(
         attempt = running[-1]
         watts = attempt.get("watts", watts)
         kwh = attempt.get("kwh_so_far", kwh)
-    return {"watts": watts, "kwh_so_far": kwh}
+    live = job.get("live") or {}
+    if live.get("watts") is not None:
+        watts = live["watts"]
+    if live.get("kwh_so_far") is not None:
+        kwh = live["kwh_so_far"]
+    return {"watts": watts, "kwh_so_far": kwh, "kg_co2e_so_far": live.get("kg_co2e_so_far")}
 
 
 def progress_line(job: Mapping[str, Any], energy: Mapping[str, Any] | None = None) -> str:
@@ -399,6 +405,8 @@ def progress_line(job: Mapping[str, Any], energy: Mapping[str, Any] | None = Non
         parts.append(fmt_number(energy["watts"], "W", 1))
     if state == "running" and energy.get("kwh_so_far") is not None:
         parts.append(f"{fmt_number(energy['kwh_so_far'], 'kWh', 5)} so far")
+    if state == "running" and energy.get("kg_co2e_so_far") is not None:
+        parts.append(fmt_kg(energy["kg_co2e_so_far"]))
     return " · ".join(parts)
 
 

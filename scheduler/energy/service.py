@@ -20,7 +20,9 @@ from scheduler.energy.models import EnergyRestatement, JobAttempt
 from scheduler.errors import Conflict, NotFound
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
+from scheduler.jobs.states import JobState
 from scheduler.planning.estimate import HOST_WATTS
+from scheduler.workers.models import Worker
 
 JOULES_PER_KWH = accounting.JOULES_PER_KWH
 # CodeCarbon's RAM power floor on x86 (W), used for a RAM figure CodeCarbon could not give.
@@ -127,6 +129,41 @@ def note_heartbeat(
     watts = _number((energy or {}).get("watts"))
     if watts is not None:
         row.accounting = {**(row.accounting or {}), "last_heartbeat_watts": watts}
+
+
+def live_figures(
+    session: Session, job: Job, *, scheduling: Scheduling, now: datetime
+) -> dict[str, Any] | None:
+    """A running job's energy and emissions so far, from its heartbeats (None otherwise).
+
+    kWh so far is the worker's own figure times the zone's PUE; its kg CO2e is priced at the
+    mean intensity of the slots the attempt has run through (the attempt is priced slot by
+    slot, with its real power timeline, when it ends). Earlier attempts count as charged.
+    """
+    if job.state != JobState.RUNNING.value:
+        return None
+    row = get_attempt(session, job.id, job.attempt)
+    if row is None:
+        return None
+    pue = scheduling.settings.pue(job.zone)
+    kwh = row.kwh_so_far * pue
+    pricing = _pricing(scheduling, session, job.zone, row.started_at, max(now, row.started_at), now)
+    intensities = [slot.g_per_kwh for slot in pricing.slots.values()] if pricing else []
+    g_per_kwh = sum(intensities) / len(intensities) if intensities else FALLBACK_G_PER_KWH
+    earlier = [r for r in attempts(session, job.id) if r.attempt != job.attempt]
+    earlier_kwh = sum(r.total_kwh * attempt_pue(r) for r in earlier)
+    earlier_kg = sum(r.kg_co2e for r in earlier)
+    worker = session.get(Worker, row.worker_id) if row.worker_id else None
+    return {
+        "at": row.last_heartbeat_at,
+        "watts": (row.accounting or {}).get("last_heartbeat_watts"),
+        "gpu_watts": list(worker.gpu_watts or []) if worker is not None else [],
+        "attempt_kwh": kwh,
+        "kwh_so_far": earlier_kwh + kwh,
+        "kg_co2e_so_far": earlier_kg + kwh * g_per_kwh / 1000.0,
+        "g_per_kwh": g_per_kwh,
+        "pue": pue,
+    }
 
 
 def _number(value: Any) -> float | None:

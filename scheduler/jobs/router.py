@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from scheduler.deps import NowDep, Principal, SessionDep, UserDep
+from scheduler.energy import service as energy
 from scheduler.errors import InvalidInput
 from scheduler.jobs import service
 from scheduler.jobs.models import Job
-from scheduler.jobs.schemas import JobCreate, JobEventRead, JobPage, JobRead
+from scheduler.jobs.schemas import JobCreate, JobEventRead, JobPage, JobRead, LiveFigures
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -113,9 +114,16 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: str, session: SessionDep, principal: UserDep) -> JobRead:
-    """One job."""
-    return to_read(find_job(session, principal, job_id))
+def get_job(
+    job_id: str, request: Request, session: SessionDep, now: NowDep, principal: UserDep
+) -> JobRead:
+    """One job; while it runs, with its latest heartbeat figures (`live`)."""
+    job = find_job(session, principal, job_id)
+    read = to_read(job)
+    live = energy.live_figures(session, job, scheduling=request.app.state.scheduling, now=now)
+    if live is not None:
+        read.live = LiveFigures.model_validate(live)
+    return read
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)

@@ -186,6 +186,23 @@ class Progress(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class LiveFigures(BaseModel):
+    """A running job's latest heartbeat figures (only on `GET /v1/jobs/{id}` while it runs)."""
+
+    at: datetime | None = Field(description="When the worker last reported.")
+    watts: float | None = Field(description="Power of the job's GPUs, CPU and RAM just now.")
+    gpu_watts: list[dict[str, Any]] = Field(
+        default_factory=list, description="Per GPU of the job's worker: index, uuid, watts."
+    )
+    kwh_so_far: float = Field(description="Energy so far, all attempts, PUE included.")
+    kg_co2e_so_far: float = Field(
+        description="Emissions so far: earlier attempts as charged, this one at the mean "
+        "intensity of its slots (priced slot by slot when it ends)."
+    )
+    g_per_kwh: float
+    pue: float
+
+
 class JobRead(BaseModel):
     id: str
     team: str
@@ -219,6 +236,9 @@ class JobRead(BaseModel):
     actual_kg_co2e: float | None
     error: str | None
     cancel_requested: bool
+    live: LiveFigures | None = Field(
+        default=None, description="Running jobs, single-job reads: the latest heartbeat figures."
+    )
     not_before: datetime | None = Field(
         default=None, description="Earliest start the submission asked for, if any."
     )

@@ -146,5 +146,20 @@ def test_live_energy_prefers_the_running_attempt() -> None:
             {"outcome": "running", "kwh_so_far": 0.5, "watts": 80.0},
         ]
     }
-    assert render.live_energy(job, report) == {"watts": 80.0, "kwh_so_far": 0.5}
-    assert render.live_energy(job, None) == {"watts": None, "kwh_so_far": None}
+    assert render.live_energy(job, report) == {
+        "watts": 80.0,
+        "kwh_so_far": 0.5,
+        "kg_co2e_so_far": None,
+    }
+    assert render.live_energy(job, None) == {
+        "watts": None,
+        "kwh_so_far": None,
+        "kg_co2e_so_far": None,
+    }
+    # The job's own live figures (its latest heartbeat) win.
+    live = {**job, "live": {"watts": 120.0, "kwh_so_far": 0.7, "kg_co2e_so_far": 0.1}}
+    assert render.live_energy(live, report) == {
+        "watts": 120.0,
+        "kwh_so_far": 0.7,
+        "kg_co2e_so_far": 0.1,
+    }

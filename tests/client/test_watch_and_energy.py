@@ -64,9 +64,38 @@ def test_watch_follows_progress_to_success(
     assert lines[0].startswith("watched: ready")
     assert any("step 20/50" in line and "loss 1.25" in line and "running" in line for line in lines)
     assert any("step 50/50" in line and "loss 0.5" in line for line in lines)
+    # Live power, energy and emissions from the heartbeats, while it ran.
+    assert any(
+        "step 20/50" in line and "150 W" in line and "0.002 kWh so far" in line and "CO2e" in line
+        for line in lines
+    ), lines
     job = client.get(f"/v1/jobs/{job_id}", headers=bearer(team_key)).json()
+    assert job["live"] is None  # finished: the figures are in its energy report now
     assert lines[-1].startswith(f"{job_id} succeeded: ")
     assert f"{job['actual_kwh']:.5f}".rstrip("0") in lines[-1]
+
+
+def test_a_running_job_read_carries_its_live_figures(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    job_id = _run_soon(client, team_key)
+    worker = ProtocolWorker(client)
+    worker.claim()
+    clock.advance(seconds=30)
+    worker.call(
+        job_id,
+        "heartbeat",
+        progress={"stage": "burn-in", "step": 20, "total_steps": 50, "loss": 1.25},
+        energy={"kwh_so_far": 0.002, "watts": 150.0},
+    )
+    live = client.get(f"/v1/jobs/{job_id}", headers=bearer(team_key)).json()["live"]
+    assert live["watts"] == 150.0 and live["kwh_so_far"] == pytest.approx(0.002)
+    assert live["pue"] == 1.0 and live["g_per_kwh"] > 0
+    assert live["kg_co2e_so_far"] == pytest.approx(0.002 * live["g_per_kwh"] / 1000)
+    assert live["at"] is not None
+    # Lists stay cheap: the figures are only on the single-job read.
+    listed = client.get("/v1/jobs", headers=bearer(team_key)).json()["items"][0]
+    assert listed["live"] is None
 
 
 def test_watch_draws_a_live_bar_on_a_terminal(
