@@ -192,18 +192,30 @@ def submit(
     return job, True
 
 
-def _reserve(session: Session, job: Job, *, now: datetime) -> None:
-    counts_at = job.planned_start or now
+def _reserve(
+    session: Session,
+    job: Job,
+    *,
+    now: datetime,
+    kg: float | None = None,
+    counts_at: datetime | None = None,
+    note: str = "estimate reserved at admission",
+) -> None:
+    """Reserve `kg` (default: the job's estimate) in the period of `counts_at` (default: its
+    planned start), and remember both on the job."""
+    kg = job.estimated_kg_co2e if kg is None else kg
+    counts_at = counts_at or job.planned_start or now
     budgets.reserve(
         session,
         team_id=job.team_id,
         job_id=job.id,
-        kg=job.estimated_kg_co2e,
+        kg=kg,
         kwh=job.estimated_kwh,
         now=now,
         counts_at=counts_at,
+        note=note,
     )
-    job.reserved_kg_co2e = job.estimated_kg_co2e
+    job.reserved_kg_co2e = kg
     job.reserved_counts_at = counts_at
 
 
@@ -216,7 +228,7 @@ def move_reservation(session: Session, job: Job, *, now: datetime) -> None:
     old, new = job.reserved_counts_at, job.planned_start
     if job.reserved_kg_co2e <= 0 or old is None or new is None or _utc_day(old) == _utc_day(new):
         return
-    note = f"replanned from {old.date().isoformat()} to {new.date().isoformat()}"
+    note = f"reservation moved: replanned from {old.date()} to {new.date()}"
     budgets.release(
         session,
         team_id=job.team_id,
@@ -224,19 +236,9 @@ def move_reservation(session: Session, job: Job, *, now: datetime) -> None:
         kg=job.reserved_kg_co2e,
         now=now,
         counts_at=old,
-        note=f"reservation moved: {note}",
+        note=note,
     )
-    budgets.reserve(
-        session,
-        team_id=job.team_id,
-        job_id=job.id,
-        kg=job.reserved_kg_co2e,
-        kwh=job.estimated_kwh,
-        now=now,
-        counts_at=new,
-        note=f"reservation moved: {note}",
-    )
-    job.reserved_counts_at = new
+    _reserve(session, job, now=now, kg=job.reserved_kg_co2e, counts_at=new, note=note)
 
 
 def _utc_day(moment: datetime) -> date:
