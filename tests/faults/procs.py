@@ -18,9 +18,11 @@ from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import Engine
 
 GREENWINDOW = str(Path(sys.executable).with_name("greenwindow"))
-# Short leases and fast ticks, so a lost worker is noticed in seconds.
+# Short leases and fast ticks, so a lost worker is noticed in seconds. The lease must still
+# outlast an agent's start of metering (CodeCarbon takes a few seconds on a loaded machine)
+# before its first job heartbeat, or a healthy first attempt is reaped as lost.
 FAST_SETTINGS = {
-    "GREENWINDOW_LEASE_SECONDS": "5",
+    "GREENWINDOW_LEASE_SECONDS": "10",
     "GREENWINDOW_HEARTBEAT_SECONDS": "1",
     "GREENWINDOW_MAINTENANCE_SECONDS": "1",
     "GREENWINDOW_REPLAN_SECONDS": "1",

@@ -78,7 +78,10 @@ def test_job_survives_worker_kill(database_url: str, tmp_path: Path, point: str,
         job_id = submitted.json()["id"]
         make_ready(engine, job_id)
         first.start()
-        wait_for_kill_point(point, rng, service, key, job_id)
+        try:
+            wait_for_kill_point(point, rng, service, key, job_id)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nfirst worker:\n{first.log_tail()}") from None
         first.kill9()
         second.start()
         wait_until(
