@@ -8,6 +8,7 @@ under CI=true a missing browser fails the run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -76,6 +77,12 @@ def browser_page(live: tuple[str, Seeded]) -> Iterator[tuple[Any, list[str]]]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            # Chromium also logs a violation to the console; this keeps the directive too.
+            page.add_init_script(
+                "window.cspViolations = [];"
+                "document.addEventListener('securitypolicyviolation', e =>"
+                " window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+            )
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             yield page, errors
@@ -86,6 +93,36 @@ def browser_page(live: tuple[str, Seeded]) -> Iterator[tuple[Any, list[str]]]:
 def _points(page: Any, selector: str) -> int:
     page.wait_for_selector(f"{selector}[data-points]", timeout=10_000)
     return int(page.get_attribute(selector, "data-points"))
+
+
+def _series(page: Any, selector: str) -> list[str]:
+    """The series names a chart drew, as it recorded them and as uPlot's legend shows them."""
+    return (page.get_attribute(selector, "data-series") or "").split("|")
+
+
+def _legend(page: Any, selector: str) -> list[str]:
+    return [t.strip() for t in page.locator(f"{selector} .u-legend .u-series th").all_inner_texts()]
+
+
+def _painted(page: Any, selector: str) -> int:
+    """How many pixels of the chart's canvas are drawn on: a chart that drew nothing is 0."""
+    return int(
+        page.evaluate(
+            """(selector) => {
+                const canvas = document.querySelector(selector + " canvas");
+                const ctx = canvas.getContext("2d");
+                const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+                let painted = 0;
+                for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+                return painted;
+            }""",
+            selector,
+        )
+    )
+
+
+def _csp_violations(page: Any) -> list[str]:
+    return page.evaluate("window.cspViolations || []")
 
 
 def test_every_page_renders_its_charts_without_errors(
@@ -100,31 +137,61 @@ def test_every_page_renders_its_charts_without_errors(
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}/dashboard")
     assert _points(page, "#intensity-chart") > 40
-    assert page.locator("#intensity-chart path.line").count() == 2
-    assert page.locator("#intensity-chart rect.band").count() >= 2
+    assert _series(page, "#intensity-chart") == ["observed", "forecast"]
+    assert _legend(page, "#intensity-chart") == ["time", "observed", "forecast"]
+    assert int(page.get_attribute("#intensity-chart", "data-bands")) >= 2
+    assert _painted(page, "#intensity-chart") > 5_000
     assert _points(page, "#job-timeline") == 3  # two planned windows and one finished run
-    assert page.locator("#job-timeline rect.bar.done").count() == 1
+    assert json.loads(page.get_attribute("#job-timeline", "data-shapes")) == {
+        "planned": 2,
+        "done": 1,
+    }
+    assert _painted(page, "#job-timeline") > 1_000
     assert page.locator("#jobs-table tbody tr").count() == 3
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 
     page.goto(f"{url}/dashboard/budgets")
     assert _points(page, "#budget-chart") == 4  # actual and committed, for two teams
-    assert page.locator("#budget-chart line.mark.limit").count() == 2
-    # Burn over the period: actual, actual + committed and the limit line for each team.
-    assert page.locator("#burn-chart path.line.burn-actual").count() == 2
-    assert page.locator("#burn-chart path.line.burn-committed").count() == 2
-    assert page.locator("#burn-chart path.line.burn-limit").count() == 2
+    assert json.loads(page.get_attribute("#budget-chart", "data-marks")) == {
+        "forecast": 2,
+        "limit": 2,
+    }
+    assert _painted(page, "#budget-chart") > 1_000
+    # Burn over the period: actual and actual + committed for each team, and the limit line.
+    assert _series(page, "#burn-chart") == [
+        "alpha: actual + committed",
+        "alpha: actual",
+        "beta: actual + committed",
+        "beta: actual",
+        "limit",
+    ]
+    assert _painted(page, "#burn-chart") > 1_000
     page.screenshot(path=str(tmp_path / "budgets.png"), full_page=True)
 
     page.goto(f"{url}/dashboard/jobs/{seeded.jobs['alpha-urgent']}")
     assert _points(page, "#power-chart") == 24
     assert _points(page, "#job-intensity-chart") == 24
     assert _points(page, "#energy-chart") == 3
-    assert page.locator("#power-chart path.line").count() == 1
+    assert _series(page, "#energy-chart") == ["gpu", "cpu", "ram"]
+    assert _painted(page, "#power-chart") > 5_000
+    # A finished job has nothing live to poll.
+    assert page.locator("#live").count() == 0
     page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
 
     assert errors == []
+    assert _csp_violations(page) == []
     assert all((tmp_path / name).stat().st_size > 10_000 for name in ("overview.png", "job.png"))
+
+
+def test_the_gwchart_library_is_gone_and_uplot_is_served_with_its_licence(
+    live: tuple[str, Seeded],
+) -> None:
+    url, _ = live
+    with httpx.Client(base_url=url) as client:
+        assert client.get("/dashboard/static/gwchart.js").status_code == 404
+        script = client.get("/dashboard/static/uPlot.iife.min.js")
+        assert script.status_code == 200 and "uPlot" in script.text
+        assert "MIT License" in client.get("/dashboard/static/uPlot.LICENSE").text
 
 
 def test_a_team_key_opens_that_teams_view(
