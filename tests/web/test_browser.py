@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, serve_in_thread
-from web_seed import Seeded, seed
+from web_seed import Seeded, heartbeat, report, seed, start_running_job
 
 from scheduler.app import create_app
 from scheduler.settings import Settings
@@ -33,6 +33,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def _expect() -> Any:
+    from playwright.sync_api import expect
+
+    return expect
 
 
 def _require_browser() -> Any:
@@ -51,8 +57,13 @@ def _require_browser() -> Any:
 
 
 @pytest.fixture
-def live(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[str, Seeded]]:
-    """A real uvicorn server on a seeded SQLite database."""
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def live(tmp_path: Path, sqlite_template: Path, clock: FakeClock) -> Iterator[tuple[str, Seeded]]:
+    """A real uvicorn server on a seeded SQLite database, on the test's clock."""
     database = tmp_path / "greenwindow.db"
     shutil.copy(sqlite_template, database)
     settings = Settings(
@@ -61,7 +72,6 @@ def live(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[str, Seeded]]:
         admin_token=ADMIN_TOKEN,
         worker_token=WORKER_TOKEN,
     )
-    clock = FakeClock()
     with serve_in_thread(create_app(settings, clock=clock, run_ticks=False)) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             seeded = seed(client, clock())
@@ -215,3 +225,58 @@ def test_a_team_key_opens_that_teams_view(
     page.goto(f"{url}/dashboard")
     assert page.url.startswith(f"{url}/dashboard/login")
     assert errors == []
+
+
+def test_a_running_jobs_page_follows_its_heartbeats_without_a_reload(
+    live: tuple[str, Seeded], browser_page: tuple[Any, list[str]], clock: FakeClock, tmp_path: Path
+) -> None:
+    url, seeded = live
+    page, errors = browser_page
+    expect = _expect()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        running = start_running_job(client, seeded.keys["alpha"])
+        heartbeat(client, running, step=3, watts=180.0, kwh_so_far=0.001)
+
+        page.goto(f"{url}/dashboard/jobs/{running.job_id}")
+        page.fill("#token", seeded.keys["alpha"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{url}/dashboard/jobs/{running.job_id}")
+        assert page.inner_text('#live [data-live="step"]') == "3"
+        assert page.inner_text('#live [data-live="watts"]') == "180 W"
+        assert page.get_attribute("#job-progress", "max") == "50"
+        assert _points(page, "#power-chart") == 1  # the heartbeat's reading
+        page.evaluate("window.sameDocument = true")
+
+        clock.advance(seconds=30)
+        heartbeat(
+            client,
+            running,
+            step=9,
+            watts=240.0,
+            kwh_so_far=0.003,
+            events=[{"type": "warning", "message": "loss is not finite at step 8"}],
+        )
+        # Playwright's own waiting runs outside the page, so the page's CSP does not apply.
+        expect(page.locator('#live [data-live="step"]')).to_have_text("9", timeout=20_000)
+        # Updated in place: the page was not reloaded.
+        assert page.evaluate("window.sameDocument") is True
+        assert page.inner_text('#live [data-live="watts"]') == "240 W"
+        assert page.evaluate("document.getElementById('job-progress').value") == 9
+        assert "kWh" in page.inner_text('#live [data-live="kwh"]')
+        assert "loss is not finite at step 8" in page.inner_text("#warnings")
+        assert _points(page, "#power-chart") == 2  # the new reading appended to the chart
+        assert _painted(page, "#power-chart") > 1_000
+        page.screenshot(path=str(tmp_path / "running.png"), full_page=True)
+
+        # When the job ends, the page shows its final report and stops polling.
+        clock.advance(seconds=30)
+        done = client.post(
+            f"/v1/workers/{running.worker_id}/jobs/{running.job_id}/complete",
+            json={**running.fence, "energy": report(clock(), 60, 200.0), "result": {}},
+            headers=running.headers,
+        )
+        assert done.status_code == 200, done.text
+        expect(page.locator("#live")).to_have_count(0, timeout=20_000)
+        assert "succeeded" in page.inner_text("h1")
+    assert errors == []
+    assert _csp_violations(page) == []

@@ -136,7 +136,23 @@
     };
   }
 
+  /* 24-hour UTC tick labels, with the date under the first tick and wherever the day turns. */
+  function timeValues(u, splits, axisIdx, space, incr) {
+    var previous = null;
+    return splits.map(function (s, i) {
+      var d = new Date(s * 1000);
+      var date = pad2(d.getUTCMonth() + 1) + "-" + pad2(d.getUTCDate());
+      if (incr >= 86400) return date;
+      var time = pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes());
+      if (incr < 60) time += ":" + pad2(d.getUTCSeconds());
+      var label = i === 0 || date !== previous ? time + "\n" + date : time;
+      previous = date;
+      return label;
+    });
+  }
+
   var timeAxis = {
+    values: timeValues,
     stroke: "#5f6f65",
     grid: { stroke: "#edf1ee", width: 1 },
     ticks: { stroke: "#b8c4bc", width: 1 },
@@ -179,7 +195,7 @@
           return [low, high + (high - low) * 0.08];
         } },
       },
-      axes: [timeAxis, valueAxis(spec.yLabel)],
+      axes: [timeAxis, valueAxis(spec.yLabel, spec.axisSize)],
       series: [{ label: "time", value: function (u, v) { return v === null ? "—" : timeLabel(v * 1000, true) + "Z"; } }].concat(
         series.map(function (s) {
           var stroke = colour(s.color);
@@ -191,7 +207,7 @@
             fill: s.fill ? colour(s.fill) : undefined,
             spanGaps: true,
             paths: s.step ? uPlot.paths.stepped({ align: 1 }) : undefined,
-            points: { show: s.points.length < 3 },
+            points: { show: s.points.length === 1 },
             value: function (u, v) { return v === null ? "—" : formatValue(v); },
           };
         })
@@ -288,7 +304,8 @@
         y: { range: [0, n] },
       },
       axes: [timeAxis, {
-        size: spec.labelWidth || 170,
+        size: spec.labelWidth || 140,
+        font: "11px system-ui, sans-serif",
         stroke: "#1d2a22",
         grid: { show: false },
         ticks: { show: false },
@@ -296,7 +313,7 @@
         values: function (u, splits) {
           return splits.map(function (s) {
             var label = rows[n - 1 - Math.floor(s)].label;
-            return label.length > 26 ? label.slice(0, 25) + "…" : label;
+            return label.length > 20 ? label.slice(0, 19) + "…" : label;
           });
         },
       }],
@@ -346,6 +363,8 @@
     var highest = 0;
     columns.forEach(function (col) { col.forEach(function (v) { if (v > highest) highest = v; }); });
     marks.forEach(function (m) { if (m.value > highest) highest = m.value; });
+    // All zero (nothing measured yet) draws no bars worth reading.
+    if (!(highest > 0)) return empty(el, spec.empty);
     function drawMarks(u) {
       clipped(u, function (ctx) {
         var half = Math.max((u.valToPos(1, "x", true) - u.valToPos(0, "x", true)) * 0.36, 4);

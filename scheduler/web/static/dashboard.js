@@ -95,6 +95,8 @@
       xRange: range,
       yLabel: "g CO2e/kWh",
       height: 260,
+      // As wide as the lane labels below, so bars line up with the hours above them.
+      axisSize: 140,
       sync: "overview",
       empty: "no carbon signal for this zone",
     });
@@ -231,6 +233,7 @@
     var kwh = view.energy.kwh;
     Charts.bars(document.getElementById("energy-chart"), {
       unit: "kWh",
+      empty: "no energy measured yet",
       category: "component",
       height: 170,
       rows: [["gpu", "--amber"], ["cpu", "--blue"], ["ram", "--ram"]].map(function (part) {
@@ -406,6 +409,8 @@
           if (reading) {
             var chart = document.getElementById("power-chart");
             if (!chart.chart || !Charts.appendPoint(chart, 1, reading[0], reading[1])) drawJob(view);
+            var note = document.getElementById("power-empty");
+            if (note) note.hidden = true;
           }
           if (live.state !== view.job.state) {
             // A new state brings new facts (start, attempts, the final energy report).
