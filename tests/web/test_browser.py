@@ -280,3 +280,54 @@ def test_a_running_jobs_page_follows_its_heartbeats_without_a_reload(
         assert "succeeded" in page.inner_text("h1")
     assert errors == []
     assert _csp_violations(page) == []
+
+
+def test_live_telemetry_of_any_shape_is_drawn_as_text(
+    live: tuple[str, Seeded], browser_page: tuple[Any, list[str]]
+) -> None:
+    """The page draws whatever telemetry a job read carries, per GPU or not. The live answer
+    is rewritten in flight here to a worker's hostile, odd-shaped telemetry: nothing in it may
+    become markup, and the page must keep working."""
+    url, seeded = live
+    page, errors = browser_page
+    hostile = "<img src=x onerror=alert(1)>"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        running = start_running_job(client, seeded.keys["alpha"])
+        heartbeat(client, running, step=4, watts=300.0, kwh_so_far=0.002)
+
+    def with_telemetry(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["telemetry"] = {
+            "step_time_s": 0.412,
+            "grad_norm": 3.5,
+            "note": hostile,
+            "gpus": [
+                {"index": 0, "util_percent": 97, "mem_used_mib": 20480, "temp_c": 71, "watts": 288},
+                {"index": 1, "util_percent": 12, "name": hostile},
+            ],
+            "host": {"load": 1.5},
+            "odd": [1, 2, 3],
+        }
+        body["live"]["gpu_watts"] = [{"index": 0, "watts": 288.0}, {"index": 1, "watts": 61.5}]
+        route.fulfill(response=answer, json=body)
+
+    page.route("**/dashboard/api/jobs/*/live", with_telemetry)
+    page.goto(f"{url}/dashboard/jobs/{running.job_id}")
+    page.fill("#token", seeded.keys["alpha"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/dashboard/jobs/{running.job_id}")
+    _expect()(page.locator("table.telemetry[data-telemetry='gpus'] tbody tr")).to_have_count(
+        2, timeout=20_000
+    )
+    headers = page.locator("table.telemetry th").all_text_contents()
+    assert headers[:5] == ["index", "util percent", "mem used mib", "temp c", "watts"]
+    assert "name" in headers
+    assert page.inner_text("[data-telemetry='step_time_s']") == "0.41"
+    assert page.inner_text("[data-telemetry='host.load']") == "1.5"
+    assert page.inner_text("[data-telemetry='odd']") == "[1,2,3]"
+    assert page.inner_text("[data-telemetry='note']") == hostile  # shown as text
+    assert page.locator("#telemetry img").count() == 0
+    assert page.inner_text('#live [data-live="gpu-watts"]') == "GPU 0: 288 W · GPU 1: 62 W"
+    assert errors == []
+    assert _csp_violations(page) == []
