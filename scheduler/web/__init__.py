@@ -1,4 +1,5 @@
-"""The operator dashboard: server-rendered pages, their JSON data and a small SVG chart library."""
+"""The operator dashboard: server-rendered pages, their JSON data, and charts drawn with the
+vendored uPlot (static/VENDORED.md)."""
 
 from __future__ import annotations
 

@@ -17,11 +17,14 @@ from scheduler.budgets import service as budgets
 from scheduler.budgets.schemas import Threshold
 from scheduler.carbon.router import get_forecast
 from scheduler.deps import Principal
+from scheduler.energy import service as energy
 from scheduler.energy.report import energy_report
 from scheduler.errors import NotFound
 from scheduler.jobs import service as jobs
+from scheduler.jobs.models import Job
 from scheduler.jobs.router import to_read
-from scheduler.jobs.schemas import JobEventRead
+from scheduler.jobs.schemas import JobEventRead, LiveFigures
+from scheduler.jobs.states import TERMINAL
 from scheduler.teams.models import Team
 from scheduler.teams.service import list_teams
 
@@ -30,6 +33,9 @@ OVERVIEW_JOBS = 100
 # Jobs drawn on the timeline: those that hold or use a window, and those that ran.
 TIMELINE_STATES = frozenset({"scheduled", "ready", "running", "paused"})
 RAN_STATES = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_STATES = frozenset(state.value for state in TERMINAL)
+# Warnings shown on a job page: the newest few, so a chatty worker cannot grow each poll.
+LIVE_WARNINGS = 5
 
 
 def team_scope(principal: Principal) -> str | None:
@@ -131,12 +137,77 @@ def budget_overview(session: Session, principal: Principal, *, now: datetime) ->
 
 
 def job_detail(
-    request: Request, session: Session, principal: Principal, job_id: str
+    request: Request, session: Session, principal: Principal, job_id: str, *, now: datetime
 ) -> dict[str, Any]:
-    """One job, its energy report and its events; another team's job is NotFound."""
+    """One job, its energy report, its events and its live figures; another team's job is
+    NotFound."""
     job = jobs.get_job(session, job_id, team_id=team_scope(principal))
     report = energy_report(session, job, scheduling=request.app.state.scheduling)
     events = [
         JobEventRead.model_validate(e, from_attributes=True) for e in jobs.events(session, job)
     ]
-    return jsonable_encoder({"job": to_read(job), "energy": report, "events": events})
+    return jsonable_encoder(
+        {
+            "job": to_read(job),
+            "energy": report,
+            "events": events,
+            "live": _live(request, session, job, events, now=now),
+        }
+    )
+
+
+def job_live(
+    request: Request, session: Session, principal: Principal, job_id: str, *, now: datetime
+) -> dict[str, Any]:
+    """What the job page refreshes while the job runs: state, progress, the heartbeat's
+    figures, telemetry and the latest warnings. Another team's job is NotFound."""
+    job = jobs.get_job(session, job_id, team_id=team_scope(principal))
+    events = [
+        JobEventRead.model_validate(e, from_attributes=True) for e in jobs.events(session, job)
+    ]
+    return jsonable_encoder(_live(request, session, job, events, now=now))
+
+
+def _live(
+    request: Request, session: Session, job: Job, events: list[JobEventRead], *, now: datetime
+) -> dict[str, Any]:
+    read = to_read(job)
+    figures = energy.live_figures(session, job, scheduling=request.app.state.scheduling, now=now)
+    progress = read.progress.model_dump() if read.progress is not None else None
+    return {
+        "id": read.id,
+        "state": read.state,
+        "state_reason": read.state_reason,
+        "terminal": read.state in TERMINAL_STATES,
+        "started_at": read.started_at,
+        "finished_at": read.finished_at,
+        "progress": progress,
+        "max_steps": _max_steps(progress, read.config),
+        "live": LiveFigures.model_validate(figures).model_dump() if figures else None,
+        # Per-GPU utilisation, memory, temperature, step time...: passed on as the job read
+        # carries it, for the page to draw whatever is present.
+        "telemetry": getattr(read, "telemetry", None) or getattr(job, "telemetry", None),
+        "warnings": _warnings(events)[-LIVE_WARNINGS:],
+        "actual_kwh": read.actual_kwh,
+        "actual_kg_co2e": read.actual_kg_co2e,
+    }
+
+
+def _max_steps(progress: dict[str, Any] | None, config: dict[str, Any]) -> int | None:
+    """The step count the progress bar fills to: the worker's total, else the config's."""
+    candidates = ((progress or {}).get("total_steps"), config.get("max_steps"), config.get("steps"))
+    for value in candidates:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return None
+
+
+def _warnings(events: list[JobEventRead]) -> list[JobEventRead]:
+    """Events that warn: of kind `warning`, or a worker's `warning` event."""
+    found = []
+    for event in events:
+        data = event.data or {}
+        kind = getattr(event, "kind", None) or data.get("kind") or data.get("type")
+        if kind == "warning" or event.reason.startswith("worker warning:"):
+            found.append(event)
+    return found

@@ -219,7 +219,7 @@ def job_page(job_id: str, request: Request, session: SessionDep, now: NowDep) ->
     if isinstance(viewer, Response):
         return viewer
     try:
-        view = data.job_detail(request, session, viewer, job_id)
+        view = data.job_detail(request, session, viewer, job_id, now=now)
     except NotFound:
         return _page(
             request,
@@ -271,5 +271,16 @@ def job_data(job_id: str, request: Request, session: SessionDep, now: NowDep) ->
     viewer = _api_viewer(request, session, now)
     if isinstance(viewer, Response):
         return viewer
-    view = data.job_detail(request, session, viewer, job_id)
+    view = data.job_detail(request, session, viewer, job_id, now=now)
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/jobs/{job_id}/live")
+def job_live_data(job_id: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+    """The job page's live figures (state, progress, watts, kWh and CO2e so far, telemetry,
+    warnings), polled while the job runs. A GET that changes nothing, so no CSRF token."""
+    viewer = _api_viewer(request, session, now)
+    if isinstance(viewer, Response):
+        return viewer
+    view = data.job_live(request, session, viewer, job_id, now=now)
     return JSONResponse(view, headers={"Cache-Control": "no-store"})

@@ -8,6 +8,7 @@ under CI=true a missing browser fails the run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, serve_in_thread
-from web_seed import Seeded, seed
+from web_seed import Seeded, heartbeat, report, seed, start_running_job
 
 from scheduler.app import create_app
 from scheduler.settings import Settings
@@ -32,6 +33,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def _expect() -> Any:
+    from playwright.sync_api import expect
+
+    return expect
 
 
 def _require_browser() -> Any:
@@ -50,8 +57,13 @@ def _require_browser() -> Any:
 
 
 @pytest.fixture
-def live(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[str, Seeded]]:
-    """A real uvicorn server on a seeded SQLite database."""
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def live(tmp_path: Path, sqlite_template: Path, clock: FakeClock) -> Iterator[tuple[str, Seeded]]:
+    """A real uvicorn server on a seeded SQLite database, on the test's clock."""
     database = tmp_path / "greenwindow.db"
     shutil.copy(sqlite_template, database)
     settings = Settings(
@@ -60,7 +72,6 @@ def live(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[str, Seeded]]:
         admin_token=ADMIN_TOKEN,
         worker_token=WORKER_TOKEN,
     )
-    clock = FakeClock()
     with serve_in_thread(create_app(settings, clock=clock, run_ticks=False)) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             seeded = seed(client, clock())
@@ -76,6 +87,12 @@ def browser_page(live: tuple[str, Seeded]) -> Iterator[tuple[Any, list[str]]]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            # Chromium also logs a violation to the console; this keeps the directive too.
+            page.add_init_script(
+                "window.cspViolations = [];"
+                "document.addEventListener('securitypolicyviolation', e =>"
+                " window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+            )
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             yield page, errors
@@ -86,6 +103,36 @@ def browser_page(live: tuple[str, Seeded]) -> Iterator[tuple[Any, list[str]]]:
 def _points(page: Any, selector: str) -> int:
     page.wait_for_selector(f"{selector}[data-points]", timeout=10_000)
     return int(page.get_attribute(selector, "data-points"))
+
+
+def _series(page: Any, selector: str) -> list[str]:
+    """The series names a chart drew, as it recorded them and as uPlot's legend shows them."""
+    return (page.get_attribute(selector, "data-series") or "").split("|")
+
+
+def _legend(page: Any, selector: str) -> list[str]:
+    return [t.strip() for t in page.locator(f"{selector} .u-legend .u-series th").all_inner_texts()]
+
+
+def _painted(page: Any, selector: str) -> int:
+    """How many pixels of the chart's canvas are drawn on: a chart that drew nothing is 0."""
+    return int(
+        page.evaluate(
+            """(selector) => {
+                const canvas = document.querySelector(selector + " canvas");
+                const ctx = canvas.getContext("2d");
+                const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+                let painted = 0;
+                for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+                return painted;
+            }""",
+            selector,
+        )
+    )
+
+
+def _csp_violations(page: Any) -> list[str]:
+    return page.evaluate("window.cspViolations || []")
 
 
 def test_every_page_renders_its_charts_without_errors(
@@ -100,31 +147,61 @@ def test_every_page_renders_its_charts_without_errors(
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}/dashboard")
     assert _points(page, "#intensity-chart") > 40
-    assert page.locator("#intensity-chart path.line").count() == 2
-    assert page.locator("#intensity-chart rect.band").count() >= 2
+    assert _series(page, "#intensity-chart") == ["observed", "forecast"]
+    assert _legend(page, "#intensity-chart") == ["time", "observed", "forecast"]
+    assert int(page.get_attribute("#intensity-chart", "data-bands")) >= 2
+    assert _painted(page, "#intensity-chart") > 5_000
     assert _points(page, "#job-timeline") == 3  # two planned windows and one finished run
-    assert page.locator("#job-timeline rect.bar.done").count() == 1
+    assert json.loads(page.get_attribute("#job-timeline", "data-shapes")) == {
+        "planned": 2,
+        "done": 1,
+    }
+    assert _painted(page, "#job-timeline") > 1_000
     assert page.locator("#jobs-table tbody tr").count() == 3
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 
     page.goto(f"{url}/dashboard/budgets")
     assert _points(page, "#budget-chart") == 4  # actual and committed, for two teams
-    assert page.locator("#budget-chart line.mark.limit").count() == 2
-    # Burn over the period: actual, actual + committed and the limit line for each team.
-    assert page.locator("#burn-chart path.line.burn-actual").count() == 2
-    assert page.locator("#burn-chart path.line.burn-committed").count() == 2
-    assert page.locator("#burn-chart path.line.burn-limit").count() == 2
+    assert json.loads(page.get_attribute("#budget-chart", "data-marks")) == {
+        "forecast": 2,
+        "limit": 2,
+    }
+    assert _painted(page, "#budget-chart") > 1_000
+    # Burn over the period: actual and actual + committed for each team, and the limit line.
+    assert _series(page, "#burn-chart") == [
+        "alpha: actual + committed",
+        "alpha: actual",
+        "beta: actual + committed",
+        "beta: actual",
+        "limit",
+    ]
+    assert _painted(page, "#burn-chart") > 1_000
     page.screenshot(path=str(tmp_path / "budgets.png"), full_page=True)
 
     page.goto(f"{url}/dashboard/jobs/{seeded.jobs['alpha-urgent']}")
     assert _points(page, "#power-chart") == 24
     assert _points(page, "#job-intensity-chart") == 24
     assert _points(page, "#energy-chart") == 3
-    assert page.locator("#power-chart path.line").count() == 1
+    assert _series(page, "#energy-chart") == ["gpu", "cpu", "ram"]
+    assert _painted(page, "#power-chart") > 5_000
+    # A finished job has nothing live to poll.
+    assert page.locator("#live").count() == 0
     page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
 
     assert errors == []
+    assert _csp_violations(page) == []
     assert all((tmp_path / name).stat().st_size > 10_000 for name in ("overview.png", "job.png"))
+
+
+def test_the_gwchart_library_is_gone_and_uplot_is_served_with_its_licence(
+    live: tuple[str, Seeded],
+) -> None:
+    url, _ = live
+    with httpx.Client(base_url=url) as client:
+        assert client.get("/dashboard/static/gwchart.js").status_code == 404
+        script = client.get("/dashboard/static/uPlot.iife.min.js")
+        assert script.status_code == 200 and "uPlot" in script.text
+        assert "MIT License" in client.get("/dashboard/static/uPlot.LICENSE").text
 
 
 def test_a_team_key_opens_that_teams_view(
@@ -148,3 +225,109 @@ def test_a_team_key_opens_that_teams_view(
     page.goto(f"{url}/dashboard")
     assert page.url.startswith(f"{url}/dashboard/login")
     assert errors == []
+
+
+def test_a_running_jobs_page_follows_its_heartbeats_without_a_reload(
+    live: tuple[str, Seeded], browser_page: tuple[Any, list[str]], clock: FakeClock, tmp_path: Path
+) -> None:
+    url, seeded = live
+    page, errors = browser_page
+    expect = _expect()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        running = start_running_job(client, seeded.keys["alpha"])
+        heartbeat(client, running, step=3, watts=180.0, kwh_so_far=0.001)
+
+        page.goto(f"{url}/dashboard/jobs/{running.job_id}")
+        page.fill("#token", seeded.keys["alpha"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{url}/dashboard/jobs/{running.job_id}")
+        assert page.inner_text('#live [data-live="step"]') == "3"
+        assert page.inner_text('#live [data-live="watts"]') == "180 W"
+        assert page.get_attribute("#job-progress", "max") == "50"
+        assert _points(page, "#power-chart") == 1  # the heartbeat's reading
+        page.evaluate("window.sameDocument = true")
+
+        clock.advance(seconds=30)
+        heartbeat(
+            client,
+            running,
+            step=9,
+            watts=240.0,
+            kwh_so_far=0.003,
+            events=[{"type": "warning", "message": "loss is not finite at step 8"}],
+        )
+        # Playwright's own waiting runs outside the page, so the page's CSP does not apply.
+        expect(page.locator('#live [data-live="step"]')).to_have_text("9", timeout=20_000)
+        # Updated in place: the page was not reloaded.
+        assert page.evaluate("window.sameDocument") is True
+        assert page.inner_text('#live [data-live="watts"]') == "240 W"
+        assert page.evaluate("document.getElementById('job-progress').value") == 9
+        assert "kWh" in page.inner_text('#live [data-live="kwh"]')
+        assert "loss is not finite at step 8" in page.inner_text("#warnings")
+        assert _points(page, "#power-chart") == 2  # the new reading appended to the chart
+        assert _painted(page, "#power-chart") > 1_000
+        page.screenshot(path=str(tmp_path / "running.png"), full_page=True)
+
+        # When the job ends, the page shows its final report and stops polling.
+        clock.advance(seconds=30)
+        done = client.post(
+            f"/v1/workers/{running.worker_id}/jobs/{running.job_id}/complete",
+            json={**running.fence, "energy": report(clock(), 60, 200.0), "result": {}},
+            headers=running.headers,
+        )
+        assert done.status_code == 200, done.text
+        expect(page.locator("#live")).to_have_count(0, timeout=20_000)
+        assert "succeeded" in page.inner_text("h1")
+    assert errors == []
+    assert _csp_violations(page) == []
+
+
+def test_live_telemetry_of_any_shape_is_drawn_as_text(
+    live: tuple[str, Seeded], browser_page: tuple[Any, list[str]]
+) -> None:
+    """The page draws whatever telemetry a job read carries, per GPU or not. The live answer
+    is rewritten in flight here to a worker's hostile, odd-shaped telemetry: nothing in it may
+    become markup, and the page must keep working."""
+    url, seeded = live
+    page, errors = browser_page
+    hostile = "<img src=x onerror=alert(1)>"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        running = start_running_job(client, seeded.keys["alpha"])
+        heartbeat(client, running, step=4, watts=300.0, kwh_so_far=0.002)
+
+    def with_telemetry(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["telemetry"] = {
+            "step_time_s": 0.412,
+            "grad_norm": 3.5,
+            "note": hostile,
+            "gpus": [
+                {"index": 0, "util_percent": 97, "mem_used_mib": 20480, "temp_c": 71, "watts": 288},
+                {"index": 1, "util_percent": 12, "name": hostile},
+            ],
+            "host": {"load": 1.5},
+            "odd": [1, 2, 3],
+        }
+        body["live"]["gpu_watts"] = [{"index": 0, "watts": 288.0}, {"index": 1, "watts": 61.5}]
+        route.fulfill(response=answer, json=body)
+
+    page.route("**/dashboard/api/jobs/*/live", with_telemetry)
+    page.goto(f"{url}/dashboard/jobs/{running.job_id}")
+    page.fill("#token", seeded.keys["alpha"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/dashboard/jobs/{running.job_id}")
+    _expect()(page.locator("table.telemetry[data-telemetry='gpus'] tbody tr")).to_have_count(
+        2, timeout=20_000
+    )
+    headers = page.locator("table.telemetry th").all_text_contents()
+    assert headers[:5] == ["index", "util percent", "mem used mib", "temp c", "watts"]
+    assert "name" in headers
+    assert page.inner_text("[data-telemetry='step_time_s']") == "0.41"
+    assert page.inner_text("[data-telemetry='host.load']") == "1.5"
+    assert page.inner_text("[data-telemetry='odd']") == "[1,2,3]"
+    assert page.inner_text("[data-telemetry='note']") == hostile  # shown as text
+    assert page.locator("#telemetry img").count() == 0
+    assert page.inner_text('#live [data-live="gpu-watts"]') == "GPU 0: 288 W · GPU 1: 62 W"
+    assert errors == []
+    assert _csp_violations(page) == []

@@ -7,7 +7,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer
-from web_seed import Seeded, seed
+from web_seed import Seeded, heartbeat, seed, start_running_job
 
 from scheduler.web.auth import COOKIE_NAME
 from scheduler.web.format import fmt_co2e, fmt_number
@@ -51,7 +51,9 @@ def test_pages_without_a_token_go_to_the_login_form(client: TestClient, path: st
     assert "page-data" not in form.text
 
 
-@pytest.mark.parametrize("path", ["/dashboard/api/overview", "/dashboard/api/budgets"])
+@pytest.mark.parametrize(
+    "path", ["/dashboard/api/overview", "/dashboard/api/budgets", "/dashboard/api/jobs/x/live"]
+)
 def test_json_without_a_cookie_is_401(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 401
 
@@ -217,3 +219,64 @@ def test_embedded_data_cannot_close_its_script_tag(client: TestClient) -> None:
     page = client.get("/dashboard").text
     assert hostile not in page
     assert page.count("</script>") == page.count("<script")
+
+
+def test_live_figures_need_a_session_and_stay_in_the_team(
+    client: TestClient, seeded: Seeded
+) -> None:
+    running = start_running_job(client, seeded.keys["alpha"])
+    assert client.get(f"/dashboard/api/jobs/{running.job_id}/live").status_code == 401
+    sign_in(client, seeded.keys["beta"])
+    assert client.get(f"/dashboard/api/jobs/{running.job_id}/live").status_code == 404
+    assert client.get(f"/dashboard/api/jobs/{seeded.jobs['beta-nightly']}/live").status_code == 200
+
+
+def test_live_figures_follow_the_heartbeats_as_the_api_reports_them(
+    client: TestClient, seeded: Seeded
+) -> None:
+    running = start_running_job(client, seeded.keys["alpha"])
+    sign_in(client, seeded.keys["alpha"])
+    before = client.get(f"/dashboard/api/jobs/{running.job_id}/live").json()
+    assert before["state"] == "running" and before["terminal"] is False
+    assert before["max_steps"] == 50  # from the config until the worker reports its total
+    assert before["warnings"] == []
+
+    heartbeat(
+        client,
+        running,
+        step=7,
+        watts=212.5,
+        kwh_so_far=0.004,
+        events=[
+            {"type": "warning", "message": "grad norm 812 at step 7"},
+            {"type": "resumed", "message": "from step 5"},
+        ],
+    )
+    live = client.get(f"/dashboard/api/jobs/{running.job_id}/live")
+    assert live.headers["cache-control"] == "no-store"
+    view = live.json()
+    api = client.get(f"/v1/jobs/{running.job_id}", headers=bearer(seeded.keys["alpha"])).json()
+    assert view["progress"]["step"] == api["progress"]["step"] == 7
+    assert view["progress"]["total_steps"] == 50 and view["max_steps"] == 50
+    assert view["live"]["watts"] == api["live"]["watts"] == 212.5
+    assert view["live"]["kwh_so_far"] == pytest.approx(api["live"]["kwh_so_far"])
+    assert view["live"]["kg_co2e_so_far"] == pytest.approx(api["live"]["kg_co2e_so_far"])
+    # The worker's figure times the zone's PUE.
+    assert view["live"]["kwh_so_far"] == pytest.approx(0.004 * view["live"]["pue"])
+    # Only the warning is listed, not the other worker event.
+    assert [w["reason"] for w in view["warnings"]] == ["worker warning: grad norm 812 at step 7"]
+
+    # The page renders the same figures for a browser without scripts.
+    page = client.get(f"/dashboard/jobs/{running.job_id}").text
+    assert '<b data-live="step">7</b>' in page
+    assert f'data-live="watts">{fmt_number(212.5)} W<' in page
+    assert '<progress id="job-progress" max="50" value="7">' in page
+
+
+def test_a_finished_job_has_no_live_figures(client: TestClient, seeded: Seeded) -> None:
+    sign_in(client, ADMIN_TOKEN)
+    view = client.get(f"/dashboard/api/jobs/{seeded.jobs['alpha-urgent']}/live").json()
+    assert view["state"] == "succeeded" and view["terminal"] is True
+    assert view["live"] is None
+    assert view["actual_kg_co2e"] is not None
+    assert 'id="live"' not in client.get(f"/dashboard/jobs/{seeded.jobs['alpha-urgent']}").text

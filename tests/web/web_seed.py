@@ -106,3 +106,58 @@ def seed(client: Client, now: datetime, *, run: bool = True) -> Seeded:
         assert answer.status_code == 201, answer.text
         jobs[name] = answer.json()["id"]
     return Seeded(keys, jobs)
+
+
+@dataclass
+class RunningJob:
+    """A job claimed by a worker and not finished: what its heartbeats need."""
+
+    job_id: str
+    worker_id: str
+    headers: dict[str, str]
+    fence: dict[str, Any]
+
+
+def start_running_job(client: Client, team_key: str, name: str = "alpha-live") -> RunningJob:
+    """Submit a job that is ready at once and have a new worker claim it."""
+    submitted = client.post(
+        "/v1/jobs",
+        json=burn_in_job(name=name, max_delay_minutes=20, config={"steps": 50}),
+        headers=bearer(team_key),
+    )
+    assert submitted.status_code == 201, submitted.text
+    assert submitted.json()["state"] == "ready", submitted.json()
+    body = {"host": "web-live", "zone": "ES", "gpus": [], "cpu_only": True, "version": "t"}
+    registered = client.post("/v1/workers/register", json=body, headers=bearer(WORKER_TOKEN))
+    assert registered.status_code == 201, registered.text
+    worker = registered.json()
+    headers = bearer(worker["token"])
+    claimed = client.post(f"/v1/workers/{worker['worker_id']}/claim", json={}, headers=headers)
+    assert claimed.status_code == 200, claimed.text
+    claim = claimed.json()
+    assert claim["job"]["id"] == submitted.json()["id"]
+    fence = {"attempt": claim["attempt"], "lease_token": claim["lease_token"]}
+    return RunningJob(claim["job"]["id"], worker["worker_id"], headers, fence)
+
+
+def heartbeat(
+    client: Client,
+    running: RunningJob,
+    *,
+    step: int,
+    watts: float,
+    kwh_so_far: float,
+    events: list[dict[str, str]] | None = None,
+) -> None:
+    """One job heartbeat as the worker sends it: progress, energy so far, events."""
+    answer = client.post(
+        f"/v1/workers/{running.worker_id}/jobs/{running.job_id}/heartbeat",
+        json={
+            **running.fence,
+            "progress": {"stage": "burn-in", "step": step, "total_steps": 50, "loss": 1.0 / step},
+            "energy": {"kwh_so_far": kwh_so_far, "watts": watts},
+            "events": events or [],
+        },
+        headers=running.headers,
+    )
+    assert answer.status_code == 200, answer.text

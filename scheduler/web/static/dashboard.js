@@ -1,9 +1,16 @@
-/* Draws the dashboard's charts from the page's embedded JSON, and refreshes the overview. */
+/* Draws the dashboard's charts from the page's embedded JSON, refreshes the overview, and
+ * keeps a running job's page live from its heartbeats. */
 (function () {
   "use strict";
 
-  var ACTIVE = { scheduled: 1, ready: 1, running: 1, paused: 1, held: 1 };
   var REFRESH_MS = 10000;
+  var LIVE_MS = 3000;
+  // Telemetry drawn on a job page is bounded, whatever a worker reports.
+  var MAX_ROWS = 16;
+  var MAX_COLUMNS = 12;
+  var MAX_TEXT = 80;
+  // Power readings from heartbeats, [ms, watts], appended to the job's power chart.
+  var livePower = [];
 
   function ms(iso) {
     return iso ? Date.parse(iso) : NaN;
@@ -14,37 +21,50 @@
   }
 
   function num(v) {
-    return v === null || v === undefined ? "—" : GWChart.formatValue(v);
+    return v === null || v === undefined ? "—" : Charts.formatValue(v);
   }
 
   /* Same rule as the server's co2e filter: grams below one kilogram. */
   function co2e(kg) {
     if (kg === null || kg === undefined) return "—";
     if (Math.abs(kg) < 1e-9) return "0 g";
-    if (Math.abs(kg) < 1) return GWChart.formatValue(kg * 1000) + " g";
-    return GWChart.formatValue(kg) + " kg";
+    if (Math.abs(kg) < 1) return Charts.formatValue(kg * 1000) + " g";
+    return Charts.formatValue(kg) + " kg";
+  }
+
+  /* Fill and edge colours (CSS custom properties) of a job's bar by what it is. */
+  var BAR_COLOURS = {
+    planned: ["--bar-planned", "--green"],
+    ready: ["--bar-ready", "--green"],
+    paused: ["--bar-paused", "--amber"],
+    running: ["--amber", "--bar-running-edge"],
+    done: ["--bar-done", "--grey"],
+    failed: ["--bar-failed", "--red"],
+  };
+
+  function bar(kind, shade, from, to, title) {
+    var colours = BAR_COLOURS[shade] || BAR_COLOURS[kind];
+    return { kind: kind, from: from, to: to, color: colours[0], edge: colours[1], title: title };
   }
 
   function jobBars(job, nowMs) {
     var intervals = (job.planned_intervals || []).map(function (iv) { return [ms(iv[0]), ms(iv[1])]; });
     if (job.finished_at && job.started_at) {
-      return [{
-        from: ms(job.started_at), to: ms(job.finished_at), cls: "done " + job.state,
-        title: job.name + ": ran " + GWChart.timeLabel(ms(job.started_at), true) + " → " + GWChart.timeLabel(ms(job.finished_at)),
-      }];
+      return [bar("done", job.state === "failed" ? "failed" : "done", ms(job.started_at), ms(job.finished_at),
+        job.name + ": ran " + Charts.timeLabel(ms(job.started_at), true) + " → " + Charts.timeLabel(ms(job.finished_at)))];
     }
     if (job.state === "running") {
       var start = ms(job.started_at) || nowMs;
       var end = Math.max(intervals.length ? intervals[intervals.length - 1][1] : nowMs, nowMs);
-      return [{ from: start, to: end, cls: "running", title: job.name + ": running" }];
+      return [bar("running", "running", start, end, job.name + ": running")];
     }
     return intervals.map(function (iv) {
-      return {
-        from: iv[0], to: iv[1], cls: "planned " + job.state,
-        title: job.name + ": planned " + GWChart.timeLabel(iv[0], true) + " → " + GWChart.timeLabel(iv[1]),
-      };
+      return bar("planned", job.state, iv[0], iv[1],
+        job.name + ": planned " + Charts.timeLabel(iv[0], true) + " → " + Charts.timeLabel(iv[1]));
     });
   }
+
+  var BAND_COLOURS = { planned: "--band-planned", running: "--band-running" };
 
   function drawOverview(view) {
     var nowMs = ms(view.now);
@@ -57,31 +77,34 @@
     var lanes = view.timeline.map(function (job) {
       var laneBars = jobBars(job, nowMs);
       laneBars.forEach(function (b) {
-        var kind = b.cls.split(" ")[0];
-        if (kind !== "done") bands.push({ from: b.from, to: b.to, cls: kind, title: b.title });
+        if (b.kind !== "done") bands.push({ from: b.from, to: b.to, color: BAND_COLOURS[b.kind], title: b.title });
       });
       return {
         label: job.name + " · " + job.state,
         bars: laneBars,
-        marks: [{ t: ms(job.deadline), title: "deadline " + GWChart.timeLabel(ms(job.deadline), true) }],
+        marks: [{ t: ms(job.deadline), color: "--red", title: "deadline " + Charts.timeLabel(ms(job.deadline), true) }],
       };
     });
-    GWChart.timeSeries(document.getElementById("intensity-chart"), {
+    Charts.timeSeries(document.getElementById("intensity-chart"), {
       series: [
-        { name: "observed", points: history, step: true, cls: "history" },
-        { name: "forecast", points: forecast, step: true, fill: true, cls: "forecast" },
+        { name: "observed", points: history, step: true, color: "--grey" },
+        { name: "forecast", points: forecast, step: true, color: "--green", fill: "--green-soft" },
       ],
       bands: bands,
-      markers: [{ t: nowMs, label: "now", cls: "now" }],
+      markers: [{ t: nowMs, label: "now", color: "--blue" }],
       xRange: range,
       yLabel: "g CO2e/kWh",
       height: 260,
+      // As wide as the lane labels below, so bars line up with the hours above them.
+      axisSize: 140,
+      sync: "overview",
       empty: "no carbon signal for this zone",
     });
-    GWChart.timeline(document.getElementById("job-timeline"), {
+    Charts.lanes(document.getElementById("job-timeline"), {
       lanes: lanes,
       xRange: range,
-      markers: [{ t: nowMs, cls: "now" }],
+      markers: [{ t: nowMs, color: "--blue" }],
+      sync: "overview",
       empty: "no job is planned or running in this zone",
     });
   }
@@ -95,12 +118,12 @@
   }
 
   function fmtTime(iso) {
-    return iso ? GWChart.timeLabel(ms(iso), true) + "Z" : "—";
+    return iso ? Charts.timeLabel(ms(iso), true) + "Z" : "—";
   }
 
   function fmtWindow(intervals) {
     if (!intervals || !intervals.length) return "—";
-    var text = fmtTime(intervals[0][0]) + " → " + GWChart.timeLabel(ms(intervals[intervals.length - 1][1])) + "Z";
+    var text = fmtTime(intervals[0][0]) + " → " + Charts.timeLabel(ms(intervals[intervals.length - 1][1])) + "Z";
     return intervals.length > 1 ? text + " (" + intervals.length + " parts)" : text;
   }
 
@@ -152,16 +175,18 @@
       return {
         label: t.team,
         segments: [
-          { value: pct(b.actual_kg_co2e), cls: "actual", title: "actual " + co2e(b.actual_kg_co2e) },
-          { value: pct(b.committed_kg_co2e), cls: "committed", title: "committed " + co2e(b.committed_kg_co2e) },
+          { name: "actual", value: pct(b.actual_kg_co2e), color: "--green" },
+          { name: "committed", value: pct(b.committed_kg_co2e), color: "--committed" },
         ],
         marks: [
-          { value: pct(b.forecast_kg_co2e), cls: "forecast", title: "forecast " + co2e(b.forecast_kg_co2e) },
-          { value: 100, cls: "limit", title: "limit " + co2e(b.limit_kg_co2e) },
+          { name: "forecast", value: pct(b.forecast_kg_co2e), color: "--ink" },
+          { name: "limit", value: 100, color: "--red" },
         ],
       };
     });
-    GWChart.bars(document.getElementById("budget-chart"), { rows: rows, unit: "% of limit", empty: "no team has a budget" });
+    Charts.bars(document.getElementById("budget-chart"), {
+      rows: rows, unit: "% of limit", category: "team", empty: "no team has a budget",
+    });
     drawBurn(view);
   }
 
@@ -169,21 +194,22 @@
   function drawBurn(view) {
     var series = [];
     var range;
+    var nowMs = ms(view.now);
     view.teams.filter(function (t) { return t.budget; }).forEach(function (t) {
       var b = t.budget;
       var pct = function (kg) { return (100 * kg) / b.limit_kg_co2e; };
-      var nowMs = ms(view.now);
       var burn = (b.burn || []).map(function (p) { return [ms(p[0]), pct(p[1]), pct(p[2])]; });
       if (burn.length) burn.push([Math.min(nowMs, ms(b.period_end)), burn[burn.length - 1][1], burn[burn.length - 1][2]]);
-      series.push({ name: t.team + ": actual + committed", cls: "burn-committed", step: true,
+      series.push({ name: t.team + ": actual + committed", color: "--committed", step: true, dash: [4, 3],
         points: burn.map(function (p) { return [p[0], p[2]]; }) });
-      series.push({ name: t.team + ": actual", cls: "burn-actual", step: true, fill: true,
+      series.push({ name: t.team + ": actual", color: "--green", step: true, fill: "--green-soft",
         points: burn.map(function (p) { return [p[0], p[1]]; }) });
-      range = [ms(b.period_start), ms(b.period_end)];
-      series.push({ name: "limit", cls: "burn-limit", points: [[range[0], 100], [range[1], 100]] });
+      range = range ? [Math.min(range[0], ms(b.period_start)), Math.max(range[1], ms(b.period_end))]
+        : [ms(b.period_start), ms(b.period_end)];
     });
-    GWChart.timeSeries(document.getElementById("burn-chart"), {
-      series: series, xRange: range, yLabel: "% of limit", yMin: 0, height: 200,
+    if (range) series.push({ name: "limit", color: "--red", points: [[range[0], 100], [range[1], 100]] });
+    Charts.timeSeries(document.getElementById("burn-chart"), {
+      series: series, xRange: range, yLabel: "% of limit", yMin: 0, height: 220,
       empty: "no team has a budget",
     });
   }
@@ -194,26 +220,209 @@
     var intensity = timeline.filter(function (p) { return p.g_per_kwh !== null; }).map(function (p) {
       return [ms(p.t), p.g_per_kwh];
     });
-    var range = power.length ? [power[0][0], power[power.length - 1][0]] : undefined;
-    GWChart.timeSeries(document.getElementById("power-chart"), {
-      series: [{ name: "power", points: power, cls: "power", fill: true }],
-      xRange: range, yLabel: "watts", height: 220, empty: "no power samples yet",
+    var range = power.length > 1 ? [power[0][0], power[power.length - 1][0]] : undefined;
+    Charts.timeSeries(document.getElementById("power-chart"), {
+      series: [{ name: "power (W)", points: power.concat(livePower), color: "--amber", fill: "--amber-soft" }],
+      xRange: view.live && !view.live.terminal ? undefined : range, yLabel: "watts", yMin: 0, height: 220, sync: "job",
+      empty: "no power samples yet",
     });
-    GWChart.timeSeries(document.getElementById("job-intensity-chart"), {
-      series: [{ name: "grid intensity", points: intensity, step: true, cls: "forecast" }],
-      xRange: range, yLabel: "g/kWh", height: 150, empty: "no intensity yet",
+    Charts.timeSeries(document.getElementById("job-intensity-chart"), {
+      series: [{ name: "grid intensity (g/kWh)", points: intensity, step: true, color: "--green" }],
+      xRange: range, yLabel: "g/kWh", height: 150, sync: "job", empty: "no intensity yet",
     });
     var kwh = view.energy.kwh;
-    GWChart.bars(document.getElementById("energy-chart"), {
-      labelWidth: 50,
+    Charts.bars(document.getElementById("energy-chart"), {
       unit: "kWh",
-      rows: ["gpu", "cpu", "ram"].map(function (part) {
-        return {
-          label: part.toUpperCase(),
-          segments: [{ value: kwh[part], cls: part, title: part + " " + num(kwh[part]) + " kWh" }],
-        };
+      empty: "no energy measured yet",
+      category: "component",
+      height: 170,
+      rows: [["gpu", "--amber"], ["cpu", "--blue"], ["ram", "--ram"]].map(function (part) {
+        return { label: part[0].toUpperCase(), segments: [{ name: part[0], value: kwh[part[0]], color: part[1] }] };
       }),
     });
+  }
+
+  function setLive(name, value) {
+    document.querySelectorAll('[data-live="' + name + '"]').forEach(function (el) { el.textContent = value; });
+  }
+
+  function fmtSeconds(iso) {
+    if (!iso) return "—";
+    var d = new Date(ms(iso));
+    var pad = function (n) { return n < 10 ? "0" + n : String(n); };
+    return Charts.timeLabel(d.getTime(), true) + ":" + pad(d.getUTCSeconds()) + "Z";
+  }
+
+  function gpuWatts(figures) {
+    var gpus = (figures && Array.isArray(figures.gpu_watts)) ? figures.gpu_watts.slice(0, MAX_ROWS) : [];
+    if (!gpus.length) return "—";
+    return gpus.map(function (g) {
+      var watts = g && typeof g.watts === "number" ? num(g.watts) + " W" : "—";
+      return "GPU " + (g && g.index !== undefined ? g.index : "?") + ": " + watts;
+    }).join(" · ");
+  }
+
+  /* Any JSON value as short text: numbers formatted, the rest cut to a readable length. */
+  function shortText(value) {
+    if (value === null || value === undefined) return "—";
+    if (typeof value === "number") return isFinite(value) ? num(value) : "—";
+    var text = typeof value === "string" ? value : JSON.stringify(value);
+    return text.length > MAX_TEXT ? text.slice(0, MAX_TEXT - 1) + "…" : text;
+  }
+
+  function label(key) {
+    return String(key).replace(/_/g, " ");
+  }
+
+  /* Telemetry in whatever shape the worker sends: plain figures as a list, lists of
+   * records (one per GPU) as a table with a column per key. Nothing is read as markup. */
+  function renderTelemetry(holder, telemetry) {
+    if (!holder) return;
+    while (holder.firstChild) holder.removeChild(holder.firstChild);
+    if (!telemetry || typeof telemetry !== "object" || Array.isArray(telemetry)) {
+      holder.dataset.fields = "0";
+      return;
+    }
+    var facts = document.createElement("dl");
+    facts.className = "facts telemetry";
+    var tables = [];
+    var fields = 0;
+    function fact(key, value) {
+      var div = document.createElement("div");
+      var dt = document.createElement("dt");
+      dt.textContent = label(key);
+      var dd = document.createElement("dd");
+      dd.dataset.telemetry = key;
+      dd.textContent = shortText(value);
+      div.appendChild(dt);
+      div.appendChild(dd);
+      facts.appendChild(div);
+      fields += 1;
+    }
+    Object.keys(telemetry).slice(0, MAX_ROWS * 2).forEach(function (key) {
+      var value = telemetry[key];
+      if (Array.isArray(value) && value.length && value.every(function (v) { return v && typeof v === "object" && !Array.isArray(v); })) {
+        tables.push([key, value.slice(0, MAX_ROWS)]);
+      } else if (value && typeof value === "object" && !Array.isArray(value)) {
+        Object.keys(value).slice(0, MAX_COLUMNS).forEach(function (inner) { fact(key + "." + inner, value[inner]); });
+      } else {
+        fact(key, value);
+      }
+    });
+    if (fields) holder.appendChild(facts);
+    tables.forEach(function (entry) {
+      var columns = [];
+      entry[1].forEach(function (row) {
+        Object.keys(row).forEach(function (k) {
+          if (columns.indexOf(k) < 0 && columns.length < MAX_COLUMNS) columns.push(k);
+        });
+      });
+      var table = document.createElement("table");
+      table.className = "telemetry";
+      table.dataset.telemetry = entry[0];
+      var caption = document.createElement("caption");
+      caption.textContent = label(entry[0]);
+      table.appendChild(caption);
+      var head = document.createElement("tr");
+      columns.forEach(function (k) {
+        var th = document.createElement("th");
+        th.textContent = label(k);
+        head.appendChild(th);
+      });
+      var thead = document.createElement("thead");
+      thead.appendChild(head);
+      table.appendChild(thead);
+      var body = document.createElement("tbody");
+      entry[1].forEach(function (row) {
+        var tr = document.createElement("tr");
+        columns.forEach(function (k) { cell(tr, shortText(row[k]), typeof row[k] === "number" ? "n" : ""); });
+        body.appendChild(tr);
+      });
+      table.appendChild(body);
+      holder.appendChild(table);
+      fields += entry[1].length;
+    });
+    holder.dataset.fields = String(fields);
+  }
+
+  function renderWarnings(list, warnings) {
+    if (!list) return;
+    while (list.firstChild) list.removeChild(list.firstChild);
+    (warnings || []).forEach(function (w) {
+      var item = document.createElement("li");
+      item.textContent = fmtSeconds(w.at) + " " + shortText(w.reason);
+      list.appendChild(item);
+    });
+    list.hidden = !(warnings || []).length;
+  }
+
+  function renderLive(live) {
+    var section = document.getElementById("live");
+    if (!section || !live) return;
+    section.dataset.state = live.state;
+    var badge = section.querySelector('[data-live="state"]');
+    if (badge) {
+      badge.className = "state " + live.state;
+      badge.textContent = live.state;
+    }
+    var progress = live.progress || {};
+    var step = typeof progress.step === "number" ? progress.step : null;
+    setLive("step", step === null ? "—" : String(step));
+    setLive("max-steps", live.max_steps ? String(live.max_steps) : "?");
+    setLive("stage", progress.stage ? shortText(progress.stage) : "—");
+    setLive("loss", typeof progress.loss === "number" ? num(progress.loss) : "—");
+    var bar = document.getElementById("job-progress");
+    if (bar && live.max_steps) {
+      bar.max = live.max_steps;
+      bar.value = Math.min(step || 0, live.max_steps);
+    }
+    var figures = live.live;
+    setLive("watts", figures && typeof figures.watts === "number" ? num(figures.watts) + " W" : "—");
+    setLive("kwh", figures ? num(figures.kwh_so_far) + " kWh" : "—");
+    setLive("kg", figures ? co2e(figures.kg_co2e_so_far) : "—");
+    setLive("at", figures && figures.at ? fmtSeconds(figures.at) : "—");
+    setLive("gpu-watts", gpuWatts(figures));
+    renderTelemetry(document.getElementById("telemetry"), live.telemetry);
+    renderWarnings(document.getElementById("warnings"), live.warnings);
+  }
+
+  /* A heartbeat's power reading, once per report, for the power chart. */
+  function notePower(live) {
+    var figures = live && live.live;
+    if (!figures || !figures.at || typeof figures.watts !== "number") return null;
+    var t = ms(figures.at);
+    if (livePower.length && t <= livePower[livePower.length - 1][0]) return null;
+    livePower.push([t, figures.watts]);
+    return [t, figures.watts];
+  }
+
+  function pollLive(api, view) {
+    fetch(api + "/live", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (r.status === 401) { window.location.reload(); return null; }
+        return r.ok ? r.json() : null;
+      })
+      .then(function (live) {
+        if (live) {
+          renderLive(live);
+          var reading = notePower(live);
+          if (reading) {
+            var chart = document.getElementById("power-chart");
+            if (!chart.chart || !Charts.appendPoint(chart, 1, reading[0], reading[1])) drawJob(view);
+            var note = document.getElementById("power-empty");
+            if (note) note.hidden = true;
+          }
+          if (live.state !== view.job.state) {
+            // A new state brings new facts (start, attempts, the final energy report).
+            window.location.reload();
+            return;
+          }
+        }
+        window.setTimeout(function () { pollLive(api, view); }, LIVE_MS);
+      })
+      .catch(function () {
+        window.setTimeout(function () { pollLive(api, view); }, LIVE_MS);
+      });
   }
 
   function refreshOverview(api) {
@@ -242,8 +451,12 @@
     } else if (page === "budgets") {
       drawBudgets(view);
     } else if (page === "job") {
+      notePower(view.live);
       drawJob(view);
-      if (ACTIVE[view.job.state]) window.setTimeout(function () { window.location.reload(); }, REFRESH_MS);
+      if (view.live && !view.live.terminal) {
+        renderLive(view.live);
+        window.setTimeout(function () { pollLive(api, view); }, LIVE_MS);
+      }
     }
     var redraw;
     window.addEventListener("resize", function () {
