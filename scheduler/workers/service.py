@@ -20,6 +20,7 @@ from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
+from scheduler.telemetry import service as telemetry
 from scheduler.workers.models import Worker
 from scheduler.workers.schemas import WorkerRegister
 from worker.errors import public_error
@@ -376,7 +377,7 @@ def job_heartbeat(
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     job.updated_at = now
     if progress is not None:
-        job.progress = progress
+        job.progress = telemetry.record_heartbeat(session, job, progress, now=now)
     energy.note_heartbeat(session, job, energy_so_far, now=now)
     if job.cancel_requested:
         return "cancel"
