@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("next_seq", sa.Integer(), nullable=False),
         sa.Column("heartbeats", sa.Integer(), nullable=False),
         sa.Column("low_util_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("peak_mib", sa.Float(), nullable=True),
         sa.Column("window", JSON, nullable=False),
         sa.Column("warnings", JSON, nullable=False),
         sa.ForeignKeyConstraint(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.db.base import Base, JSONType, UTCDateTime
@@ -46,6 +46,8 @@ class TelemetryState(Base):
     next_seq: Mapped[int] = mapped_column(Integer, default=0)
     heartbeats: Mapped[int] = mapped_column(Integer, default=0)
     low_util_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The largest torch peak any rank reported: what the job's memory need learns from.
+    peak_mib: Mapped[float | None] = mapped_column(Float)
     # Recent per-heartbeat figures: allocated MiB (max over GPUs) and grad norm.
     window: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)

@@ -58,6 +58,9 @@ def record_heartbeat(
     settings = settings or telemetry_settings()
     state = _state(session, job)
     state.heartbeats += 1
+    peaks = [gpu.torch_peak_mib for gpu in telemetry.gpus if gpu.torch_peak_mib is not None]
+    if peaks:
+        state.peak_mib = max(peaks + [state.peak_mib or 0.0])
     _add_point(session, job, state, telemetry, progress, now=now, settings=settings)
     _check_health(session, job, state, telemetry, now=now, settings=settings)
     snapshot = telemetry.model_dump()
