@@ -126,7 +126,8 @@ class JobCreate(BaseModel):
                 raise ValueError('dataset: a gpt-sovits-finetune job needs {"id": ...}')
             self.config = _under_config(FinetuneConfig, self.config)
         else:
-            self.config = BurnInConfig.model_validate(self.config).model_dump()
+            # exclude_none: an undeclared memory_mib is not stored (older workers refuse it).
+            self.config = BurnInConfig.model_validate(self.config).model_dump(exclude_none=True)
         return self
 
     def earliest_start(self, now: datetime) -> datetime:

@@ -190,3 +190,15 @@ def test_peaks_from_heartbeats_teach_the_memory_model(
     assert learned.mib == pytest.approx(
         weight * 15_000.0 * memory.LEARNED_MARGIN + (1 - weight) * prior_need_mib(config)
     )
+
+
+def test_the_worker_runs_burn_in_configs_with_or_without_a_declared_need(
+    client: TestClient, team_key: str
+) -> None:
+    from worker.burnin import BurninConfig
+
+    for declared in ({}, {"memory_mib": 4_096}):
+        job_id = submit(client, team_key, **declared)
+        config = client.get(f"/v1/jobs/{job_id}", headers=bearer(team_key)).json()["config"]
+        assert config.get("memory_mib") == declared.get("memory_mib")
+        assert BurninConfig.model_validate(config).steps == 5
