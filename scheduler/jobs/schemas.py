@@ -275,8 +275,13 @@ class JobRead(BaseModel):
         snapshot = progress.pop("telemetry", None)
         data = {**data, "progress": progress}
         if isinstance(snapshot, dict) and "telemetry" not in data:
-            data["telemetry"] = snapshot
-            data.setdefault("health_warnings", snapshot.get("warnings") or [])
+            try:
+                latest = LatestTelemetry.model_validate(snapshot)
+            except ValidationError:
+                # Stored before it was checked (or by hand): a read must not fail on it.
+                return data
+            data["telemetry"] = latest
+            data.setdefault("health_warnings", latest.warnings)
         return data
 
 

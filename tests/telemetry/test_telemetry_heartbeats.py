@@ -235,3 +235,15 @@ def test_warnings_are_once_per_attempt(client: TestClient, team_key: str, clock:
     assert [(e["attempt"], e["data"]["grad_norm"]) for e in raised] == [(1, 5000.0), (2, 7000.0)]
     history = client.get(f"/v1/jobs/{job_id}/telemetry?attempt=1", headers=bearer(team_key))
     assert [w["grad_norm"] for w in history.json()["warnings"]] == [5000.0]
+
+
+def test_a_stored_snapshot_that_is_not_valid_does_not_break_job_reads(
+    client: TestClient, team_key: str
+) -> None:
+    from fleet_helpers import make_ready
+
+    job_id, _ = running_job(client, team_key)
+    make_ready(client.app, job_id, progress={"step": 3, "telemetry": {"gpus": "garbage"}})
+    job = client.get(f"/v1/jobs/{job_id}", headers=bearer(team_key))
+    assert job.status_code == 200, job.text
+    assert job.json()["telemetry"] is None and job.json()["progress"]["step"] == 3
