@@ -29,6 +29,7 @@ from scheduler.request_gate import Admission, RequestGate
 from scheduler.scheduling.service import Scheduling
 from scheduler.settings import Settings
 from scheduler.teams.router import router as teams_router
+from scheduler.telemetry.router import router as telemetry_router
 from scheduler.web import mount_dashboard
 from scheduler.workers.router import router as workers_router
 
@@ -135,6 +136,7 @@ def create_app(
     app.include_router(datasets_router)
     app.include_router(artifacts_router)
     app.include_router(energy_router)
+    app.include_router(telemetry_router)
     app.include_router(carbon_router)
     add_metrics_endpoint(app)
     mount_dashboard(app)

@@ -2,7 +2,8 @@
 
 Each group of families is read in its own savepoint: a table that does not exist yet (or a
 failing query) drops that group from the scrape, is logged, and leaves the rest intact.
-Labels come only from bounded sets: job states, team names, zones, worker ids and tick names.
+Labels come only from bounded sets: job states, team names, zones, worker ids (live ones),
+GPU indices and tick names.
 """
 
 from __future__ import annotations
@@ -163,6 +164,68 @@ def workers(session: Session, now: datetime) -> Iterator[Metric]:
     yield watts
 
 
+# Per-GPU series: at most this many live workers (the most recently heard) and GPUs each,
+# so a large or hostile fleet cannot blow up the scrape.
+MAX_GPU_SERIES_WORKERS = 256
+MAX_GPUS_PER_WORKER = 16
+_MIB = 1024 * 1024
+# (family, help, telemetry field, scale to the unit in the name)
+_GPU_GAUGES = (
+    ("greenwindow_worker_gpu_utilisation_percent", "GPU utilisation (NVML).", "util_pct", 1.0),
+    ("greenwindow_worker_gpu_memory_used_bytes", "GPU memory used (NVML).", "mem_used_mib", _MIB),
+    ("greenwindow_worker_gpu_memory_total_bytes", "GPU memory (NVML).", "mem_total_mib", _MIB),
+    (
+        "greenwindow_worker_gpu_torch_allocated_bytes",
+        "Memory the training process's tensors hold on the GPU.",
+        "torch_allocated_mib",
+        _MIB,
+    ),
+    (
+        "greenwindow_worker_gpu_torch_reserved_bytes",
+        "Memory torch's caching allocator reserves on the GPU.",
+        "torch_reserved_mib",
+        _MIB,
+    ),
+    ("greenwindow_worker_gpu_temperature_celsius", "GPU temperature.", "temp_c", 1.0),
+    ("greenwindow_worker_gpu_power_watts", "GPU power (NVML).", "power_w", 1.0),
+)
+
+
+def worker_gpus(session: Session, now: datetime) -> Iterator[Metric]:
+    """greenwindow_worker_gpu_*{worker,gpu}: the latest telemetry of each live worker's GPUs,
+    from the heartbeats of the jobs it runs (labels: worker id and GPU index only)."""
+    alive_workers = _optional("scheduler.workers.service", "alive_workers")
+    alive = sorted(alive_workers(session, now), key=lambda w: w.last_seen_at, reverse=True)
+    alive_ids = {worker.id for worker in alive[:MAX_GPU_SERIES_WORKERS]}
+    families = {
+        field: (GaugeMetricFamily(name, text, labels=["worker", "gpu"]), scale)
+        for name, text, field, scale in _GPU_GAUGES
+    }
+    seen: dict[str, set[int]] = {}
+    rows = session.execute(
+        select(Job.worker_id, Job.progress)
+        .where(Job.state == JobState.RUNNING.value, Job.worker_id.in_(alive_ids))
+        .order_by(Job.worker_id, Job.id)
+    )
+    for worker_id, progress in rows:
+        snapshot = (progress or {}).get("telemetry") if isinstance(progress, dict) else None
+        gpus = snapshot.get("gpus") if isinstance(snapshot, dict) else None
+        for gpu in gpus if isinstance(gpus, list) else []:
+            index = gpu.get("index") if isinstance(gpu, dict) else None
+            indices = seen.setdefault(worker_id, set())
+            if not isinstance(index, int) or index in indices:
+                continue
+            if len(indices) >= MAX_GPUS_PER_WORKER:
+                break
+            indices.add(index)
+            for field, (family, scale) in families.items():
+                value = gpu.get(field)
+                if isinstance(value, int | float):
+                    family.add_metric([worker_id, str(index)], float(value) * scale)
+    for family, _ in families.values():
+        yield family
+
+
 def forecast_age(session: Session, now: datetime) -> Iterator[Metric]:
     """greenwindow_forecast_age_seconds{zone,source}: time since the newest stored forecast."""
     point = _optional("scheduler.carbon.models", "IntensityPoint")
@@ -196,6 +259,7 @@ PARTS: dict[str, Part] = {
     "team_totals": team_totals,
     "budgets": budget_ratios,
     "workers": workers,
+    "worker_gpus": worker_gpus,
     "forecasts": forecast_age,
 }
 

@@ -36,6 +36,8 @@ class BurninConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     fail_at_step: int | None = None
     exit_at_step: int | None = None
+    # The per-device GPU memory the service places the job by; the run itself ignores it.
+    memory_mib: int | None = Field(default=None, ge=1)
 
 
 @dataclass

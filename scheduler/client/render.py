@@ -407,7 +407,72 @@ def progress_line(job: Mapping[str, Any], energy: Mapping[str, Any] | None = Non
         parts.append(f"{fmt_number(energy['kwh_so_far'], 'kWh', 5)} so far")
     if state == "running" and energy.get("kg_co2e_so_far") is not None:
         parts.append(fmt_kg(energy["kg_co2e_so_far"]))
+    if state == "running":
+        loss_shown = progress.get("loss") is not None
+        parts.extend(telemetry_parts(job.get("telemetry") or {}, loss_shown=loss_shown))
+    parts.extend(warning_parts(job))
     return " · ".join(parts)
+
+
+# More GPUs than this are summarised (lowest utilisation, fullest memory, hottest).
+GPUS_LISTED = 4
+
+
+def _gib(mib: Any) -> str:
+    return f"{float(mib) / 1024:.1f}" if isinstance(mib, int | float) else "?"
+
+
+def gpu_text(gpu: Mapping[str, Any]) -> str:
+    """`gpu0 95% 19.5/79.6 GiB 61°C`: one GPU's utilisation, memory and temperature."""
+    parts = [f"gpu{inert(gpu.get('index', '?'))}"]
+    if isinstance(gpu.get("util_pct"), int | float):
+        parts.append(f"{gpu['util_pct']:.0f}%")
+    if gpu.get("mem_used_mib") is not None or gpu.get("mem_total_mib") is not None:
+        parts.append(f"{_gib(gpu.get('mem_used_mib'))}/{_gib(gpu.get('mem_total_mib'))} GiB")
+    if isinstance(gpu.get("temp_c"), int | float):
+        parts.append(f"{gpu['temp_c']:.0f}°C")
+    return " ".join(parts)
+
+
+def telemetry_parts(telemetry: Mapping[str, Any], *, loss_shown: bool = False) -> list[str]:
+    """Step time, loss, gradient norm (KL and mel for stage 2) and every GPU of the latest
+    telemetry; figures reported as NaN or infinite are named."""
+    parts = []
+    if isinstance(telemetry.get("step_time_s"), int | float):
+        parts.append(f"step {fmt_number(telemetry['step_time_s'], 's', 3)}")
+    if telemetry.get("loss") is not None and not loss_shown:
+        parts.append(f"loss {fmt_number(telemetry['loss'], digits=4)}")
+    for name, label in (("grad_norm", "grad"), ("kl", "kl"), ("mel", "mel")):
+        if telemetry.get(name) is not None:
+            parts.append(f"{label} {fmt_number(telemetry[name], digits=4)}")
+    nonfinite = [inert(name) for name in telemetry.get("nonfinite") or []]
+    if nonfinite:
+        parts.append(f"non-finite: {', '.join(nonfinite)}")
+    gpus = [gpu for gpu in telemetry.get("gpus") or [] if isinstance(gpu, Mapping)]
+    if len(gpus) <= GPUS_LISTED:
+        parts.extend(gpu_text(gpu) for gpu in gpus)
+    else:
+        utils = [g["util_pct"] for g in gpus if isinstance(g.get("util_pct"), int | float)]
+        used = [g["mem_used_mib"] for g in gpus if isinstance(g.get("mem_used_mib"), int | float)]
+        temps = [g["temp_c"] for g in gpus if isinstance(g.get("temp_c"), int | float)]
+        summary = [f"{len(gpus)} GPUs"]
+        if utils:
+            summary.append(f"util ≥{min(utils):.0f}%")
+        if used:
+            summary.append(f"mem ≤{_gib(max(used))} GiB")
+        if temps:
+            summary.append(f"≤{max(temps):.0f}°C")
+        parts.append(" ".join(summary))
+    return parts
+
+
+def warning_parts(job: Mapping[str, Any]) -> list[str]:
+    """The health warnings of the job's telemetry, each with the figure that raised it."""
+    return [
+        f"⚠ {inert(warning.get('message') or warning.get('code') or '')}"
+        for warning in job.get("health_warnings") or []
+        if isinstance(warning, Mapping)
+    ]
 
 
 BURN_ROWS = 12

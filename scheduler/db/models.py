@@ -7,9 +7,10 @@ from scheduler.budgets.models import Budget, LedgerEntry
 from scheduler.carbon.models import IntensityPoint, Tariff, ZoneSignalStatus
 from scheduler.datasets.models import Dataset
 from scheduler.db.base import Base
-from scheduler.energy.models import JobAttempt
+from scheduler.energy.models import JobAttempt, JobEfficiency
 from scheduler.jobs.models import Job, JobEvent
 from scheduler.teams.models import ApiKey, Team
+from scheduler.telemetry.models import TelemetryPoint, TelemetryState
 from scheduler.web.models import DashboardSession
 from scheduler.webhooks.models import WebhookDelivery
 from scheduler.workers.models import Worker
@@ -25,10 +26,13 @@ __all__ = [
     "IntensityPoint",
     "Job",
     "JobAttempt",
+    "JobEfficiency",
     "JobEvent",
     "LedgerEntry",
     "Tariff",
     "Team",
+    "TelemetryPoint",
+    "TelemetryState",
     "WebhookDelivery",
     "Worker",
     "ZoneSignalStatus",

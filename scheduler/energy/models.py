@@ -60,3 +60,20 @@ class EnergyRestatement(Base):
     # The slots whose price changed: start, kWh, g/kWh and provenance before and after.
     slots: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     reason: Mapped[str] = mapped_column(String(256), default="")
+
+
+class JobEfficiency(Base):
+    """A finished fine-tune's energy per unit of work, per stage, with the configuration
+    signature and GPU model it is compared and learned under."""
+
+    __tablename__ = "job_efficiency"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    team_id: Mapped[str] = mapped_column(String(26), index=True)
+    signature: Mapped[str] = mapped_column(String(32), index=True)
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    # Per stage (and `total`): kwh_per_step, kwh_per_audio_hour, wh_per_1k_samples.
+    figures: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

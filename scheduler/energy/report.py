@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.energy import accounting
+from scheduler.energy import accounting, efficiency
 from scheduler.energy import service as energy
 from scheduler.energy.models import EnergyRestatement, JobAttempt
 from scheduler.jobs.models import Job
@@ -189,6 +189,9 @@ def energy_report(session: Session, job: Job, *, scheduling: Any) -> dict[str, A
         "duration_s": _span(closed),
         "model": _model(job),
         "placement": _placement(job),
+        # Per stage kWh per step, per audio hour and Wh per 1,000 samples; preparation and
+        # training as separate phases; the team's median for the same configuration.
+        **efficiency.report_section(session, job, rows),
     }
 
 

@@ -15,7 +15,7 @@ from scheduler.budgets import service as budgets
 from scheduler.carbon import service as carbon
 from scheduler.carbon.models import IntensityPoint
 from scheduler.carbon.series import IntensitySeries
-from scheduler.energy import accounting
+from scheduler.energy import accounting, efficiency
 from scheduler.energy.models import EnergyRestatement, JobAttempt
 from scheduler.errors import Conflict, NotFound
 from scheduler.jobs import service as jobs
@@ -492,6 +492,7 @@ def settle_job(session: Session, job: Job, *, now: datetime, scheduling: Schedul
     job.actual_kg_co2e = sum(row.kg_co2e for row in rows)
     jobs.release_reservation(session, job, now=now, note=f"job {job.state}: reservation released")
     _observe(scheduling, session, job, rows)
+    efficiency.record(session, job, rows, now=now)
 
 
 def _observe(scheduling: Scheduling, session: Session, job: Job, rows: list[JobAttempt]) -> None:

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from scheduler.telemetry.schemas import HealthWarning, LatestTelemetry
 from worker.training.config import FinetuneConfig
 
 JobKind = Literal["gpt-sovits-finetune", "burn-in"]
@@ -33,6 +34,8 @@ class BurnInConfig(BaseModel):
     size: int = Field(default=256, ge=8, le=16_384)
     checkpoint_every: int = Field(default=20, ge=1)
     step_sleep_s: float = Field(default=0.0, ge=0, le=60)
+    # GPU memory the job needs per device (MiB); without it, estimated from the matrix size.
+    memory_mib: int | None = Field(default=None, ge=1, le=4 * 1024 * 1024)
 
 
 class DatasetRef(BaseModel):
@@ -123,7 +126,8 @@ class JobCreate(BaseModel):
                 raise ValueError('dataset: a gpt-sovits-finetune job needs {"id": ...}')
             self.config = _under_config(FinetuneConfig, self.config)
         else:
-            self.config = BurnInConfig.model_validate(self.config).model_dump()
+            # exclude_none: an undeclared memory_mib is not stored (older workers refuse it).
+            self.config = BurnInConfig.model_validate(self.config).model_dump(exclude_none=True)
         return self
 
     def earliest_start(self, now: datetime) -> datetime:
@@ -250,6 +254,35 @@ class JobRead(BaseModel):
         description="Expected emissions avoided by running in `zone` instead of the first "
         "of `zones` (in that zone's best window).",
     )
+    telemetry: LatestTelemetry | None = Field(
+        default=None,
+        description="The latest heartbeat's training telemetry: step time, throughput, "
+        "losses, gradient norm and every rank's GPUs (kept after the job stops).",
+    )
+    health_warnings: list[HealthWarning] = Field(
+        default_factory=list,
+        description="Health warnings of the telemetry's attempt (each also a job event).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _telemetry_from_progress(cls, data: Any) -> Any:
+        # The heartbeat stores the checked snapshot under progress.telemetry; it is shown
+        # once, as `telemetry`, with its warnings as `health_warnings`.
+        if not isinstance(data, dict) or not isinstance(data.get("progress"), dict):
+            return data
+        progress = dict(data["progress"])
+        snapshot = progress.pop("telemetry", None)
+        data = {**data, "progress": progress}
+        if isinstance(snapshot, dict) and "telemetry" not in data:
+            try:
+                latest = LatestTelemetry.model_validate(snapshot)
+            except ValidationError:
+                # Stored before it was checked (or by hand): a read must not fail on it.
+                return data
+            data["telemetry"] = latest
+            data.setdefault("health_warnings", latest.warnings)
+        return data
 
 
 class JobPage(BaseModel):

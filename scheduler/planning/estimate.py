@@ -9,7 +9,10 @@ Priors (documented guesses, to be replaced by measurements as jobs finish):
   stage and model size (`STEP_SECONDS_A100`); other GPUs scale by `GpuPrior.speed`
   (relative throughput); fp32 runs `FP32_SLOWDOWN` times slower on GPUs; step time grows
   with batch size and gradient accumulation (linear in samples per step) and a little with
-  the LoRA rank; several GPUs add `MULTI_GPU_OVERHEAD` per step for gradient exchange.
+  the LoRA rank; several GPUs add `MULTI_GPU_OVERHEAD` per step for gradient exchange;
+  gradient checkpointing recomputes the forward pass of each checkpointed segment in the
+  backward pass, `GRAD_CHECKPOINT_SLOWDOWN` times the step time (about one more forward
+  pass of the three that make a step).
 - Power: `GpuPrior.watts` per GPU at typical training load plus `HOST_WATTS` for the host.
 - Fixed cost: `SETUP_MINUTES` for loading models and data per stage.
 - Margin: priors are multiplied by `PRIOR_MARGIN` (late is worse than early).
@@ -38,6 +41,7 @@ STEP_SECONDS_A100 = {
 }
 FP32_SLOWDOWN = 1.8
 MULTI_GPU_OVERHEAD = 0.10
+GRAD_CHECKPOINT_SLOWDOWN = 1.3
 SETUP_MINUTES = 2.0
 HOST_WATTS = 120.0
 PRIOR_MARGIN = 1.25
@@ -119,6 +123,8 @@ def prior_estimate(
             per_step *= FP32_SLOWDOWN
         if devices > 1:
             per_step *= 1.0 + MULTI_GPU_OVERHEAD
+        if config.grad_checkpointing:
+            per_step *= GRAD_CHECKPOINT_SLOWDOWN
         seconds += steps * per_step / prior.speed + SETUP_MINUTES * 60.0
     seconds *= PRIOR_MARGIN
     hours = seconds / 3600.0

@@ -12,6 +12,7 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import select, text, update
@@ -24,11 +25,15 @@ from scheduler.carbon.providers.factory import make_provider, plan_for
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
 from scheduler.planning.estimate import EstimateModel, config_signature
+from scheduler.planning.memory import MemoryModel
 from scheduler.planning.planner import plan
 from scheduler.planning.tariff import TariffSchedule, prices_for_slots, spain_2_0td_example
 from scheduler.planning.types import JobPlan, PlanJob, RunningJob, SlotGrid
 from scheduler.settings import Settings
 from worker.training.config import FinetuneConfig
+
+if TYPE_CHECKING:
+    from scheduler.workers.models import Worker
 
 SLOT_MINUTES = 15
 MAX_HORIZON = timedelta(days=7)
@@ -242,16 +247,37 @@ class Scheduling:
 
         return capacity_by_zone(session, now).get(zone) or self.settings.default_capacity_gpus
 
-    def capacity_for_base(self, session: Session, zone: str, base: str, now: datetime) -> int:
-        """GPUs of live workers in the zone that hold `base`; with no live worker there at
-        all, the configured default (the fleet is assumed to come with every base)."""
+    def capacity_for_base(
+        self, session: Session, zone: str, base: str, now: datetime, memory_floor: int = 0
+    ) -> int:
+        """GPUs of live workers in the zone that hold `base` (and have GPUs of at least
+        `memory_floor` MiB); with no live worker there at all, the configured default (the
+        fleet is assumed to come with every base)."""
         from scheduler.workers.service import base_capacity
 
-        held = base_capacity(session, zone, base, now)
+        held = base_capacity(session, zone, base, now, memory_floor)
         return self.capacity(session, zone, now) if held is None else held
 
-    def _wait_for_base(self, job: Job) -> JobState:
-        """No live worker holds the job's base: no plan, and the reason says so."""
+    def memory_floor(
+        self,
+        session: Session,
+        job: Job,
+        now: datetime,
+        model: MemoryModel | None = None,
+        workers: list[Worker] | None = None,
+    ) -> int:
+        """The smallest GPU memory of the zone's live workers that holds the job's need (0:
+        every worker does); see scheduler/telemetry/memory.py."""
+        from scheduler.telemetry.memory import fitting_floor, job_need
+        from scheduler.workers.service import alive_workers
+
+        if workers is None:
+            workers = [w for w in alive_workers(session, now) if w.zone == job.zone]
+        return fitting_floor(workers, job_need(session, job, model))
+
+    def _wait_for_base(self, job: Job, memory_floor: int = 0) -> JobState:
+        """No live worker holds the job's base (or its memory need): no plan, and the
+        reason says so."""
         job.planned_intervals = []
         job.planned_start = job.planned_end = None
         kg = job.estimated_kwh * carbon.FALLBACK_G_PER_KWH / 1000.0
@@ -260,6 +286,11 @@ class Scheduling:
             f"waiting for a worker holding base '{job.base}': no live worker in zone "
             f"{job.zone} holds it"
         )
+        if memory_floor:
+            job.state_reason = (
+                f"waiting for a worker with {memory_floor} MiB of GPU memory per device "
+                f"holding base '{job.base}': no live worker in zone {job.zone} has it"
+            )
         return JobState.SCHEDULED
 
     # -- planning ----------------------------------------------------------------------
@@ -325,9 +356,10 @@ class Scheduling:
 
     def place_new_job(self, session: Session, job: Job, *, now: datetime) -> tuple[JobState, str]:
         """Plan one new job around what is already planned; returns its state and reason."""
-        held = self.capacity_for_base(session, job.zone, job.base or "none", now)
+        floor = self.memory_floor(session, job, now)
+        held = self.capacity_for_base(session, job.zone, job.base or "none", now, floor)
         if held == 0:
-            return self._wait_for_base(job), job.state_reason
+            return self._wait_for_base(job, floor), job.state_reason
         grid, signal = self.grid(session, job.zone, now=now, hours=self._hours_needed([job], now))
         free = np.full(
             grid.n_slots, min(held, self.capacity(session, job.zone, now)), dtype=np.int64
@@ -407,7 +439,7 @@ class Scheduling:
         for job in waiting:
             if job.id in unheld:
                 if job.state != JobState.RUNNING.value:
-                    target = self._wait_for_base(job)
+                    target = self._wait_for_base(job, unheld[job.id])
                     if target.value != job.state:
                         transition(session, job, target, reason=job.state_reason, now=now)
                 continue
@@ -438,23 +470,32 @@ class Scheduling:
         waiting: Sequence[Job],
         running: Sequence[RunningJob],
         now: datetime,
-    ) -> tuple[dict[str, JobPlan], set[str]]:
-        """Plans for the queue, one group per base: each group gets the GPUs of workers that
-        hold its base, less what earlier groups took. Returns the plans and the ids of jobs
-        whose base no live worker holds. With one base (the usual case) this is one joint plan
-        over the whole capacity."""
+    ) -> tuple[dict[str, JobPlan], dict[str, int]]:
+        """Plans for the queue, one group per base and memory floor: each group gets the
+        GPUs of workers that hold its base and its memory need, less what earlier groups
+        took. Returns the plans and, for jobs no live worker can run, their memory floor.
+        With one base and workers that hold every need (the usual case) this is one joint
+        plan over the whole capacity."""
+        from scheduler.telemetry.memory import memory_model
+
         total = self.capacity(session, zone, now)
         used = np.zeros(grid.n_slots, dtype=np.int64)
         plans: dict[str, JobPlan] = {}
-        unheld: set[str] = set()
-        groups: dict[str, list[Job]] = {}
+        unheld: dict[str, int] = {}
+        groups: dict[tuple[str, int], list[Job]] = {}
+        from scheduler.workers.service import alive_workers
+
+        model = memory_model(session)
+        workers = [w for w in alive_workers(session, now) if w.zone == zone]
         for job in waiting:
-            groups.setdefault(job.base or "none", []).append(job)
-        for base in sorted(groups):
-            group = groups[base]
-            held = self.capacity_for_base(session, zone, base, now)
+            floor = self.memory_floor(session, job, now, model, workers)
+            groups.setdefault((job.base or "none", floor), []).append(job)
+        # Largest memory floor first: those jobs can run on fewer workers.
+        for base, floor in sorted(groups, key=lambda key: (-key[1], key[0])):
+            group = groups[(base, floor)]
+            held = self.capacity_for_base(session, zone, base, now, floor)
             if held == 0:
-                unheld.update(job.id for job in group)
+                unheld.update((job.id, floor) for job in group)
                 continue
             capacity = np.maximum(np.minimum(held, total - used), 0)
             result = plan(grid, [self._plan_job(j, now) for j in group], capacity, running, now=now)

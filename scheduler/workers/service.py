@@ -20,6 +20,8 @@ from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
+from scheduler.telemetry import memory
+from scheduler.telemetry import service as telemetry
 from scheduler.workers.models import Worker
 from scheduler.workers.schemas import WorkerRegister
 from worker.errors import public_error
@@ -117,12 +119,19 @@ def alive_workers(session: Session, now: datetime) -> list[Worker]:
     return [worker for worker in list_workers(session) if is_alive(worker, now)]
 
 
-def base_capacity(session: Session, zone: str, base: str, now: datetime) -> int | None:
-    """GPUs of alive workers in `zone` holding `base`; None when no worker there is alive."""
+def base_capacity(
+    session: Session, zone: str, base: str, now: datetime, memory_floor: int = 0
+) -> int | None:
+    """GPUs of alive workers in `zone` holding `base` (and, with `memory_floor`, GPUs of at
+    least that many MiB); None when no worker there is alive."""
     alive = [worker for worker in alive_workers(session, now) if worker.zone == zone]
     if not alive:
         return None
-    return sum(worker.slots for worker in alive if base in (worker.bases or [BASE_NONE]))
+    return sum(
+        worker.slots
+        for worker in alive
+        if base in (worker.bases or [BASE_NONE]) and memory.holds(worker, memory_floor)
+    )
 
 
 def capacity_by_zone(session: Session, now: datetime) -> dict[str, int]:
@@ -171,6 +180,8 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
                 exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
             ),
             Job.base.in_(worker.bases or [BASE_NONE]),
+            # Never a job whose memory need this worker's GPUs cannot hold.
+            Job.id.not_in(memory.unfit_job_ids(session, worker)),
         )
         .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
         .limit(1)
@@ -376,7 +387,7 @@ def job_heartbeat(
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     job.updated_at = now
     if progress is not None:
-        job.progress = progress
+        job.progress = telemetry.record_heartbeat(session, job, progress, now=now)
     energy.note_heartbeat(session, job, energy_so_far, now=now)
     if job.cancel_requested:
         return "cancel"

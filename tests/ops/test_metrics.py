@@ -86,7 +86,7 @@ def test_no_secret_appears_and_labels_are_bounded(client: TestClient, team_key: 
         for sample in family.samples
         for name in sample.labels
     }
-    assert label_names <= {"state", "team", "zone", "source", "worker", "tick", "part", "le"}
+    assert label_names <= {"state", "team", "zone", "source", "worker", "gpu", "tick", "part", "le"}
 
 
 def test_energy_budget_workers_and_queue_wait(

@@ -237,6 +237,9 @@ ROWS = [
     ),
     Row("GET", "/v1/jobs/{job_id}/events", fixed("/v1/jobs/{queued}/events"), team_resource(200)),
     Row("GET", "/v1/jobs/{job_id}/energy", fixed("/v1/jobs/{job}/energy"), team_resource(200)),
+    Row(
+        "GET", "/v1/jobs/{job_id}/telemetry", fixed("/v1/jobs/{job}/telemetry"), team_resource(200)
+    ),
     Row("PUT", "/v1/jobs/{job_id}/artifacts/{name}", _upload_artifact, worker_only(201)),
     Row("GET", "/v1/jobs/{job_id}/artifacts", fixed("/v1/jobs/{job}/artifacts"), file_reader(200)),
     Row(

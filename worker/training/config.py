@@ -67,6 +67,9 @@ class FinetuneConfig(BaseModel):
     lora_trainable_modules: list[str] | None = None
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     grad_checkpointing: bool = False
+    # GPU memory the job needs per device (MiB); without it, the service estimates it
+    # (scheduler/planning/memory.py) and only workers with that much memory claim the job.
+    memory_mib: int | None = Field(default=None, ge=1, le=4 * 1024 * 1024)
     grad_clip: float = Field(default=1.0, gt=0)
     save_every_steps: int = Field(default=50, ge=1)
     keep_last_checkpoints: int = Field(default=2, ge=1, le=100)

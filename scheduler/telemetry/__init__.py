@@ -1,0 +1,1 @@
+"""Live training telemetry: per-GPU figures from heartbeats, their history and health warnings."""
