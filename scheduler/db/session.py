@@ -25,7 +25,7 @@ def make_engine(
 ) -> Engine:
     """Create an engine with the per-database settings the service relies on.
 
-    The service sizes the pool from `Settings.concurrency` (see `engines_for`); the defaults
+    The service sizes the pool from `Settings.concurrency` (see `AppContext.build`); the defaults
     here serve scripts and the command line.
     """
     pool: dict[str, Any] = {
