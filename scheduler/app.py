@@ -8,29 +8,31 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from scheduler.artifacts.router import router as artifacts_router
 from scheduler.budgets.router import router as budgets_router
 from scheduler.carbon.router import router as carbon_router
+from scheduler.context import AppContext, ContextState
 from scheduler.datasets.router import router as datasets_router
 from scheduler.db.base import utcnow
-from scheduler.db.session import make_engine, make_session_factory
 from scheduler.energy.router import router as energy_router
 from scheduler.errors import ERROR_RESPONSES, DomainError
 from scheduler.jobs.router import router as jobs_router
 from scheduler.jobs.states import IllegalTransition
 from scheduler.metrics import add_metrics_endpoint
-from scheduler.request_gate import Admission, RequestGate
-from scheduler.scheduling.service import Scheduling
+from scheduler.request_gate import RequestGate
 from scheduler.settings import Settings
 from scheduler.teams.router import router as teams_router
 from scheduler.telemetry.router import router as telemetry_router
 from scheduler.web import mount_dashboard
+from scheduler.web.router import ShowInstead
 from scheduler.workers.router import router as workers_router
 
 log = logging.getLogger("greenwindow")
@@ -50,7 +52,12 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             {"detail": f"malformed JSON body: {message}".strip(), "field": "body"},
             status_code=400,
         )
-    problems = [{"field": _field_of(tuple(e["loc"])), "message": str(e["msg"])} for e in errors]
+    problems: list[dict[str, str]] = []
+    for e in errors:
+        problem = {"field": _field_of(tuple(e["loc"])), "message": str(e["msg"])}
+        # A body checked by a route and by a dependency (the lease fence) fails in both.
+        if problem not in problems:
+            problems.append(problem)
     detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
     return JSONResponse(
         {"detail": detail, "field": problems[0]["field"], "errors": problems}, status_code=422
@@ -74,6 +81,23 @@ def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+    # Every pooled connection stayed busy for GREENWINDOW_DB_POOL_TIMEOUT_SECONDS: the
+    # request did nothing yet, so it can be retried.
+    log.warning("database connection pool exhausted: %s", exc)
+    return JSONResponse(
+        {"detail": "service busy: no database connection free; retry shortly", "field": "database"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def _show_instead(_: Request, exc: Exception) -> Response:
+    # A dashboard viewer who is not signed in gets a page or a redirect, not an error body.
+    assert isinstance(exc, ShowInstead)
+    return exc.response
+
+
 def _illegal_transition(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "field": "state"}, status_code=409)
 
@@ -85,21 +109,24 @@ def create_app(
     run_ticks: bool = True,
 ) -> FastAPI:
     """Build the service. `clock` is injectable (tests, the accelerated demo)."""
-    engine = make_engine(settings.database_url)
+    context = AppContext.build(settings, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Synchronous endpoints and dependencies run on AnyIO's threads: as many as the
+        # concurrency model allows (admitted requests, uploads, health and metrics).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         ticks = None
         if run_ticks:
             from scheduler.maintenance import start_ticks
 
-            ticks = start_ticks(app)
+            ticks = start_ticks(context)
         try:
             yield
         finally:
             if ticks is not None:
                 ticks.shutdown(wait=False)
-            engine.dispose()
+            context.close()
 
     app = FastAPI(
         title="greenwindow",
@@ -108,25 +135,19 @@ def create_app(
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.session_factory = make_session_factory(engine)
-    app.state.clock = clock
-    app.state.tick_durations = {}
-    app.state.scheduling = Scheduling(settings, clock)
+    app.state = ContextState(context)
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(IllegalTransition, _illegal_transition)
     app.add_exception_handler(OperationalError, _database_unavailable)
-    app.state.admission = Admission(
-        limit=settings.max_concurrent_requests, upload_limit=settings.max_concurrent_uploads
-    )
+    app.add_exception_handler(PoolTimeout, _pool_exhausted)
+    app.add_exception_handler(ShowInstead, _show_instead)
     app.add_middleware(
         RequestGate,
         settings=settings,
-        admission=app.state.admission,
-        session_factory=app.state.session_factory,
+        admission=context.admission,
+        session_factory=context.read_session_factory,
     )
 
     app.include_router(teams_router)
@@ -144,7 +165,7 @@ def create_app(
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:
         """Process up, requests being served and database reachable (503 otherwise)."""
-        saturated_s = app.state.admission.saturated_for()
+        saturated_s = context.admission.saturated_for()
         if saturated_s > settings.health_saturation_seconds:
             # Checked before the database: a stuck database is the usual cause, and this
             # answer must not wait for it.
@@ -156,7 +177,7 @@ def create_app(
                 503,
             )
         try:
-            with engine.connect() as connection:
+            with context.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
             log.warning("health check failed: %s", type(exc).__name__)

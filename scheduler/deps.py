@@ -1,45 +1,82 @@
-"""FastAPI dependencies: database session, clock, settings and the authenticated principal."""
+"""FastAPI dependencies: the application context, database sessions, clock, settings and the
+authenticated principal.
+
+Dependencies that only look something up are `async def`: FastAPI runs them on the event
+loop instead of sending each to a worker thread. Those that touch the database stay
+synchronous.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from scheduler.db.session import session_scope
+from scheduler.context import AppContext
+from scheduler.db.session import is_read_only, read_scope, session_scope
 from scheduler.errors import Forbidden, NotFound, Unauthorized
+from scheduler.scheduling.service import Scheduling
 from scheduler.settings import Settings
-from scheduler.teams.models import Team
-from scheduler.teams.service import authenticate_key
+from scheduler.teams.models import ApiKey, Team
+from scheduler.teams.service import authenticate_key, find_active_key
+
+# GET and HEAD are safe methods: their handlers read only, on the read path.
+READ_METHODS = frozenset({"GET", "HEAD"})
+# A team key's last use is recorded at this granularity (as `authenticate_key` does).
+KEY_USE_GRANULARITY = timedelta(seconds=60)
 
 
-def _session(request: Request) -> Iterator[Session]:
-    with session_scope(request.app.state.session_factory) as session:
+async def _context(request: Request) -> AppContext:
+    return AppContext.of(request.app)
+
+
+ContextDep = Annotated[AppContext, Depends(_context)]
+
+
+def _session(request: Request, context: ContextDep) -> Iterator[Session]:
+    if request.method in READ_METHODS:
+        with read_scope(context.read_session_factory) as session:
+            yield session
+        # After the read's connection went back: a request holds one connection at a time.
+        _record_key_use(request, context)
+        return
+    with session_scope(context.session_factory) as session:
         yield session
 
 
-# scope="function": the commit happens before the response is sent, so a 201 means committed.
+# The request's unit of work. For GET and HEAD it is a read-only session (on SQLite it
+# does not take the write lock, so reads go on while a writer works); otherwise a write
+# transaction. scope="function": the commit happens before the response is sent, so a 201
+# means committed.
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
 
 
-def _now(request: Request) -> datetime:
-    return request.app.state.clock()
+async def _now(context: ContextDep) -> datetime:
+    return context.now()
 
 
 NowDep = Annotated[datetime, Depends(_now)]
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+async def _settings(context: ContextDep) -> Settings:
+    return context.settings
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _scheduling(context: ContextDep) -> Scheduling:
+    return context.scheduling
+
+
+SchedulingDep = Annotated[Scheduling, Depends(_scheduling)]
 
 
 @dataclass(frozen=True)
@@ -76,15 +113,43 @@ def principal_from_request(request: Request, session: Session, now: datetime) ->
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    settings: Settings = request.app.state.settings
+    settings = AppContext.of(request.app).settings
     if _matches(token, settings.admin_token):
         return Principal("admin")
     if _matches(token, settings.worker_token):
         return Principal("worker_fleet")
+    if is_read_only(session):
+        return Principal("team", _team_reading(request, session, token, now))
     team = authenticate_key(session, token, now=now)
     if team is None:
         raise Unauthorized("invalid or revoked API key")
     return Principal("team", team)
+
+
+def _team_reading(request: Request, session: Session, token: str, now: datetime) -> Team:
+    """The key's team, on a read-only session: its last use is recorded after the read."""
+    key = find_active_key(session, token)
+    if key is None:
+        raise Unauthorized("invalid or revoked API key")
+    if key.last_used_at is None or now - key.last_used_at > KEY_USE_GRANULARITY:
+        request.state.key_used = (key.id, now)
+    return key.team
+
+
+def _record_key_use(request: Request, context: AppContext) -> None:
+    pending: tuple[str, datetime] | None = getattr(request.state, "key_used", None)
+    if pending is None:
+        return
+    key_id, now = pending
+    with session_scope(context.session_factory) as session:
+        session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key_id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - KEY_USE_GRANULARITY),
+            )
+            .values(last_used_at=now)
+        )
 
 
 # Declares bearer authentication in the OpenAPI; the token itself is read by bearer_token.
@@ -103,7 +168,7 @@ def _principal(
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
-def _user(principal: PrincipalDep) -> Principal:
+async def _user(principal: PrincipalDep) -> Principal:
     if principal.kind == "worker_fleet":
         raise Forbidden("the worker token cannot call user endpoints")
     return principal
@@ -112,7 +177,7 @@ def _user(principal: PrincipalDep) -> Principal:
 UserDep = Annotated[Principal, Depends(_user)]
 
 
-def _admin(principal: PrincipalDep) -> Principal:
+async def _admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise Forbidden("this endpoint needs the admin token")
     return principal

@@ -14,25 +14,27 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from fastapi import FastAPI
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget
 from scheduler.carbon import service as carbon
+from scheduler.context import AppContext
 from scheduler.datasets import service as datasets
 from scheduler.db.session import session_scope
 from scheduler.energy import service as energy
 from scheduler.jobs import service as jobs
+from scheduler.settings import TICK_THREADS
 from scheduler.teams.models import Team
 from scheduler.webhooks import service as webhooks
 from scheduler.workers import service as workers
 
 log = logging.getLogger("greenwindow.ticks")
 
-Tick = Callable[[Session, FastAPI], Any]
+Tick = Callable[[Session, AppContext], Any]
 WEBHOOK_PASS_SECONDS = 2
 STALE_VALIDATION_PASS_SECONDS = 300
 STALE_VALIDATION_AGE = timedelta(minutes=10)
@@ -49,30 +51,34 @@ def tick(name: str) -> Callable[[Tick], Tick]:
     return register
 
 
-def run_tick(app: FastAPI, name: str) -> Any:
-    """Run one tick in its own transaction, unless another replica is running it."""
+def run_tick(context: AppContext | Any, name: str) -> Any:
+    """Run one tick in its own transaction, unless another replica is running it.
+
+    `context` is the application context (a FastAPI app built by `create_app` is accepted
+    too, for scripts and tests that hold only the app)."""
+    context = AppContext.of(context)
     started = time.perf_counter()
-    with session_scope(app.state.session_factory) as session:
+    with session_scope(context.session_factory) as session:
         if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
             lock_key = zlib.crc32(f"greenwindow:{name}".encode())
             got = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key})
             if not got.scalar():
                 return None
-        result = TICKS[name](session, app)
-    app.state.tick_durations[name] = time.perf_counter() - started
+        result = TICKS[name](session, context)
+    context.tick_durations[name] = time.perf_counter() - started
     return result
 
 
 @tick("readmit_held")
-def readmit_held(session: Session, app: FastAPI) -> int:
+def readmit_held(session: Session, context: AppContext) -> int:
     """Admit held jobs that their team's budget can now cover."""
-    return jobs.readmit_held(session, now=app.state.clock(), scheduling=app.state.scheduling)
+    return jobs.readmit_held(session, now=context.now(), scheduling=context.scheduling)
 
 
 @tick("budget_notify")
-def budget_notify(session: Session, app: FastAPI) -> int:
+def budget_notify(session: Session, context: AppContext) -> int:
     """Fire crossed `notify` thresholds once per period (webhook, and always the log)."""
-    now = app.state.clock()
+    now = context.now()
     sent = 0
     for budget in session.scalars(select(Budget)):
         team = session.get(Team, budget.team_id)
@@ -94,10 +100,10 @@ def budget_notify(session: Session, app: FastAPI) -> int:
 
 
 @tick("refresh_forecasts")
-def refresh_forecasts(session: Session, app: FastAPI) -> int:
+def refresh_forecasts(session: Session, context: AppContext) -> int:
     """Fetch and store each planned zone's forecast and recent history."""
-    scheduling = app.state.scheduling
-    now = app.state.clock()
+    scheduling = context.scheduling
+    now = context.now()
     return sum(
         carbon.refresh_zone(session, scheduling.provider, zone, now=now)
         for zone in sorted(scheduling.zones_to_plan(session))
@@ -105,10 +111,10 @@ def refresh_forecasts(session: Session, app: FastAPI) -> int:
 
 
 @tick("replan")
-def replan(session: Session, app: FastAPI) -> int:
+def replan(session: Session, context: AppContext) -> int:
     """Re-plan every zone's queue jointly; jobs whose window opened become ready."""
-    scheduling = app.state.scheduling
-    now = app.state.clock()
+    scheduling = context.scheduling
+    now = context.now()
     return sum(
         scheduling.replan_zone(session, zone, now=now)
         for zone in sorted(scheduling.zones_to_plan(session))
@@ -116,25 +122,25 @@ def replan(session: Session, app: FastAPI) -> int:
 
 
 @tick("reap_leases")
-def reap_leases(session: Session, app: FastAPI) -> int:
+def reap_leases(session: Session, context: AppContext) -> int:
     """Requeue (or fail, or cancel) running jobs whose worker stopped renewing the lease."""
     return workers.reap_expired_leases(
         session,
-        now=app.state.clock(),
-        max_infra_restarts=app.state.settings.max_infra_restarts,
-        scheduling=app.state.scheduling,
+        now=context.now(),
+        max_infra_restarts=context.settings.max_infra_restarts,
+        scheduling=context.scheduling,
     )
 
 
 @tick("restate_emissions")
-def restate_emissions(session: Session, app: FastAPI) -> int:
+def restate_emissions(session: Session, context: AppContext) -> int:
     """Re-price recent attempts whose forecast-priced slots have been observed since."""
-    return energy.restate_attempts(session, app.state.scheduling, now=app.state.clock())
+    return energy.restate_attempts(session, context.scheduling, now=context.now())
 
 
-def start_ticks(app: FastAPI) -> BackgroundScheduler:
+def start_ticks(context: AppContext) -> BackgroundScheduler:
     """Start the background scheduler with every registered tick."""
-    settings = app.state.settings
+    settings = context.settings
     intervals = {
         "readmit_held": settings.maintenance_seconds,
         "budget_notify": settings.maintenance_seconds,
@@ -145,8 +151,13 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
     }
     # The signal and the plan are wanted at once after a start, not one interval later.
     run_first = {"refresh_forecasts", "replan"}
-    intervals.update(getattr(app.state, "extra_tick_intervals", {}))
-    scheduler = BackgroundScheduler(timezone="UTC")
+    # A fixed number of threads, each holding at most one database connection: the pool
+    # counts them (Settings.db_max_overflow). A tick that finds them busy runs late, once.
+    scheduler = BackgroundScheduler(
+        timezone="UTC",
+        executors={"default": ThreadPoolExecutor(TICK_THREADS)},
+        job_defaults={"misfire_grace_time": None},
+    )
     for name, seconds in intervals.items():
         # APScheduler reads an explicit next_run_time=None as "paused": only pass it to start now.
         first = {"next_run_time": datetime.now(UTC)} if name in run_first else {}
@@ -154,7 +165,7 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
             _safe_tick,
             "interval",
             seconds=seconds,
-            args=(app, name),
+            args=(context, name),
             id=name,
             max_instances=1,
             coalesce=True,
@@ -165,7 +176,7 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
         _safe_deliver_webhooks,
         "interval",
         seconds=min(settings.maintenance_seconds, WEBHOOK_PASS_SECONDS),
-        args=(app,),
+        args=(context,),
         id="deliver_webhooks",
         max_instances=1,
         coalesce=True,
@@ -176,7 +187,7 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
         _safe_resume_dataset_validation,
         "interval",
         seconds=STALE_VALIDATION_PASS_SECONDS,
-        args=(app,),
+        args=(context,),
         id="resume_dataset_validation",
         max_instances=1,
         coalesce=True,
@@ -186,39 +197,39 @@ def start_ticks(app: FastAPI) -> BackgroundScheduler:
     return scheduler
 
 
-def resume_dataset_validation(app: FastAPI) -> int:
+def resume_dataset_validation(context: AppContext | Any) -> int:
     """Validate datasets left `validating` for longer than a validation normally takes."""
-    factory, settings = app.state.session_factory, app.state.settings
+    context = AppContext.of(context)
+    factory, settings = context.session_factory, context.settings
     with session_scope(factory) as session:
         stale = datasets.stale_validations(
-            session, before=app.state.clock() - STALE_VALIDATION_AGE
+            session, before=context.now() - STALE_VALIDATION_AGE
         )
     return sum(datasets.validate_audio(factory, settings, d) is not None for d in stale)
 
 
-def _safe_resume_dataset_validation(app: FastAPI) -> None:
+def _safe_resume_dataset_validation(context: AppContext) -> None:
     try:
-        resume_dataset_validation(app)
+        resume_dataset_validation(context)
     except Exception:  # noqa: BLE001 - retried on the next pass
         log.exception("resuming dataset validation failed")
 
 
-def deliver_webhooks(app: FastAPI) -> int:
+def deliver_webhooks(context: AppContext | Any) -> int:
     """One pass of the webhook outbox (POSTs with no transaction open)."""
-    return webhooks.deliver_due(
-        app.state.session_factory, app.state.settings, app.state.clock
-    )
+    context = AppContext.of(context)
+    return webhooks.deliver_due(context.session_factory, context.settings, context.clock)
 
 
-def _safe_deliver_webhooks(app: FastAPI) -> None:
+def _safe_deliver_webhooks(context: AppContext) -> None:
     try:
-        deliver_webhooks(app)
+        deliver_webhooks(context)
     except Exception:  # noqa: BLE001 - retried on the next pass
         log.exception("webhook delivery pass failed")
 
 
-def _safe_tick(app: FastAPI, name: str) -> None:
+def _safe_tick(context: AppContext, name: str) -> None:
     try:
-        run_tick(app, name)
+        run_tick(context, name)
     except Exception:  # noqa: BLE001 - a failing tick is logged and retried next interval
         log.exception("tick %s failed", name)

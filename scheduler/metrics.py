@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget, LedgerEntry
+from scheduler.context import AppContext
 from scheduler.deps import bearer_token
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import WAITING, JobState
@@ -322,12 +323,14 @@ class DatabaseCollector(Collector):
 
 def build_registry(app: FastAPI, *, with_teams: bool = True) -> CollectorRegistry:
     """A registry of this app's metrics (one per app, so tests can build many apps)."""
+    context = AppContext.of(app)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         DatabaseCollector(
-            app.state.session_factory,
-            lambda: app.state.clock(),
-            lambda: dict(getattr(app.state, "tick_durations", {}) or {}),
+            # A scrape only reads: on SQLite it never waits for the writer.
+            context.read_session_factory,
+            context.now,
+            lambda: dict(context.tick_durations),
             with_teams=with_teams,
         )
     )
@@ -341,7 +344,7 @@ def add_metrics_endpoint(app: FastAPI) -> None:
     endpoint is open and leaves out every team-labelled family; with it, a scrape must send
     `Authorization: Bearer <metrics token>` and gets everything.
     """
-    token: str | None = app.state.settings.metrics_token
+    token: str | None = AppContext.of(app).settings.metrics_token
     registry = build_registry(app, with_teams=token is not None)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)

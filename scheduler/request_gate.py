@@ -13,7 +13,9 @@ The order matters and is the point of this module:
    slot. Upload routes (exactly `POST /v1/datasets` and
    `PUT /v1/jobs/{job_id}/artifacts/{name}`) stream their bodies to disk instead; they take a
    slot of their own, smaller pool and their bodies obey the idle timeout.
-4. At most `max_concurrent_requests` requests are handled at once (see `Admission`).
+4. At most `concurrency` requests are handled at once (see `Admission`); the thread and
+   connection pools are sized from the same setting (`Settings.worker_threads`,
+   `Settings.db_connections`), so an admitted request never waits for either.
 
 Header read timeouts are the server's job: `header_timeout_protocol` gives uvicorn an HTTP
 protocol that closes connections whose request headers do not arrive in time.
@@ -30,12 +32,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import h11
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from scheduler.db.session import session_scope
+from scheduler.db.session import read_scope
 from scheduler.settings import Settings
 
 # The only routes that take bodies larger than max_request_bytes, by method and exact path.
@@ -99,10 +103,13 @@ class Admission:
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, detail: str, field: str) -> None:
+    def __init__(
+        self, status: int, detail: str, field: str, *, retry_after: int | None = None
+    ) -> None:
         self.status = status
         self.detail = detail
         self.field = field
+        self.retry_after = retry_after
 
 
 class _ClientGone(Exception):
@@ -121,6 +128,8 @@ async def _answer(send: Send, refusal: _Refusal) -> None:
     headers = {"Connection": "close"}
     if refusal.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if refusal.retry_after is not None:
+        headers["Retry-After"] = str(refusal.retry_after)
     response = JSONResponse(
         {"detail": refusal.detail, "field": refusal.field},
         status_code=refusal.status,
@@ -163,7 +172,8 @@ def credential_is_known(session_factory: Any, settings: Settings, token: str) ->
     """Whether the token is the admin or fleet token, a live team key or a worker's token.
 
     Only whether the caller is known is decided here; what it may do is the route's business.
-    Nothing is written (a key's last use is recorded by the route's own authentication).
+    Nothing is written (a key's last use is recorded by the route's own authentication), so
+    `session_factory` is the read path's: on SQLite the check never waits for the writer.
     """
     from scheduler.teams.service import find_active_key
     from scheduler.workers import service as workers
@@ -172,7 +182,7 @@ def credential_is_known(session_factory: Any, settings: Settings, token: str) ->
         return True
     if len(token) > 512:
         return False
-    with session_scope(session_factory) as session:
+    with read_scope(session_factory) as session:
         if token.startswith(f"{workers.TOKEN_PREFIX}_"):
             return workers.authenticate(session, token) is not None
         return find_active_key(session, token) is not None
@@ -235,9 +245,22 @@ class RequestGate:
         # A database lookup uses a thread and, on SQLite, the write lock: it is handled work,
         # so it takes a slot like any other (briefly).
         async with self.admission.slot():
-            known = await run_in_threadpool(
-                credential_is_known, self.session_factory, self.settings, token
-            )
+            try:
+                known = await run_in_threadpool(
+                    credential_is_known, self.session_factory, self.settings, token
+                )
+            except PoolTimeout:
+                # The application's handlers do not reach this middleware: answer as they do.
+                raise _Refusal(
+                    503,
+                    "service busy: no database connection free; retry shortly",
+                    "database",
+                    retry_after=1,
+                ) from None
+            except OperationalError:
+                raise _Refusal(
+                    503, "database unavailable or busy; retry shortly", "database", retry_after=2
+                ) from None
         if not known:
             raise _Refusal(401, "invalid or revoked API key", "Authorization")
 

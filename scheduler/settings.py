@@ -9,6 +9,13 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Threads that run the maintenance ticks (APScheduler's executor); each holds at most one
+# database connection.
+TICK_THREADS = 3
+# Threads and connections kept for /healthz and /metrics, which are answered without an
+# admission slot.
+EXEMPT_REQUEST_THREADS = 2
+
 
 class SettingsError(RuntimeError):
     """Raised at start when the configuration is invalid; the message names the setting."""
@@ -43,12 +50,18 @@ class Settings(BaseSettings):
     # Estimates before any job has been measured: watts drawn per GPU.
     default_gpu_watts: float = Field(default=300.0, gt=0, le=5_000)
 
-    # Below the 40 threads that run synchronous endpoints and the 30 pooled connections.
-    max_concurrent_requests: int = Field(default=24, ge=1, le=30)
+    # The concurrency model: how many requests one process handles at once. The database
+    # pool, the worker threads and the admission limit are all derived from it (see
+    # `request_slots`, `worker_threads`, `db_pool_size` + `db_max_overflow`), so they agree.
+    concurrency: int = Field(default=24, ge=1, le=256)
+    # The former name of `concurrency`, still honoured when `concurrency` is not set.
+    max_concurrent_requests: int | None = Field(default=None, ge=1, le=256)
+    # How long a request waits for a pooled connection before it is answered 503.
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
     # Uploads are admitted in their own small pool, so slow uploads never take API slots;
-    # the two pools together stay below the thread and connection pools.
+    # the thread and connection pools count them on top of `concurrency`.
     max_concurrent_uploads: int = Field(default=4, ge=1, le=16)
     # A client must send its request headers within this time (`greenwindow serve`).
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
@@ -172,11 +185,9 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'greenwindow.db').as_posix()}"
         if self.artifact_dir is None:
             self.artifact_dir = self.data_dir / "artifacts"
-        if self.max_concurrent_requests + self.max_concurrent_uploads > 34:
-            raise ValueError(
-                "GREENWINDOW_MAX_CONCURRENT_REQUESTS + GREENWINDOW_MAX_CONCURRENT_UPLOADS must be "
-                "at most 34 (below the 40 request threads)"
-            )
+        if self.max_concurrent_requests is not None and "concurrency" not in self.model_fields_set:
+            self.concurrency = self.max_concurrent_requests
+        self.max_concurrent_requests = self.concurrency
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ValueError(
                 "GREENWINDOW_LEASE_SECONDS must be at least twice GREENWINDOW_HEARTBEAT_SECONDS"
@@ -186,6 +197,35 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    # -- the concurrency model (docs/deploy.md, "Concurrency and connections") ----------
+
+    @property
+    def request_slots(self) -> int:
+        """Requests handled at once (the rest wait in the admission queue)."""
+        return self.concurrency
+
+    @property
+    def worker_threads(self) -> int:
+        """AnyIO's thread limit: one thread per admitted request or upload (a request uses at
+        most one at a time), plus a few for /healthz and /metrics, which skip admission."""
+        return self.concurrency + self.max_concurrent_uploads + EXEMPT_REQUEST_THREADS
+
+    @property
+    def db_pool_size(self) -> int:
+        """Connections kept open: one per admitted request, each holds at most one."""
+        return self.concurrency
+
+    @property
+    def db_max_overflow(self) -> int:
+        """Connections opened beyond the pool size, when busy: uploads, ticks, health."""
+        return self.max_concurrent_uploads + TICK_THREADS + EXEMPT_REQUEST_THREADS
+
+    @property
+    def db_connections(self) -> int:
+        """The most connections one process opens (per engine): count this per replica
+        against PostgreSQL's `max_connections`."""
+        return self.db_pool_size + self.db_max_overflow
 
 
 def load_settings(**overrides: object) -> Settings:

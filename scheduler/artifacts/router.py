@@ -13,8 +13,9 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.artifacts import service, storage
+from scheduler.context import AppContext
 from scheduler.db.session import session_scope
-from scheduler.deps import SessionDep, bearer_token
+from scheduler.deps import ContextDep, SessionDep, SettingsDep, bearer_token
 from scheduler.errors import InvalidInput, NotFound, Unauthorized
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
@@ -40,11 +41,17 @@ class ArtifactStored(BaseModel):
     sha256: str
 
 
-def _check_lease(request: Request, job_id: str, name: str, attempt: int, lease_token: str) -> None:
+def _check_lease(
+    context: AppContext,
+    token: str | None,
+    job_id: str,
+    name: str,
+    attempt: int,
+    lease_token: str,
+) -> None:
     """Refuse (401/404/409) unless the calling worker holds the job's lease; refuse (422) a
     name that clashes by case with one of the job's artifacts."""
-    token = bearer_token(request)
-    with session_scope(request.app.state.session_factory) as session:
+    with session_scope(context.session_factory) as session:
         worker = workers.authenticate(session, token or "")
         if worker is None:
             raise Unauthorized("artifact uploads need the worker token of the job's lease holder")
@@ -61,6 +68,7 @@ async def upload_artifact(
     job_id: str,
     name: str,
     request: Request,
+    context: ContextDep,
     x_attempt: Annotated[int, Header(ge=1)],
     x_lease_token: Annotated[str, Header(min_length=1, max_length=64)],
     x_content_sha256: Annotated[str, Header(min_length=64, max_length=64)],
@@ -70,10 +78,13 @@ async def upload_artifact(
     expected = x_content_sha256.lower()
     if not SHA256_HEX.fullmatch(expected):
         raise InvalidInput("X-Content-SHA256 must be 64 hex digits", field="X-Content-SHA256")
-    settings = request.app.state.settings
+    settings = context.settings
+    token = bearer_token(request)
     # Checked before the body is read, so a stale worker does not upload gigabytes for nothing;
     # no transaction stays open during the upload.
-    await run_in_threadpool(_check_lease, request, job_id, name, x_attempt, x_lease_token)
+    await run_in_threadpool(
+        _check_lease, context, token, job_id, name, x_attempt, x_lease_token
+    )
     directory = service.job_directory(settings, job_id)
     upload = await storage.receive_to_temp(
         request.stream(), directory, max_bytes=settings.max_upload_bytes
@@ -86,8 +97,8 @@ async def upload_artifact(
         )
 
     def keep() -> None:
-        with session_scope(request.app.state.session_factory) as session:
-            worker = workers.authenticate(session, bearer_token(request) or "")
+        with session_scope(context.session_factory) as session:
+            worker = workers.authenticate(session, token or "")
             assert worker is not None
             try:
                 workers.fenced_job(
@@ -104,7 +115,7 @@ async def upload_artifact(
                 name=name,
                 attempt=x_attempt,
                 upload=upload,
-                now=request.app.state.clock(),
+                now=context.now(),
             )
 
     await run_in_threadpool(keep)
@@ -156,12 +167,12 @@ def list_artifacts(job_id: str, session: SessionDep, caller: CallerDep) -> list[
 
 @router.get("/{job_id}/artifacts/{name}")
 def download_artifact(
-    job_id: str, name: str, request: Request, session: SessionDep, caller: CallerDep
+    job_id: str, name: str, session: SessionDep, settings: SettingsDep, caller: CallerDep
 ) -> FileResponse:
     """One stored file, streamed."""
     visible_job(session, caller, job_id)
     artifact = service.get_artifact(session, job_id, storage.check_name(name))
-    path = service.job_directory(request.app.state.settings, job_id) / artifact.name
+    path = service.job_directory(settings, job_id) / artifact.name
     if not path.is_file():
         raise NotFound(f"artifact '{name}' of job {job_id} is missing from the store", field="name")
     return FileResponse(

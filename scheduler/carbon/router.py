@@ -11,7 +11,8 @@ from scheduler.carbon import service
 from scheduler.carbon.models import Tariff
 from scheduler.carbon.schemas import ForecastRead, IntensityPointRead, PlanPreview
 from scheduler.carbon.series import IntensitySeries
-from scheduler.deps import AdminDep, NowDep, SessionDep, UserDep
+from scheduler.context import AppContext
+from scheduler.deps import AdminDep, NowDep, SchedulingDep, SessionDep, UserDep
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.jobs.schemas import JobCreate
 from scheduler.jobs.service import draft
@@ -38,7 +39,9 @@ def get_forecast(
     history_hours: Annotated[float, Query(ge=0, le=336)] = 0,
 ) -> ForecastRead:
     """The intensity forecast the planner uses for the zone, and which fallback served it."""
-    provider = request.app.state.scheduling.provider
+    # The dashboard calls this function directly (positionally), so the context comes from
+    # the request rather than from a dependency of its own.
+    provider = AppContext.of(request.app).scheduling.provider
     signal = service.planning_signal(session, provider, zone, now=now, hours=hours)
     series = signal.series.window(
         now - timedelta(minutes=signal.series.step_minutes - 1), now + timedelta(hours=hours)
@@ -75,9 +78,11 @@ def set_tariff(
 
 
 @router.get("/zones/{zone}/tariff", response_model=TariffSchedule)
-def get_tariff(zone: str, request: Request, session: SessionDep, _: UserDep) -> TariffSchedule:
+def get_tariff(
+    zone: str, session: SessionDep, scheduling: SchedulingDep, _: UserDep
+) -> TariffSchedule:
     """The zone's tariff: the operator's, or the built-in example for the zone."""
-    tariff = request.app.state.scheduling.tariff(session, zone)
+    tariff = scheduling.tariff(session, zone)
     if tariff is None:
         raise NotFound(f"no tariff for zone '{zone}'; set one with PUT", field="zone")
     return tariff
@@ -85,13 +90,17 @@ def get_tariff(zone: str, request: Request, session: SessionDep, _: UserDep) -> 
 
 @router.post("/plan/preview", response_model=PlanPreview)
 def preview_plan(
-    body: JobCreate, request: Request, session: SessionDep, now: NowDep, principal: UserDep
+    body: JobCreate,
+    session: SessionDep,
+    now: NowDep,
+    scheduling: SchedulingDep,
+    principal: UserDep,
 ) -> PlanPreview:
     """Where a job would be planned now, its expected kg CO2e and the saving; nothing is saved."""
     if principal.team is None:
         raise InvalidInput("previews use a team's key (its datasets)", field="Authorization")
     job, _, _ = draft(
-        session, team=principal.team, spec=body, now=now, scheduling=request.app.state.scheduling
+        session, team=principal.team, spec=body, now=now, scheduling=scheduling
     )
     saving = job.run_now_kg_co2e - job.estimated_kg_co2e
     return PlanPreview(

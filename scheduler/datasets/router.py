@@ -17,7 +17,7 @@ from scheduler.artifacts.storage import StoredUpload, discard, receive_to_temp
 from scheduler.datasets import service
 from scheduler.datasets.members import refuse_ambiguous_audio
 from scheduler.db.session import session_scope
-from scheduler.deps import Principal, SessionDep, UserDep
+from scheduler.deps import ContextDep, Principal, SessionDep, SettingsDep, UserDep
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.workers import service as workers
 from scheduler.workers.auth import CallerDep
@@ -75,6 +75,7 @@ async def upload_dataset(
     request: Request,
     background: BackgroundTasks,
     session: SessionDep,
+    context: ContextDep,
     principal: UserDep,
     name: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DatasetRead:
@@ -88,7 +89,7 @@ async def upload_dataset(
     # End the key check's transaction now: on SQLite it holds the write lock, and an upload
     # may take minutes.
     await run_in_threadpool(session.commit)
-    settings = request.app.state.settings
+    settings = context.settings
     incoming = service.datasets_root(settings) / "incoming"
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -118,21 +119,19 @@ async def upload_dataset(
         except InvalidInput:
             discard(upload)
             raise
-        with session_scope(request.app.state.session_factory) as session:
+        with session_scope(context.session_factory) as session:
             dataset = service.create_from_upload(
                 session,
                 settings,
                 team_id=team_id,
                 name=name,
                 upload=upload,
-                now=request.app.state.clock(),
+                now=context.now(),
             )
             return to_read(dataset)
 
     kept = await run_in_threadpool(keep, upload)
-    background.add_task(
-        service.validate_audio, request.app.state.session_factory, settings, kept.id
-    )
+    background.add_task(service.validate_audio, context.session_factory, settings, kept.id)
     return kept
 
 
@@ -161,7 +160,7 @@ def get_dataset(dataset_id: str, session: SessionDep, principal: UserDep) -> Dat
 
 @router.get("/{dataset_id}/archive")
 def download_archive(
-    dataset_id: str, request: Request, session: SessionDep, caller: CallerDep
+    dataset_id: str, session: SessionDep, settings: SettingsDep, caller: CallerDep
 ) -> FileResponse:
     """The dataset zip, for the owning team, or a worker while it runs a job that uses it."""
     dataset = service.get_dataset(session, dataset_id, team_id=None)
@@ -172,7 +171,7 @@ def download_archive(
         allowed = caller.can_see_team(dataset.team_id)
     if not allowed:
         raise NotFound(f"unknown dataset '{dataset_id}'", field="dataset.id")
-    path = service.archive_path(request.app.state.settings, dataset.id)
+    path = service.archive_path(settings, dataset.id)
     if not path.is_file():
         raise NotFound(f"dataset '{dataset_id}' is missing from the store", field="dataset.id")
     return FileResponse(

@@ -15,20 +15,81 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_LOCK_TIMEOUT_S = 30.0
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine with the per-database settings the service relies on."""
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    pool_timeout: float = 30.0,
+    **kwargs: Any,
+) -> Engine:
+    """Create an engine with the per-database settings the service relies on.
+
+    The service sizes the pool from `Settings.concurrency` (see `AppContext.build`); the defaults
+    here serve scripts and the command line.
+    """
+    pool: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_timeout": pool_timeout,
+    }
+    if "poolclass" in kwargs:
+        pool = {}
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if "poolclass" not in kwargs:
-            kwargs = {"pool_size": 10, "max_overflow": 20, **kwargs}
+        _make_parent(url)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool, **kwargs
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    return create_engine(url, pool_pre_ping=True, **pool, **kwargs)
+
+
+def make_read_engine(
+    url: str, write_engine: Engine, *, pool_size: int, max_overflow: int, pool_timeout: float
+) -> Engine:
+    """The engine of the read path: on SQLite, connections whose transactions start with a
+    plain (deferred) BEGIN, so they read a WAL snapshot while a writer holds the lock, and
+    that refuse to write (`query_only`). On PostgreSQL reads never wait for writers, so the
+    read path shares the write engine's pool (one pool to count against max_connections)
+    and its transactions are READ ONLY."""
+    if not url.startswith("sqlite"):
+        return write_engine.execution_options(postgresql_readonly=True)
+    if _is_memory(url):
+        # A second engine would open a second, empty in-memory database.
+        return write_engine
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Deferred: a read transaction, which in WAL mode never waits for the writer.
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _is_memory(url: str) -> bool:
+    path = url.split("///", 1)[-1] if "///" in url else ""
+    return not path or path == ":memory:" or "mode=memory" in url
+
+
+def _make_parent(url: str) -> None:
+    if not _is_memory(url):
+        Path(url.split("///", 1)[-1].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -78,6 +139,17 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def make_read_session_factory(read_engine: Engine) -> sessionmaker[Session]:
+    """Sessions of the read path; `session.info["read_only"]` tells code that must not write
+    (the key-use stamp of authentication) which kind it was given."""
+    return sessionmaker(read_engine, expire_on_commit=False, info={"read_only": True})
+
+
+def is_read_only(session: Session) -> bool:
+    """Whether the session belongs to the read path (its transaction cannot write)."""
+    return bool(session.info.get("read_only"))
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""
@@ -88,5 +160,15 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.close()
+
+
+@contextmanager
+def read_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A read: the transaction is ended by rolling back (there is nothing to commit)."""
+    session = factory()
+    try:
+        yield session
     finally:
         session.close()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from scheduler.deps import SessionDep, UserDep
+from scheduler.deps import SchedulingDep, SessionDep, UserDep
 from scheduler.energy.report import energy_report
 from scheduler.jobs import service as jobs
 
@@ -15,9 +15,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["energy"])
 
 @router.get("/{job_id}/energy")
 def job_energy(
-    job_id: str, request: Request, session: SessionDep, principal: UserDep
+    job_id: str, session: SessionDep, scheduling: SchedulingDep, principal: UserDep
 ) -> dict[str, Any]:
     """Measured kWh (GPU, CPU, RAM), kg CO2e per time bucket, attempts and the power timeline."""
     team_id = None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
     job = jobs.get_job(session, job_id, team_id=team_id)
-    return energy_report(session, job, scheduling=request.app.state.scheduling)
+    return energy_report(session, job, scheduling=scheduling)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
-from scheduler.deps import NowDep, Principal, SessionDep, UserDep
+from scheduler.deps import NowDep, Principal, SchedulingDep, SessionDep, UserDep
 from scheduler.energy import service as energy
 from scheduler.errors import InvalidInput
 from scheduler.jobs import service
@@ -71,10 +71,10 @@ def find_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead)
 def submit_job(
     body: JobCreate,
-    request: Request,
     response: Response,
     session: SessionDep,
     now: NowDep,
+    scheduling: SchedulingDep,
     principal: UserDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobRead:
@@ -89,7 +89,7 @@ def submit_job(
         spec=body,
         idempotency_key=idempotency_key,
         now=now,
-        scheduling=request.app.state.scheduling,
+        scheduling=scheduling,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -115,12 +115,16 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobRead)
 def get_job(
-    job_id: str, request: Request, session: SessionDep, now: NowDep, principal: UserDep
+    job_id: str,
+    session: SessionDep,
+    now: NowDep,
+    scheduling: SchedulingDep,
+    principal: UserDep,
 ) -> JobRead:
     """One job; while it runs, with its latest heartbeat figures (`live`)."""
     job = find_job(session, principal, job_id)
     read = to_read(job)
-    live = energy.live_figures(session, job, scheduling=request.app.state.scheduling, now=now)
+    live = energy.live_figures(session, job, scheduling=scheduling, now=now)
     if live is not None:
         read.live = LiveFigures.model_validate(live)
     return read
@@ -128,11 +132,14 @@ def get_job(
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
 def cancel_job(
-    job_id: str, request: Request, session: SessionDep, now: NowDep, principal: UserDep
+    job_id: str,
+    session: SessionDep,
+    now: NowDep,
+    scheduling: SchedulingDep,
+    principal: UserDep,
 ) -> JobRead:
     """Cancel a job: at once if it waits, through its worker if it runs."""
     job = find_job(session, principal, job_id)
-    scheduling = request.app.state.scheduling
     return to_read(service.cancel(session, job, now=now, scheduling=scheduling))
 
 

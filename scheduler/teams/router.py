@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 
-from scheduler.deps import AdminDep, NowDep, SessionDep, UserDep, require_team_access
+from scheduler.deps import (
+    AdminDep,
+    NowDep,
+    SessionDep,
+    SettingsDep,
+    UserDep,
+    require_team_access,
+)
 from scheduler.errors import InvalidInput
 from scheduler.teams import service
 from scheduler.teams.models import Team
@@ -33,9 +40,9 @@ def _read(team: Team) -> TeamRead:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TeamCreated)
 def create_team(
     body: TeamCreate,
-    request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
     _: AdminDep,
     response: Response,
 ) -> TeamCreated:
@@ -43,9 +50,7 @@ def create_team(
     webhook_url = str(body.webhook_url or "") or None
     if webhook_url is not None:
         try:
-            webhooks.check_url(
-                webhook_url, allow_internal=request.app.state.settings.webhook_allow_internal
-            )
+            webhooks.check_url(webhook_url, allow_internal=settings.webhook_allow_internal)
         except webhooks.WebhookUrlRefused as exc:
             raise InvalidInput(f"webhook_url refused: {exc}", field="webhook_url") from None
     team, key, plaintext = service.create_team(

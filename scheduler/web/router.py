@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -17,7 +16,7 @@ from fastapi.responses import (
 )
 from fastapi.templating import Jinja2Templates
 
-from scheduler.deps import NowDep, Principal, SessionDep
+from scheduler.deps import NowDep, Principal, SessionDep, SettingsDep
 from scheduler.errors import NotFound
 from scheduler.web import auth, data
 from scheduler.web.format import TEMPLATE_FILTERS
@@ -74,36 +73,64 @@ def _without_token(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
-def _viewer(request: Request, session: SessionDep, now: datetime) -> Principal | Response:
-    """The principal behind the session cookie, or the response to send."""
-    settings = request.app.state.settings
+class ShowInstead(Exception):
+    """Raised by the viewer dependencies: answer with this response instead of the page."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("dashboard viewer not signed in")
+        self.response = response
+
+
+def _viewer(
+    request: Request, session: SessionDep, now: NowDep, settings: SettingsDep
+) -> Principal:
+    """The principal behind the session cookie (else the login page or a redirect)."""
     if "token" in request.query_params:
         # Addresses end up in access logs, proxies and browser history: keys never go there.
-        return _login_page(
-            request,
-            error="Tokens are not accepted in the address; paste yours into this form.",
-            status_code=400,
-            next_path=_without_token(request),
+        raise ShowInstead(
+            _login_page(
+                request,
+                error="Tokens are not accepted in the address; paste yours into this form.",
+                status_code=400,
+                next_path=_without_token(request),
+            )
         )
     session_id = auth.cookie_session_id(request)
     if session_id is None:
         # A redirect, not a 401 page: browsers log a 401 document as an error.
-        return RedirectResponse(
-            "/dashboard/login?" + urlencode({"next": _without_token(request)}), status_code=303
+        raise ShowInstead(
+            RedirectResponse(
+                "/dashboard/login?" + urlencode({"next": _without_token(request)}),
+                status_code=303,
+            )
         )
     principal = auth.principal_for_session(session, settings, session_id, now=now)
     if principal is None:
-        return _login_page(request, error="Your session is no longer valid; sign in again.")
+        raise ShowInstead(
+            _login_page(request, error="Your session is no longer valid; sign in again.")
+        )
     return principal
 
 
-def _api_viewer(request: Request, session: SessionDep, now: datetime) -> Principal | Response:
+# Who is looking at a dashboard page.
+ViewerDep = Annotated[Principal, Depends(_viewer)]
+
+
+def _api_viewer(
+    request: Request, session: SessionDep, now: NowDep, settings: SettingsDep
+) -> Principal:
     principal = auth.principal_for_session(
-        session, request.app.state.settings, auth.cookie_session_id(request), now=now
+        session, settings, auth.cookie_session_id(request), now=now
     )
     if principal is None:
-        return JSONResponse({"detail": "sign in to the dashboard first"}, status_code=401)
+        raise ShowInstead(
+            JSONResponse({"detail": "sign in to the dashboard first"}, status_code=401)
+        )
     return principal
+
+
+# Who is asking for a dashboard page's JSON data.
+ApiViewerDep = Annotated[Principal, Depends(_api_viewer)]
 
 
 def _forbidden(why: str) -> Response:
@@ -134,6 +161,7 @@ def login(
     request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
     token: Annotated[str, Form(max_length=512)],
     next_path: Annotated[str, Form(alias="next", max_length=300)] = "/dashboard",
     csrf: Annotated[str, Form(max_length=128)] = "",
@@ -148,7 +176,7 @@ def login(
             status_code=403,
             next_path=_inside_dashboard(next_path),
         )
-    session_id = auth.open_session(session, request.app.state.settings, token, now=now)
+    session_id = auth.open_session(session, settings, token, now=now)
     if session_id is None:
         return _login_page(request, error="That token was not accepted.")
     response = RedirectResponse(_inside_dashboard(next_path), status_code=303)
@@ -178,15 +206,14 @@ def overview_page(
     request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
+    viewer: ViewerDep,
     zone: ZoneQuery = None,
     hours: HoursQuery = 36,
     history_hours: HistoryQuery = 24,
 ) -> Response:
     """Carbon intensity with the planned and running jobs on it, and the job table."""
-    viewer = _viewer(request, session, now)
-    if isinstance(viewer, Response):
-        return viewer
-    zone = zone or request.app.state.settings.zone
+    zone = zone or settings.zone
     view = data.overview(
         request, session, viewer, zone=zone, now=now, hours=hours, history_hours=history_hours
     )
@@ -199,11 +226,10 @@ def overview_page(
 
 
 @router.get("/budgets", response_class=HTMLResponse)
-def budgets_page(request: Request, session: SessionDep, now: NowDep) -> Response:
+def budgets_page(
+    request: Request, session: SessionDep, now: NowDep, viewer: ViewerDep
+) -> Response:
     """Each team's budget burn: actual, committed and forecast against the limit."""
-    viewer = _viewer(request, session, now)
-    if isinstance(viewer, Response):
-        return viewer
     view = data.budget_overview(session, viewer, now=now)
     return _page(
         request,
@@ -213,11 +239,10 @@ def budgets_page(request: Request, session: SessionDep, now: NowDep) -> Response
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+def job_page(
+    job_id: str, request: Request, session: SessionDep, viewer: ViewerDep, now: NowDep
+) -> Response:
     """One job: power and intensity timelines, energy breakdown, attempts and events."""
-    viewer = _viewer(request, session, now)
-    if isinstance(viewer, Response):
-        return viewer
     try:
         view = data.job_detail(request, session, viewer, job_id, now=now)
     except NotFound:
@@ -239,15 +264,14 @@ def overview_data(
     request: Request,
     session: SessionDep,
     now: NowDep,
+    settings: SettingsDep,
+    viewer: ApiViewerDep,
     zone: ZoneQuery = None,
     hours: HoursQuery = 36,
     history_hours: HistoryQuery = 24,
 ) -> Response:
     """The overview's data as JSON (the page refreshes its chart from it)."""
-    viewer = _api_viewer(request, session, now)
-    if isinstance(viewer, Response):
-        return viewer
-    zone = zone or request.app.state.settings.zone
+    zone = zone or settings.zone
     view = data.overview(
         request, session, viewer, zone=zone, now=now, hours=hours, history_hours=history_hours
     )
@@ -255,32 +279,27 @@ def overview_data(
 
 
 @router.get("/api/budgets")
-def budgets_data(request: Request, session: SessionDep, now: NowDep) -> Response:
+def budgets_data(session: SessionDep, now: NowDep, viewer: ApiViewerDep) -> Response:
     """The budgets page's data as JSON."""
-    viewer = _api_viewer(request, session, now)
-    if isinstance(viewer, Response):
-        return viewer
     return JSONResponse(
         data.budget_overview(session, viewer, now=now), headers={"Cache-Control": "no-store"}
     )
 
 
 @router.get("/api/jobs/{job_id}")
-def job_data(job_id: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+def job_data(
+    job_id: str, request: Request, session: SessionDep, viewer: ApiViewerDep, now: NowDep
+) -> Response:
     """The job page's data as JSON."""
-    viewer = _api_viewer(request, session, now)
-    if isinstance(viewer, Response):
-        return viewer
     view = data.job_detail(request, session, viewer, job_id, now=now)
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/api/jobs/{job_id}/live")
-def job_live_data(job_id: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+def job_live_data(
+    job_id: str, request: Request, session: SessionDep, viewer: ApiViewerDep, now: NowDep
+) -> Response:
     """The job page's live figures (state, progress, watts, kWh and CO2e so far, telemetry,
     warnings), polled while the job runs. A GET that changes nothing, so no CSRF token."""
-    viewer = _api_viewer(request, session, now)
-    if isinstance(viewer, Response):
-        return viewer
     view = data.job_live(request, session, viewer, job_id, now=now)
     return JSONResponse(view, headers={"Cache-Control": "no-store"})

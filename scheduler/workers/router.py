@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy.orm import Session
 
-from scheduler.deps import AdminDep, NowDep, SessionDep, SettingsDep
+from scheduler.deps import AdminDep, NowDep, SchedulingDep, SessionDep, SettingsDep
 from scheduler.energy import service as energy_service
 from scheduler.jobs.models import Job
 from scheduler.settings import Settings
@@ -19,6 +19,7 @@ from scheduler.workers.schemas import (
     ClaimedJob,
     ClaimResponse,
     EnergyReport,
+    Fence,
     JobComplete,
     JobFail,
     JobFinished,
@@ -36,13 +37,26 @@ from scheduler.workers.schemas import (
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
 
+def _fenced_job(job_id: str, body: Fence, session: SessionDep, worker: CurrentWorker) -> Job:
+    # `body` is the route's own body (every lease-holding call extends Fence): FastAPI
+    # parses it once and validates it as both.
+    return service.fenced_job(
+        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
+    )
+
+
+# The running job the calling worker holds under the body's (attempt, lease_token), locked
+# for this transaction; 404 for an unknown job, 409 once the lease is lost.
+FencedJobDep = Annotated[Job, Depends(_fenced_job)]
+
+
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=WorkerRegistered)
 def register(
     body: WorkerRegister,
-    request: Request,
     session: SessionDep,
     now: NowDep,
     settings: SettingsDep,
+    scheduling: SchedulingDep,
     _: FleetDep,
 ) -> WorkerRegistered:
     """Register a worker host with the fleet token; returns its own token (shown once)."""
@@ -52,7 +66,7 @@ def register(
         now=now,
         heartbeat_seconds=settings.heartbeat_seconds,
         default_zone=settings.zone,
-        scheduling=request.app.state.scheduling,
+        scheduling=scheduling,
     )
     return WorkerRegistered(
         worker_id=worker.id,
@@ -144,11 +158,9 @@ def job_heartbeat(
     now: NowDep,
     settings: SettingsDep,
     worker: CurrentWorker,
+    job: FencedJobDep,
 ) -> JobHeartbeatResponse:
     """Renew the job's lease and report progress; the answer says continue, cancel or pause."""
-    job = service.fenced_job(
-        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
-    )
     energy = body.energy.as_dict() if body.energy else None
     service.check_energy_plausible(session, job, worker, energy, now=now, settings=settings)
     action = service.job_heartbeat(
@@ -170,23 +182,21 @@ def complete(
     worker_id: str,
     job_id: str,
     body: JobComplete,
-    request: Request,
     session: SessionDep,
     now: NowDep,
     settings: SettingsDep,
+    scheduling: SchedulingDep,
     worker: CurrentWorker,
+    job: FencedJobDep,
 ) -> JobFinished:
     """The job succeeded; its energy report is accounted and charged."""
-    job = service.fenced_job(
-        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
-    )
     service.complete(
         session,
         job,
         report=_checked_report(session, job, worker, body.energy, now, settings),
         result=body.result,
         now=now,
-        scheduling=request.app.state.scheduling,
+        scheduling=scheduling,
     )
     return _finished(job)
 
@@ -196,16 +206,14 @@ def fail(
     worker_id: str,
     job_id: str,
     body: JobFail,
-    request: Request,
     session: SessionDep,
     now: NowDep,
     settings: SettingsDep,
+    scheduling: SchedulingDep,
     worker: CurrentWorker,
+    job: FencedJobDep,
 ) -> JobFinished:
     """The attempt failed or stopped on cancel; retryable failures are requeued."""
-    job = service.fenced_job(
-        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
-    )
     service.fail(
         session,
         job,
@@ -214,7 +222,7 @@ def fail(
         retryable=body.retryable,
         cancelled=body.cancelled,
         now=now,
-        scheduling=request.app.state.scheduling,
+        scheduling=scheduling,
         max_infra_restarts=settings.max_infra_restarts,
     )
     return _finished(job)
@@ -225,23 +233,21 @@ def release(
     worker_id: str,
     job_id: str,
     body: JobRelease,
-    request: Request,
     session: SessionDep,
     now: NowDep,
     settings: SettingsDep,
+    scheduling: SchedulingDep,
     worker: CurrentWorker,
+    job: FencedJobDep,
 ) -> JobFinished:
     """The worker checkpointed and let the job go (pause or shutdown)."""
-    job = service.fenced_job(
-        session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
-    )
     service.release(
         session,
         job,
         report=_checked_report(session, job, worker, body.energy, now, settings),
         reason=body.reason,
         now=now,
-        scheduling=request.app.state.scheduling,
+        scheduling=scheduling,
     )
     return _finished(job)
 
@@ -251,9 +257,9 @@ def orphan_energy(
     worker_id: str,
     job_id: str,
     body: JobOrphanEnergy,
-    request: Request,
     session: SessionDep,
     now: NowDep,
+    scheduling: SchedulingDep,
     worker: CurrentWorker,
 ) -> dict[str, Any]:
     """Energy of an attempt this worker ran but lost the lease of: kept as unattributed
@@ -265,7 +271,7 @@ def orphan_energy(
         attempt=body.attempt,
         report=body.energy.as_dict(),
         now=now,
-        scheduling=request.app.state.scheduling,
+        scheduling=scheduling,
     )
     return {"job_id": job_id, "attempt": row.attempt, "unattributed_kwh": row.total_kwh}
 
