@@ -341,15 +341,13 @@ def statements_per_call(database_url: str, calls: int = 20) -> dict[str, float]:
                 ).json()  # type: ignore[attr-defined]
                 fence = {"attempt": body["attempt"], "lease_token": body["lease_token"]}
                 job = f"{base}/jobs/{body['job']['id']}"
-                for name, path, extra in (
-                    ("heartbeat", "heartbeat", {"progress": {"step": 1}}),
-                    ("complete", "complete", {"result": {}}),
+                for name, extra in (
+                    ("heartbeat", {"progress": {"step": 1}}),
+                    ("complete", {"result": {}}),
                 ):
+                    path, body_ = f"{job}/{name}", {**fence, **extra}
                     response = measure(
-                        name,
-                        lambda p=path, e=extra: client.post(
-                            f"{job}/{p}", json={**fence, **e}, headers=worker
-                        ),
+                        name, lambda p=path, b=body_: client.post(p, json=b, headers=worker)
                     )
                     response.raise_for_status()  # type: ignore[attr-defined]
     return {name: total / calls for name, total in figures.items()}
@@ -406,6 +404,7 @@ def main() -> None:
                         submit_load(url, auth, args.requests, args.concurrency)
                     )
                     rows.append((f"{label} (round {round_ + 1})", figures))
+                    print(f"  {rows[-1][0]}: {figures}", flush=True)
             # Claim cycle: a fresh batch of ready jobs.
             make_ready(db)
             asyncio.run(claim_cycle(service_url, args.workers))  # drain submitted jobs
@@ -413,6 +412,7 @@ def main() -> None:
             asyncio.run(submit_load(service_url, claim_key, args.claim_jobs, 16))
             ready = make_ready(db)
             done, seconds, claim_errors = asyncio.run(claim_cycle(service_url, args.workers))
+            print(f"  claim cycle: {done} jobs in {seconds:.1f} s", flush=True)
         twice, never = double_claims(db)
         statements = statements_per_call(db)
 

@@ -9,6 +9,7 @@ from scheduler.datasets.models import Dataset
 from scheduler.db.base import Base
 from scheduler.energy.models import JobAttempt
 from scheduler.jobs.models import Job, JobEvent
+from scheduler.scheduling.models import ZoneVersion
 from scheduler.teams.models import ApiKey, Team
 from scheduler.web.models import DashboardSession
 from scheduler.webhooks.models import WebhookDelivery
@@ -32,5 +33,6 @@ __all__ = [
     "WebhookDelivery",
     "Worker",
     "ZoneSignalStatus",
+    "ZoneVersion",
     "metadata",
 ]

@@ -193,7 +193,8 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
             pause_requested=False,
         )
         .returning(Job.id)
-        .execution_options(synchronize_session=False)
+        # queue_zone: the zone whose version this bumps (scheduling/occupancy.py).
+        .execution_options(synchronize_session=False, queue_zone=worker.zone)
     )
     job_id = session.execute(statement).scalar_one_or_none()
     if job_id is None:
