@@ -1,12 +1,28 @@
-"""Load on the REST API: job submissions/s and p50/p99 latency of POST /v1/jobs and
-GET /v1/jobs/{id}, over loopback, on SQLite and on PostgreSQL.
+"""The submit and claim paths against the stack's floor, side by side in one run.
 
-    python bench/api_load.py                       # starts its own servers, both databases
-    python bench/api_load.py --database sqlite --requests 2000 --concurrency 32
-    python bench/api_load.py --url http://127.0.0.1:8000 --admin-token T   # a running server
+    python bench/api_load.py                                  # PostgreSQL, defaults below
+    python bench/api_load.py --requests 1000 --concurrency 32 --claim-jobs 1000 --workers 16
+    python bench/api_load.py --rounds 3                       # alternate the apps 3 times
 
-Each started server is a real `greenwindow serve` process on a fresh database (a temporary
-SQLite file, or a new PostgreSQL database on --postgres-admin-url that is dropped after).
+It creates a scratch PostgreSQL database on GREENWINDOW_TEST_POSTGRES_URL (dropped after)
+and starts two uvicorn processes on it:
+
+- the real service (`greenwindow serve`, migrations applied, ticks slowed down so the
+  replan tick does not move hand-readied jobs);
+- a "floor" app: plain FastAPI whose POST /v1/jobs inserts one row through the same
+  `make_engine` (a sync endpoint, like the service's). It is what the stack costs with no
+  authentication, validation, planning or budget.
+
+Then it measures, alternating the two apps round by round so load on the shared machine
+hits both alike:
+
+1. `POST /v1/jobs` at --concurrency (httpx async): throughput, p50, p99;
+2. the claim -> heartbeat -> complete cycle with --workers HTTP workers (httpx async) on
+   --claim-jobs ready jobs: jobs/s, double claims (a job with more than one transition
+   to running, from the job events) and jobs never run;
+3. SQL statements per call (submit, claim, heartbeat, complete), counted with a
+   SQLAlchemy `before_cursor_execute` listener on an in-process copy of the service on
+   the same database.
 """
 
 from __future__ import annotations
@@ -26,161 +42,402 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ADMIN_TOKEN = "bench-admin-token"
+WORKER_TOKEN = "bench-worker-token"
+JOB = {"name": "bench", "kind": "burn-in", "config": {"steps": 10}, "max_delay_minutes": 600}
+QUIET = {
+    # The replan tick would move hand-readied jobs back to their planned windows.
+    "GREENWINDOW_REPLAN_SECONDS": "86400",
+    "GREENWINDOW_FORECAST_REFRESH_SECONDS": "86400",
+}
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+def _sqlalchemy_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 @contextmanager
-def _server(database: str, pg_admin_url: str) -> Iterator[str]:
-    """A `greenwindow serve` subprocess on a fresh database; yields its base URL."""
-    tmp = tempfile.TemporaryDirectory()
-    pg_name = None
-    env = {**os.environ, "GREENWINDOW_DATA_DIR": tmp.name, "GREENWINDOW_ADMIN_TOKEN": ADMIN_TOKEN}
-    if database == "postgresql":
-        from sqlalchemy import create_engine, text
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards; yields its URL."""
+    from sqlalchemy import create_engine, text
 
-        pg_name = f"gw_bench_{uuid.uuid4().hex[:10]}"
-        engine = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    name = f"gw_apiload_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(_sqlalchemy_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield _sqlalchemy_url(admin_url).rsplit("/", 1)[0] + f"/{name}"
+    finally:
         with engine.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {pg_name}"))
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         engine.dispose()
-        env["GREENWINDOW_DATABASE_URL"] = pg_admin_url.rsplit("/", 1)[0] + f"/{pg_name}"
+
+
+@contextmanager
+def started(command: list[str], env: dict[str, str]) -> Iterator[str]:
+    """A server subprocess on a free port (appended as `--port N`); yields its URL."""
     port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scheduler.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
+    process = subprocess.Popen([*command, "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command} exited with {process.returncode}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
         else:
-            raise RuntimeError("server did not become healthy")
+            raise RuntimeError(f"{command} did not become healthy")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
-        if pg_name:
-            from sqlalchemy import create_engine, text
-
-            engine = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-            with engine.connect() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"))
-            engine.dispose()
-        tmp.cleanup()
 
 
-async def _run(url: str, admin_token: str, requests: int, concurrency: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        team = f"bench-{uuid.uuid4().hex[:8]}"
-        created = await client.post(
-            "/v1/teams", json={"name": team}, headers={"Authorization": f"Bearer {admin_token}"}
+# -- the floor app --------------------------------------------------------------------
+
+
+class FloorJob(BaseModel):
+    """The floor's body: parsed and validated, as any FastAPI endpoint's."""
+
+    name: str
+    kind: str
+    config: dict
+    max_delay_minutes: int | None = None
+
+
+def floor_app(database_url: str):  # noqa: ANN201 - FastAPI is imported lazily
+    """Plain FastAPI: POST /v1/jobs inserts one row through the service's `make_engine`."""
+    from fastapi import FastAPI
+    from sqlalchemy import text
+
+    from scheduler.db.session import make_engine
+
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS floor_jobs (id text PRIMARY KEY, name text, "
+                "kind text, config text, submitted_at timestamptz DEFAULT now())"
+            )
         )
-        created.raise_for_status()
-        headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
-        body = {
-            "name": "bench",
-            "kind": "burn-in",
-            "config": {"steps": 10},
-            "max_delay_minutes": 600,
-        }
-        semaphore = asyncio.Semaphore(concurrency)
-        post_latency: list[float] = []
-        get_latency: list[float] = []
-        errors = 0
-        ids: list[str] = []
 
-        async def submit() -> None:
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.post("/v1/jobs", status_code=201)
+    def submit(body: FloorJob) -> dict[str, str]:
+        job_id = uuid.uuid4().hex
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO floor_jobs (id, name, kind, config) VALUES (:i, :n, :k, :c)"),
+                {"i": job_id, "n": body.name, "k": body.kind, "c": str(body.config)},
+            )
+        return {"id": job_id}
+
+    return app
+
+
+def serve_floor(database_url: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app(database_url), host="127.0.0.1", port=port, log_level="warning")
+
+
+# -- load -----------------------------------------------------------------------------
+
+
+async def submit_load(url: str, key: str | None, requests: int, concurrency: int) -> dict:
+    """`requests` POST /v1/jobs, `concurrency` in flight; throughput and latency."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as c:
+        queue = iter(range(requests))
+
+        async def client() -> None:
             nonlocal errors
-            async with semaphore:
-                started = time.perf_counter()
-                response = await client.post("/v1/jobs", json=body, headers=headers)
-                post_latency.append(time.perf_counter() - started)
-                if response.status_code == 201:
-                    ids.append(response.json()["id"])
-                else:
+            for _ in queue:
+                begun = time.perf_counter()
+                try:
+                    response = await c.post("/v1/jobs", json=JOB)
+                    errors += response.status_code != 201
+                except httpx.HTTPError:
                     errors += 1
+                latencies.append(time.perf_counter() - begun)
 
-        async def read(job_id: str) -> None:
-            nonlocal errors
-            async with semaphore:
-                started = time.perf_counter()
-                response = await client.get(f"/v1/jobs/{job_id}", headers=headers)
-                get_latency.append(time.perf_counter() - started)
-                errors += response.status_code != 200
-
-        started = time.perf_counter()
-        await asyncio.gather(*(submit() for _ in range(requests)))
-        submit_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        await asyncio.gather(*(read(ids[i % len(ids)]) for i in range(requests)))
-        read_seconds = time.perf_counter() - started
-    post_ms, get_ms = np.array(post_latency) * 1000, np.array(get_latency) * 1000
+        begun = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        seconds = time.perf_counter() - begun
+    ms = np.array(latencies) * 1000
     return {
-        "submits_per_s": requests / submit_seconds,
-        "post_p50_ms": float(np.percentile(post_ms, 50)),
-        "post_p99_ms": float(np.percentile(post_ms, 99)),
-        "reads_per_s": requests / read_seconds,
-        "get_p50_ms": float(np.percentile(get_ms, 50)),
-        "get_p99_ms": float(np.percentile(get_ms, 99)),
+        "per_s": requests / seconds,
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
         "errors": errors,
     }
 
 
-def _print(label: str, figures: dict[str, float], requests: int, concurrency: int) -> None:
-    print(
-        f"{label:<11} {requests} requests, concurrency {concurrency}: "
-        f"POST /v1/jobs {figures['submits_per_s']:.0f}/s p50 {figures['post_p50_ms']:.1f} ms "
-        f"p99 {figures['post_p99_ms']:.1f} ms | GET /v1/jobs/{{id}} {figures['reads_per_s']:.0f}/s "
-        f"p50 {figures['get_p50_ms']:.1f} ms p99 {figures['get_p99_ms']:.1f} ms | "
-        f"errors {figures['errors']:.0f}"
+def new_team(url: str) -> str:
+    response = httpx.post(
+        f"{url}/v1/teams",
+        json={"name": f"bench-{uuid.uuid4().hex[:8]}"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
+    response.raise_for_status()
+    return str(response.json()["api_key"])
+
+
+def make_ready(database_url: str) -> int:
+    """Every waiting job of the service becomes ready (no wait for its window)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        count = conn.execute(
+            text("UPDATE jobs SET state = 'ready' WHERE state = 'scheduled'")
+        ).rowcount
+    engine.dispose()
+    return int(count)
+
+
+async def claim_cycle(url: str, workers: int) -> tuple[int, float, int]:
+    """`workers` async HTTP workers claim, heartbeat and complete until the queue is empty;
+    returns (jobs done, seconds, errors)."""
+    done = 0
+    errors = 0
+    async with httpx.AsyncClient(base_url=url, timeout=120) as fleet:
+        tokens = []
+        for index in range(workers):
+            response = await fleet.post(
+                "/v1/workers/register",
+                json={"host": f"bench-{index}", "zone": "ES", "gpus": [], "cpu_only": True},
+                headers={"Authorization": f"Bearer {WORKER_TOKEN}"},
+            )
+            response.raise_for_status()
+            tokens.append((response.json()["worker_id"], response.json()["token"]))
+
+    async def work(worker_id: str, token: str) -> None:
+        nonlocal done, errors
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"/v1/workers/{worker_id}"
+        async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as c:
+            idle = 0
+            while idle < 2:
+                claim = await c.post(f"{base}/claim", json={})
+                if claim.status_code == 204:
+                    idle += 1
+                    continue
+                if claim.status_code != 200:
+                    errors += 1
+                    continue
+                idle = 0
+                body = claim.json()
+                fence = {"attempt": body["attempt"], "lease_token": body["lease_token"]}
+                job = f"{base}/jobs/{body['job']['id']}"
+                beat = await c.post(f"{job}/heartbeat", json={**fence, "progress": {"step": 1}})
+                errors += beat.status_code != 200
+                finished = await c.post(f"{job}/complete", json={**fence, "result": {}})
+                if finished.status_code == 200:
+                    done += 1
+                else:
+                    errors += 1
+
+    begun = time.perf_counter()
+    await asyncio.gather(*(work(w, t) for w, t in tokens))
+    return done, time.perf_counter() - begun, errors
+
+
+def double_claims(database_url: str) -> tuple[int, int]:
+    """(jobs run more than once, jobs never run), from the job events."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT j.id, count(e.id) FROM jobs j LEFT JOIN job_events e "
+                "ON e.job_id = j.id AND e.to_state = 'running' GROUP BY j.id"
+            )
+        ).all()
+    engine.dispose()
+    return sum(1 for _, n in rows if n > 1), sum(1 for _, n in rows if n == 0)
+
+
+# -- statements per call --------------------------------------------------------------
+
+
+def statements_per_call(database_url: str, calls: int = 20) -> dict[str, float]:
+    """SQL statements per submit, claim, heartbeat and complete, counted in-process."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event, text
+
+    from scheduler.app import create_app
+    from scheduler.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp),
+            database_url=database_url,
+            admin_token=ADMIN_TOKEN,
+            worker_token=WORKER_TOKEN,
+        )
+        app = create_app(settings, run_ticks=False)
+        counted = [0]
+
+        def count(*_: object) -> None:
+            counted[0] += 1
+
+        event.listen(app.state.engine, "before_cursor_execute", count)
+        figures: dict[str, float] = {}
+        with TestClient(app) as client:
+
+            def measure(name: str, call) -> object:  # noqa: ANN001
+                before = counted[0]
+                result = call()
+                figures.setdefault(name, 0)
+                figures[name] += counted[0] - before
+                return result
+
+            key = client.post(
+                "/v1/teams",
+                json={"name": f"stmt-{uuid.uuid4().hex[:6]}"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            ).json()["api_key"]
+            auth = {"Authorization": f"Bearer {key}"}
+            client.post("/v1/jobs", json=JOB, headers=auth).raise_for_status()  # warm caches
+            figures.clear()
+            for _ in range(calls):
+                measure("submit", lambda: client.post("/v1/jobs", json=JOB, headers=auth))
+            with app.state.engine.begin() as conn:
+                conn.execute(text("UPDATE jobs SET state = 'ready' WHERE state = 'scheduled'"))
+            registered = client.post(
+                "/v1/workers/register",
+                json={"host": "stmt", "zone": "ES", "gpus": [], "cpu_only": True},
+                headers={"Authorization": f"Bearer {WORKER_TOKEN}"},
+            ).json()
+            worker = {"Authorization": f"Bearer {registered['token']}"}
+            base = f"/v1/workers/{registered['worker_id']}"
+            for _ in range(calls):
+                body = measure(
+                    "claim", lambda: client.post(f"{base}/claim", json={}, headers=worker)
+                ).json()  # type: ignore[attr-defined]
+                fence = {"attempt": body["attempt"], "lease_token": body["lease_token"]}
+                job = f"{base}/jobs/{body['job']['id']}"
+                for name, extra in (
+                    ("heartbeat", {"progress": {"step": 1}}),
+                    ("complete", {"result": {}}),
+                ):
+                    path, body_ = f"{job}/{name}", {**fence, **extra}
+                    response = measure(
+                        name, lambda p=path, b=body_: client.post(p, json=b, headers=worker)
+                    )
+                    response.raise_for_status()  # type: ignore[attr-defined]
+    return {name: total / calls for name, total in figures.items()}
+
+
+# -- main -----------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=1000, help="submissions per round")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--url", help="drive this running server instead of starting one")
-    parser.add_argument("--admin-token", default=os.environ.get("GREENWINDOW_ADMIN_TOKEN"))
+    parser.add_argument("--rounds", type=int, default=2, help="service/floor alternations")
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--claim-jobs", type=int, default=1000)
     parser.add_argument(
         "--postgres-admin-url",
-        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        default=os.environ.get(
+            "GREENWINDOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
     )
+    parser.add_argument("--serve-floor", help=argparse.SUPPRESS)  # internal: database URL
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.url:
-        figures = asyncio.run(_run(args.url, args.admin_token, args.requests, args.concurrency))
-        _print(args.url, figures, args.requests, args.concurrency)
+    if args.serve_floor:
+        serve_floor(args.serve_floor, args.port)
         return
-    databases = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
-    for database in databases:
-        with _server(database, args.postgres_admin_url) as url:
-            figures = asyncio.run(_run(url, ADMIN_TOKEN, args.requests, args.concurrency))
-        _print(database, figures, args.requests, args.concurrency)
+
+    print(f"machine: {os.cpu_count()} CPUs; command: {' '.join(sys.argv)}")
+    with tempfile.TemporaryDirectory() as tmp, scratch_database(args.postgres_admin_url) as db:
+        env = {
+            **os.environ,
+            "GREENWINDOW_DATA_DIR": tmp,
+            "GREENWINDOW_DATABASE_URL": db,
+            "GREENWINDOW_ADMIN_TOKEN": ADMIN_TOKEN,
+            "GREENWINDOW_WORKER_TOKEN": WORKER_TOKEN,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            **QUIET,
+        }
+        service_cmd = [sys.executable, "-m", "scheduler.cli", "serve", "--log-level", "warning"]
+        floor_cmd = [sys.executable, __file__, "--serve-floor", db]
+        rows: list[tuple[str, dict]] = []
+        with started(service_cmd, env) as service_url, started(floor_cmd, env) as floor_url:
+            key = new_team(service_url)
+            # Warm-up: first-request costs (imports, connections, history) are not measured.
+            asyncio.run(submit_load(service_url, key, 64, args.concurrency))
+            asyncio.run(submit_load(floor_url, None, 64, args.concurrency))
+            for round_ in range(args.rounds):
+                for label, url, auth in (
+                    ("greenwindow", service_url, key),
+                    ("floor", floor_url, None),
+                ):
+                    figures = asyncio.run(
+                        submit_load(url, auth, args.requests, args.concurrency)
+                    )
+                    rows.append((f"{label} (round {round_ + 1})", figures))
+                    print(f"  {rows[-1][0]}: {figures}", flush=True)
+            # Claim cycle: a fresh batch of ready jobs.
+            make_ready(db)
+            asyncio.run(claim_cycle(service_url, args.workers))  # drain submitted jobs
+            claim_key = new_team(service_url)
+            asyncio.run(submit_load(service_url, claim_key, args.claim_jobs, 16))
+            ready = make_ready(db)
+            done, seconds, claim_errors = asyncio.run(claim_cycle(service_url, args.workers))
+            print(f"  claim cycle: {done} jobs in {seconds:.1f} s", flush=True)
+        twice, never = double_claims(db)
+        statements = statements_per_call(db)
+
+    print(f"\nPOST /v1/jobs, {args.requests} requests per round, concurrency {args.concurrency}")
+    print(f"{'app':<22} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for label, f in rows:
+        print(f"{label:<22} {f['per_s']:7.1f} {f['p50']:8.1f} {f['p99']:8.1f} {f['errors']:7d}")
+    service = [f for label, f in rows if label.startswith("greenwindow")]
+    floor = [f for label, f in rows if label.startswith("floor")]
+    rate = np.mean([f["per_s"] for f in service]) / np.mean([f["per_s"] for f in floor])
+    p99 = np.mean([f["p99"] for f in service]) / np.mean([f["p99"] for f in floor])
+    print(
+        f"greenwindow / floor: throughput {100 * rate:.0f} % (goal >= 70 %), "
+        f"p99 {p99:.2f}x (goal <= 3x)"
+    )
+    print(
+        f"\nclaim -> heartbeat -> complete, {args.workers} HTTP workers, {ready} ready jobs: "
+        f"{done} done in {seconds:.1f} s = {done / seconds:.1f} jobs/s (goal >= 150); "
+        f"errors {claim_errors}; double claims {twice} (must be 0); never run {never}"
+    )
+    print(
+        "\nSQL statements per call: "
+        + ", ".join(f"{name} {value:.1f}" for name, value in statements.items())
+    )
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()

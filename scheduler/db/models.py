@@ -9,6 +9,7 @@ from scheduler.datasets.models import Dataset
 from scheduler.db.base import Base
 from scheduler.energy.models import JobAttempt, JobEfficiency
 from scheduler.jobs.models import Job, JobEvent
+from scheduler.scheduling.models import ZoneVersion
 from scheduler.teams.models import ApiKey, Team
 from scheduler.telemetry.models import TelemetryPoint, TelemetryState
 from scheduler.web.models import DashboardSession
@@ -36,5 +37,6 @@ __all__ = [
     "WebhookDelivery",
     "Worker",
     "ZoneSignalStatus",
+    "ZoneVersion",
     "metadata",
 ]

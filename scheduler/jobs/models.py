@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    column,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -34,6 +36,16 @@ class Job(Base):
         CheckConstraint("gpus BETWEEN 1 AND 8", name="gpus"),
         UniqueConstraint("team_id", "idempotency_key"),
         Index("ix_jobs_state_priority", "state", "priority", "planned_start"),
+        # The claim's order over ready jobs (migration 0011, scheduling/occupancy.py).
+        Index(
+            "ix_jobs_claim_order",
+            "zone",
+            column("priority").desc(),
+            "planned_start",
+            "id",
+            postgresql_where=text("state = 'ready'"),
+            sqlite_where=text("state = 'ready'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)

@@ -167,18 +167,21 @@ def submit(
     if admission.decision == "hold":
         state, reason = JobState.HELD, admission.reason
     job.state, job.state_reason = state.value, reason
-    try:
-        # A savepoint, so that losing an idempotency race leaves the session usable.
-        with session.begin_nested():
-            session.add(job)
-            session.flush()
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        existing = _existing_for_key(session, team, idempotency_key, request_hash)
-        if existing is None:
-            raise
-        return existing, False
+    if idempotency_key is None:
+        # No race to lose, so no savepoint (two statements fewer).
+        session.add(job)
+        session.flush()
+    else:
+        try:
+            # A savepoint, so that losing an idempotency race leaves the session usable.
+            with session.begin_nested():
+                session.add(job)
+                session.flush()
+        except IntegrityError:
+            existing = _existing_for_key(session, team, idempotency_key, request_hash)
+            if existing is None:
+                raise
+            return existing, False
     if state != JobState.HELD:
         _reserve(session, job, now=now)
     record_event(

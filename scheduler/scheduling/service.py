@@ -27,8 +27,9 @@ from scheduler.jobs.states import JobState
 from scheduler.planning.estimate import EstimateModel, config_signature
 from scheduler.planning.memory import MemoryModel
 from scheduler.planning.planner import plan
-from scheduler.planning.tariff import TariffSchedule, prices_for_slots, spain_2_0td_example
+from scheduler.planning.tariff import TariffSchedule, spain_2_0td_example
 from scheduler.planning.types import JobPlan, PlanJob, RunningJob, SlotGrid
+from scheduler.scheduling import occupancy
 from scheduler.settings import Settings
 from worker.training.config import FinetuneConfig
 
@@ -79,7 +80,8 @@ def promote_due(session: Session, zone: str, *, now: datetime) -> int:
             )
             .values(state=JobState.READY.value, state_reason=reason, updated_at=now)
             .returning(Job.id)
-            .execution_options(synchronize_session=False)
+            # queue_zone: the zone whose version this bumps (scheduling/occupancy.py).
+            .execution_options(synchronize_session=False, queue_zone=zone)
         )
         .scalars()
         .all()
@@ -123,6 +125,9 @@ class Scheduling:
         )
         self.estimates = EstimateModel()
         self._learned_history = False
+        # Submissions read the zone's queue, signal and tariff from version-checked caches
+        # (scheduling/occupancy.py); off, they read everything (tests compare the two).
+        self.use_caches = True
 
     @property
     def default_zone(self) -> str:
@@ -227,19 +232,10 @@ class Scheduling:
         self, session: Session, zone: str, *, now: datetime, hours: float
     ) -> tuple[SlotGrid, carbon.Signal]:
         """A slot grid from `now` with the zone's intensity and prices."""
-        hours = min(max(hours, 1.0), MAX_HORIZON.total_seconds() / 3600)
+        hours = occupancy.clamp_hours(hours)
         signal = carbon.planning_signal(session, self.provider, zone, now=now, hours=hours + 1)
-        count = math.ceil(hours * 60 / SLOT_MINUTES)
-        step = timedelta(minutes=SLOT_MINUTES)
-        starts = [now + i * step for i in range(count)]
-        series = signal.series
-        offsets = np.array(
-            [(t + step / 2 - series.start) / timedelta(minutes=series.step_minutes) for t in starts]
-        )
-        index = np.clip(np.floor(offsets).astype(np.int64), 0, len(series) - 1)
         tariff = self.tariff(session, zone)
-        prices = prices_for_slots(tariff, starts) if tariff else None
-        return SlotGrid(now, SLOT_MINUTES, series.values[index], prices), signal
+        return occupancy.slot_grid(signal, tariff, now=now, hours=hours), signal
 
     def capacity(self, session: Session, zone: str, now: datetime) -> int:
         """GPUs of live workers in the zone, or the configured default when none registered."""
@@ -357,6 +353,8 @@ class Scheduling:
     def place_new_job(self, session: Session, job: Job, *, now: datetime) -> tuple[JobState, str]:
         """Plan one new job around what is already planned; returns its state and reason."""
         floor = self.memory_floor(session, job, now)
+        if self.use_caches:
+            return occupancy.place_new_job(self, session, job, now=now, memory_floor=floor)
         held = self.capacity_for_base(session, job.zone, job.base or "none", now, floor)
         if held == 0:
             return self._wait_for_base(job, floor), job.state_reason
@@ -511,8 +509,11 @@ class Scheduling:
 
         On PostgreSQL it takes the replan tick's advisory lock for this transaction and
         skips when another replica holds it: that replan, or the next, sees the change,
-        and a claim promotes due jobs meanwhile (see `promote_due`). Returns whether it ran.
+        and a claim promotes due jobs meanwhile (see `promote_due`). Returns whether it ran
+        (or had nothing to do: see `occupancy.replan_has_nothing_to_do`).
         """
+        if occupancy.replan_has_nothing_to_do(self, session, zone, now):
+            return True
         if session.get_bind().dialect.name == "postgresql":
             key = zlib.crc32(b"greenwindow:replan")
             if not session.execute(

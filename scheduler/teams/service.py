@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from scheduler.errors import Conflict, NotFound
 from scheduler.teams.models import ApiKey, Team
@@ -94,7 +94,8 @@ def find_active_key(session: Session, presented: str) -> ApiKey | None:
     parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         return None
-    key = session.get(ApiKey, parts[1])
+    # The team comes in the same statement: every authenticated call needs it.
+    key = session.get(ApiKey, parts[1], options=[joinedload(ApiKey.team)])
     if key is None or key.revoked_at is not None:
         return None
     if not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):

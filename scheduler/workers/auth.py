@@ -13,6 +13,7 @@ from scheduler.deps import NowDep, Principal, PrincipalDep, SessionDep
 from scheduler.errors import Forbidden, Unauthorized
 from scheduler.workers import service
 from scheduler.workers.models import Worker
+from scheduler.workers.token_auth import authenticate_and_touch
 
 
 def _fleet(principal: PrincipalDep) -> Principal:
@@ -24,11 +25,12 @@ def _fleet(principal: PrincipalDep) -> Principal:
 FleetDep = Annotated[Principal, Depends(_fleet)]
 
 
-def _worker(request: Request, session: SessionDep) -> Worker:
+def _worker(request: Request, session: SessionDep, now: NowDep) -> Worker:
     token = deps.bearer_token(request)
     if token is None:
         raise Unauthorized("missing worker token: send 'Authorization: Bearer <token>'")
-    worker = service.authenticate(session, token)
+    # The protocol's calls check the token with the liveness write (no SELECT).
+    worker = authenticate_and_touch(session, token, now=now)
     if worker is None:
         raise Unauthorized("invalid worker token; register again")
     path_worker = request.path_params.get("worker_id")

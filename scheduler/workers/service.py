@@ -203,21 +203,23 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
             updated_at=now,
             pause_requested=False,
         )
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
+        # The whole row comes back: no second read of the claimed job.
+        .returning(Job)
+        # queue_zone: the zone whose version this bumps (scheduling/occupancy.py).
+        .execution_options(
+            synchronize_session=False, populate_existing=True, queue_zone=worker.zone
+        )
     )
-    job_id = session.execute(statement).scalar_one_or_none()
-    if job_id is None:
+    job = session.scalars(statement).one_or_none()
+    if job is None:
         from scheduler.scheduling.service import promote_due
 
         # Jobs whose window opened since the last replan are due: promote them, try again.
         if not promote_due(session, worker.zone, now=now):
             return None
-        job_id = session.execute(statement).scalar_one_or_none()
-        if job_id is None:
+        job = session.scalars(statement).one_or_none()
+        if job is None:
             return None
-    job = session.get(Job, job_id, populate_existing=True)
-    assert job is not None
     jobs.record_event(
         session,
         job,
@@ -233,6 +235,8 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
 
 def latest_checkpoint(session: Session, job_id: str, *, before_attempt: int) -> Artifact | None:
     """The newest checkpoint an earlier attempt uploaded."""
+    if before_attempt <= 1:
+        return None  # uploads carry their (fenced) attempt, which starts at 1
     return session.scalar(
         select(Artifact)
         .where(
