@@ -1,7 +1,7 @@
 """training telemetry: per-attempt downsampled history, health-check state, job efficiency
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-01
 """
 
