@@ -194,7 +194,7 @@ _GPU_GAUGES = (
 def worker_gpus(session: Session, now: datetime) -> Iterator[Metric]:
     """greenwindow_worker_gpu_*{worker,gpu}: the latest telemetry of each live worker's GPUs,
     from the heartbeats of the jobs it runs (labels: worker id and GPU index only)."""
-    alive_workers = _optional("scheduler.workers.service", "alive_workers")
+    alive_workers = _optional("scheduler.workers.fleet", "alive_workers")
     alive = sorted(alive_workers(session, now), key=lambda w: w.last_seen_at, reverse=True)
     alive_ids = {worker.id for worker in alive[:MAX_GPU_SERIES_WORKERS]}
     families = {
