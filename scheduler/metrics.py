@@ -91,7 +91,7 @@ def planned_saving(session: Session, _: datetime) -> Iterator[Metric]:
     """greenwindow_planned_saving_kg_co2e: run-now minus planned emissions of waiting jobs."""
     rows = session.execute(
         select(Job.run_now_kg_co2e, Job.estimated_kg_co2e).where(
-            Job.state.in_([s.value for s in WAITING])
+            Job.state.in_(WAITING)
         )
     ).all()
     saving = sum(max(run_now - planned, 0.0) for run_now, planned in rows)
@@ -148,8 +148,8 @@ def _optional(module: str, attribute: str) -> Any:
 
 def workers(session: Session, now: datetime) -> Iterator[Metric]:
     """greenwindow_workers_alive and greenwindow_worker_gpu_watts{worker} (live workers only)."""
-    # The worker service's own liveness rule, so the metric and the planner agree.
-    alive_workers = _optional("scheduler.workers.service", "alive_workers")
+    # The fleet's own liveness rule, so the metric and the planner agree.
+    alive_workers = _optional("scheduler.workers.fleet", "alive_workers")
     alive = alive_workers(session, now)
     watts = GaugeMetricFamily(
         "greenwindow_worker_gpu_watts",
@@ -195,7 +195,7 @@ _GPU_GAUGES = (
 def worker_gpus(session: Session, now: datetime) -> Iterator[Metric]:
     """greenwindow_worker_gpu_*{worker,gpu}: the latest telemetry of each live worker's GPUs,
     from the heartbeats of the jobs it runs (labels: worker id and GPU index only)."""
-    alive_workers = _optional("scheduler.workers.service", "alive_workers")
+    alive_workers = _optional("scheduler.workers.fleet", "alive_workers")
     alive = sorted(alive_workers(session, now), key=lambda w: w.last_seen_at, reverse=True)
     alive_ids = {worker.id for worker in alive[:MAX_GPU_SERIES_WORKERS]}
     families = {

@@ -24,6 +24,7 @@ from scheduler.energy.schemas import (
     StageEfficiency,
 )
 from scheduler.jobs.models import Job
+from scheduler.jobs.states import JobState
 from scheduler.planning.estimate import config_signature, normalise_gpu_model
 from worker.training.config import FinetuneConfig
 
@@ -198,7 +199,7 @@ def job_efficiency(session: Session, job: Job, rows: list[JobAttempt]) -> Effici
 
 def record(session: Session, job: Job, rows: list[JobAttempt], *, now: datetime) -> None:
     """Store a succeeded fine-tune's figures under its signature and GPU model."""
-    if job.state != "succeeded" or job.kind != "gpt-sovits-finetune":
+    if job.state != JobState.SUCCEEDED or job.kind != "gpt-sovits-finetune":
         return
     figures = job_efficiency(session, job, rows)
     if not figures.stages or figures.signature is None:

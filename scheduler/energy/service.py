@@ -1,4 +1,10 @@
-"""Attempt energy records, their carbon accounting, budget settlement and the energy report."""
+"""Attempt energy records and their carbon accounting: measure, price, restate.
+
+What an attempt's figures do to the budget ledger (the charge, the reservation it releases)
+is the job life cycle's business (`scheduler/jobs/lifecycle.py`), which calls in here; this
+module sits below it and below the scheduling context, and takes that context as the
+`EnergyContext` protocol rather than importing it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,22 +20,36 @@ from sqlalchemy.orm import Session
 from scheduler.budgets import service as budgets
 from scheduler.carbon import service as carbon
 from scheduler.carbon.models import IntensityPoint
+from scheduler.carbon.providers.base import CarbonProvider
 from scheduler.carbon.series import IntensitySeries
-from scheduler.energy import accounting, efficiency
+from scheduler.energy import accounting
 from scheduler.energy.models import EnergyRestatement, JobAttempt
 from scheduler.errors import Conflict, NotFound
-from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
 from scheduler.planning.estimate import HOST_WATTS
+from scheduler.settings import Settings
 from scheduler.workers.models import Worker
 
 JOULES_PER_KWH = accounting.JOULES_PER_KWH
 # CodeCarbon's RAM power floor on x86 (W), used for a RAM figure CodeCarbon could not give.
 RAM_FLOOR_WATTS = 10.0
 
-if TYPE_CHECKING:
-    from scheduler.scheduling.service import Scheduling
+
+class EnergyContext(Protocol):
+    """What accounting needs from the scheduling context (`Scheduling` provides it)."""
+
+    settings: Settings
+    provider: CarbonProvider
+
+    def accounting_signal(
+        self, session: Session, zone: str, start: datetime, end: datetime
+    ) -> carbon.Signal: ...
+
+    def observe_measurement(
+        self, session: Session, job: Job, *, duration_s: float, kwh: float, gpu_model: str
+    ) -> None: ...
+
 
 log = logging.getLogger("greenwindow.energy")
 
@@ -77,7 +97,7 @@ class SignalUsed:
 
 
 def accounting_signal(
-    scheduling: Scheduling, session: Session, zone: str, start: datetime, end: datetime
+    scheduling: EnergyContext, session: Session, zone: str, start: datetime, end: datetime
 ) -> SignalUsed:
     """The zone's intensity over [start, end] from the scheduling context, or a fallback."""
     try:
@@ -132,7 +152,7 @@ def note_heartbeat(
 
 
 def live_figures(
-    session: Session, job: Job, *, scheduling: Scheduling, now: datetime
+    session: Session, job: Job, *, scheduling: EnergyContext, now: datetime
 ) -> dict[str, Any] | None:
     """A running job's energy and emissions so far, from its heartbeats (None otherwise).
 
@@ -140,7 +160,7 @@ def live_figures(
     mean intensity of the slots the attempt has run through (the attempt is priced slot by
     slot, with its real power timeline, when it ends). Earlier attempts count as charged.
     """
-    if job.state != JobState.RUNNING.value:
+    if job.state != JobState.RUNNING:
         return None
     row = get_attempt(session, job.id, job.attempt)
     if row is None:
@@ -230,9 +250,10 @@ def close_attempt(
     outcome: str,
     report: dict[str, Any] | None,
     now: datetime,
-    scheduling: Scheduling,
+    scheduling: EnergyContext,
 ) -> JobAttempt:
-    """Store the attempt's report and account its emissions slot by slot."""
+    """Store the attempt's report and account its emissions slot by slot (the life cycle
+    charges the result to the ledger)."""
     row = get_attempt(session, job.id, job.attempt)
     if row is None:
         row = open_attempt(session, job, worker_id=job.worker_id or "", now=now)
@@ -277,13 +298,12 @@ def close_attempt(
     notes["pue"] = settings.pue(job.zone)
     row.accounting = notes
     _price(session, scheduling, job, row, started=started, now=now)
-    _charge_attempt(session, job, row, now=now)
     return row
 
 
 def _price(
     session: Session,
-    scheduling: Scheduling,
+    scheduling: EnergyContext,
     job: Job,
     row: JobAttempt,
     *,
@@ -323,7 +343,7 @@ _FALLBACK_SLOT: dict[str, Any] = {
 
 
 def _pricing(
-    scheduling: Scheduling,
+    scheduling: EnergyContext,
     session: Session,
     zone: str,
     start: datetime,
@@ -378,39 +398,7 @@ def ledger_note(prefix: str, signal: dict[str, Any] | None) -> str:
     return text[:512]
 
 
-def _charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetime) -> None:
-    """Charge an attempt as soon as it is measured, so no energy goes uncharged even when the
-    job later ends without running again; the same amount of its reservation is released so
-    that committed + actual never counts it twice."""
-    pue = attempt_pue(row)
-    budgets.charge(
-        session,
-        team_id=job.team_id,
-        job_id=job.id,
-        uses=_energy_uses(row),
-        now=now,
-        note=ledger_note(
-            f"measured emissions of job {job.id} attempt {row.attempt} ({row.outcome})",
-            row.signal,
-        ),
-    )
-    covered = min(row.kg_co2e, job.reserved_kg_co2e)
-    if covered > 0:
-        budgets.release(
-            session,
-            team_id=job.team_id,
-            job_id=job.id,
-            kg=covered,
-            now=now,
-            counts_at=job.reserved_counts_at or now,
-            note=f"attempt {row.attempt} measured: that much of the reservation released",
-        )
-        job.reserved_kg_co2e -= covered
-    job.actual_kwh = (job.actual_kwh or 0.0) + row.total_kwh * pue
-    job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + row.kg_co2e
-
-
-def _energy_uses(row: JobAttempt) -> list[budgets.EnergyUse]:
+def energy_uses(row: JobAttempt) -> list[budgets.EnergyUse]:
     """The attempt's priced slots as energy uses (facility kWh), so a charge lands in the
     periods where the energy was used; an attempt with no slots counts at its start."""
     uses = _uses_by_slot(row.buckets or [])
@@ -484,20 +472,11 @@ def attempts(session: Session, job_id: str) -> list[JobAttempt]:
     )
 
 
-def settle_job(session: Session, job: Job, *, now: datetime, scheduling: Scheduling) -> None:
-    """At a job's end: release what is left of its reservation; its actual totals are the sum
-    of its attempts, each charged when it was measured."""
-    rows = attempts(session, job.id)
-    job.actual_kwh = sum(row.total_kwh * attempt_pue(row) for row in rows)
-    job.actual_kg_co2e = sum(row.kg_co2e for row in rows)
-    jobs.release_reservation(session, job, now=now, note=f"job {job.state}: reservation released")
-    _observe(scheduling, session, job, rows)
-    efficiency.record(session, job, rows, now=now)
-
-
-def _observe(scheduling: Scheduling, session: Session, job: Job, rows: list[JobAttempt]) -> None:
-    """Feed the measured duration and energy to the estimator, when it learns from them."""
-    if job.state != "succeeded" or not rows:
+def observe_finished(
+    scheduling: EnergyContext, session: Session, job: Job, rows: list[JobAttempt]
+) -> None:
+    """Feed a succeeded job's measured duration and energy to the estimator."""
+    if job.state != JobState.SUCCEEDED or not rows:
         return
     duration_s = sum(
         (row.ended_at - row.started_at).total_seconds() for row in rows if row.ended_at
@@ -516,7 +495,7 @@ def _observe(scheduling: Scheduling, session: Session, job: Job, rows: list[JobA
 
 
 def counterfactual_kg(
-    scheduling: Scheduling, session: Session, job: Job, rows: list[JobAttempt]
+    scheduling: EnergyContext, session: Session, job: Job, rows: list[JobAttempt]
 ) -> float | None:
     """Emissions of the same measured energy profile had the job started at submission."""
     buckets = [
@@ -557,7 +536,7 @@ def _observations_since(session: Session, row: JobAttempt, starts: list[datetime
     return found is not None
 
 
-def restate_attempts(session: Session, scheduling: Scheduling, *, now: datetime) -> int:
+def restate_attempts(session: Session, scheduling: EnergyContext, *, now: datetime) -> int:
     """Re-price recent attempts whose forecast-priced slots now have observations.
 
     Only attempts that ended within `restatement_days` are looked at, a bounded batch per
@@ -592,7 +571,9 @@ def restate_attempts(session: Session, scheduling: Scheduling, *, now: datetime)
     return restated
 
 
-def _restate(session: Session, scheduling: Scheduling, row: JobAttempt, *, now: datetime) -> bool:
+def _restate(
+    session: Session, scheduling: EnergyContext, row: JobAttempt, *, now: datetime
+) -> bool:
     job = session.get(Job, row.job_id)
     if job is None or not row.buckets:
         return False
@@ -673,7 +654,7 @@ def keep_orphan_report(
     attempt: int,
     report: dict[str, Any],
     now: datetime,
-    scheduling: Scheduling,
+    scheduling: EnergyContext,
 ) -> JobAttempt:
     """Keep the report of a worker that lost its lease, as unattributed energy, and charge it.
 

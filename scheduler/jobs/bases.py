@@ -39,7 +39,7 @@ def resolve_base(session: Session, team_id: str, config: dict) -> str:
     # Another team's job is reported exactly like a missing one.
     if parent is None or parent.team_id != team_id or parent.kind != "gpt-sovits-finetune":
         raise InvalidInput(f"config.base: no fine-tune job '{parent_id}' in this team", field=FIELD)
-    if parent.state != JobState.SUCCEEDED.value:
+    if parent.state != JobState.SUCCEEDED:
         raise InvalidInput(
             f"config.base: job '{parent_id}' is {parent.state}; only a succeeded job's result "
             "can be continued",

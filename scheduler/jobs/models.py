@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -25,6 +26,20 @@ from scheduler.jobs.states import JobState
 from scheduler.teams.models import Team
 
 _STATES = ", ".join(f"'{s.value}'" for s in JobState)
+
+
+def _state_column() -> Enum:
+    """A job state as the column's type: stored as the same lowercase strings in a
+    VARCHAR(16) (no database enum, so adding a state needs no type migration), read back as
+    JobState, and an unknown string is refused before it reaches the database."""
+    return Enum(
+        JobState,
+        native_enum=False,
+        create_constraint=False,  # the CHECK constraint below is the schema's own
+        length=16,
+        values_callable=lambda states: [state.value for state in states],
+        validate_strings=True,
+    )
 
 
 class Job(Base):
@@ -72,7 +87,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[JobState] = mapped_column(_state_column(), index=True)
     state_reason: Mapped[str] = mapped_column(Text, default="")
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -117,8 +132,8 @@ class JobEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[JobState | None] = mapped_column(_state_column())
+    to_state: Mapped[JobState] = mapped_column(_state_column())
     reason: Mapped[str] = mapped_column(Text, default="")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -1,11 +1,12 @@
-"""Jobs: submission with budget admission and idempotency, reads, cancellation, transitions."""
+"""Jobs: submission with budget admission and idempotency, reads, cancellation.
+
+State changes and the reservation ledger are the life cycle's (`lifecycle.py`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -13,65 +14,14 @@ from sqlalchemy.orm import Session
 
 from scheduler.budgets import service as budgets
 from scheduler.errors import Conflict, InvalidInput, NotFound
+from scheduler.jobs import lifecycle
 from scheduler.jobs.models import Job, JobEvent
 from scheduler.jobs.schemas import MAX_HORIZON, JobCreate
-from scheduler.jobs.states import TERMINAL, WAITING, JobState, check_transition
+from scheduler.jobs.states import TERMINAL, WAITING, JobState
 from scheduler.scheduling.service import Scheduling
 from scheduler.teams.models import Team
 
 MAX_PAGE = 200
-
-
-def record_event(
-    session: Session,
-    job: Job,
-    *,
-    to_state: str,
-    reason: str,
-    now: datetime,
-    from_state: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    """Append a row to the job's history."""
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            at=now,
-            from_state=from_state,
-            to_state=to_state,
-            reason=reason,
-            attempt=job.attempt,
-            data=data,
-        )
-    )
-
-
-def transition(
-    session: Session,
-    job: Job,
-    target: JobState,
-    *,
-    reason: str,
-    now: datetime,
-    data: dict[str, Any] | None = None,
-) -> None:
-    """Move a job to `target` if the state machine allows it, recording why."""
-    current = JobState(job.state)
-    check_transition(current, target)
-    job.state = target.value
-    job.state_reason = reason
-    job.updated_at = now
-    if target in TERMINAL:
-        job.finished_at = now
-    record_event(
-        session,
-        job,
-        from_state=current.value,
-        to_state=target.value,
-        reason=reason,
-        now=now,
-        data=data,
-    )
 
 
 def _request_hash(spec: JobCreate) -> str:
@@ -124,7 +74,7 @@ def draft(
         zone=spec.zones[0] if spec.zones else spec.zone or scheduling.default_zone,
         zones=list(spec.zones) if spec.zones else None,
         base="none",  # a fine-tune's is resolved by validate_submission
-        state=JobState.SCHEDULED.value,
+        state=JobState.SCHEDULED,
         submitted_at=now,
         updated_at=now,
         attempt=0,
@@ -166,7 +116,7 @@ def submit(
         raise budgets.deny_error(admission)
     if admission.decision == "hold":
         state, reason = JobState.HELD, admission.reason
-    job.state, job.state_reason = state.value, reason
+    job.state, job.state_reason = state, reason
     if idempotency_key is None:
         # No race to lose, so no savepoint (two statements fewer).
         session.add(job)
@@ -183,8 +133,8 @@ def submit(
                 raise
             return existing, False
     if state != JobState.HELD:
-        _reserve(session, job, now=now)
-    record_event(
+        lifecycle.reserve(session, job, now=now)
+    lifecycle.record_event(
         session,
         job,
         to_state=job.state,
@@ -195,64 +145,11 @@ def submit(
     return job, True
 
 
-def _reserve(
-    session: Session,
-    job: Job,
-    *,
-    now: datetime,
-    kg: float | None = None,
-    counts_at: datetime | None = None,
-    note: str = "estimate reserved at admission",
-) -> None:
-    """Reserve `kg` (default: the job's estimate) in the period of `counts_at` (default: its
-    planned start), and remember both on the job."""
-    kg = job.estimated_kg_co2e if kg is None else kg
-    counts_at = counts_at or job.planned_start or now
-    budgets.reserve(
-        session,
-        team_id=job.team_id,
-        job_id=job.id,
-        kg=kg,
-        kwh=job.estimated_kwh,
-        now=now,
-        counts_at=counts_at,
-        note=note,
-    )
-    job.reserved_kg_co2e = kg
-    job.reserved_counts_at = counts_at
-
-
-def move_reservation(session: Session, job: Job, *, now: datetime) -> None:
-    """Move a job's outstanding reservation to the UTC day of its (new) planned start.
-
-    Budget periods begin at UTC midnights, so a move within one day changes no period's
-    figures and is not written.
-    """
-    old, new = job.reserved_counts_at, job.planned_start
-    if job.reserved_kg_co2e <= 0 or old is None or new is None or _utc_day(old) == _utc_day(new):
-        return
-    note = f"reservation moved: replanned from {old.date()} to {new.date()}"
-    budgets.release(
-        session,
-        team_id=job.team_id,
-        job_id=job.id,
-        kg=job.reserved_kg_co2e,
-        now=now,
-        counts_at=old,
-        note=note,
-    )
-    _reserve(session, job, now=now, kg=job.reserved_kg_co2e, counts_at=new, note=note)
-
-
-def _utc_day(moment: datetime) -> date:
-    return moment.astimezone(UTC).date()
-
-
 def readmit_held(session: Session, *, now: datetime, scheduling: Scheduling) -> int:
     """Admit held jobs whose team's budget can now cover them (e.g. after a period rolled)."""
     admitted = 0
     held = session.scalars(
-        select(Job).where(Job.state == JobState.HELD.value).order_by(Job.priority.desc(), Job.id)
+        select(Job).where(Job.state == JobState.HELD).order_by(Job.priority.desc(), Job.id)
     )
     for job in list(held):
         team = session.get(Team, job.team_id)
@@ -265,8 +162,8 @@ def readmit_held(session: Session, *, now: datetime, scheduling: Scheduling) -> 
         )
         if admission.decision != "admit":
             continue
-        transition(session, job, state, reason=reason, now=now)
-        _reserve(session, job, now=now)
+        lifecycle.transition(session, job, state, reason=reason, now=now)
+        lifecycle.reserve(session, job, now=now)
         admitted += 1
     return admitted
 
@@ -298,7 +195,7 @@ def list_jobs(
     if team_id is not None:
         query = query.where(Job.team_id == team_id)
     if state is not None:
-        query = query.where(Job.state == state)
+        query = query.where(Job.state == JobState(state))
     if cursor:
         query = query.where(Job.id < cursor)
     jobs = list(session.scalars(query))
@@ -313,20 +210,6 @@ def events(session: Session, job: Job) -> list[JobEvent]:
     )
 
 
-def release_reservation(session: Session, job: Job, *, now: datetime, note: str) -> None:
-    """Give back whatever is still reserved for the job."""
-    budgets.release(
-        session,
-        team_id=job.team_id,
-        job_id=job.id,
-        kg=job.reserved_kg_co2e,
-        now=now,
-        counts_at=job.reserved_counts_at or now,
-        note=note,
-    )
-    job.reserved_kg_co2e = 0.0
-
-
 def cancel(
     session: Session, job: Job, *, now: datetime, scheduling: Scheduling | None = None
 ) -> Job:
@@ -338,8 +221,8 @@ def cancel(
     if state in TERMINAL:
         raise Conflict(f"job {job.id} already {state.value}", field="state")
     if state in WAITING:
-        transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
-        release_reservation(session, job, now=now, note="job cancelled before it ran")
+        lifecycle.transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
+        lifecycle.release_reservation(session, job, now=now, note="job cancelled before it ran")
         if scheduling is not None:
             scheduling.replan_now(session, job.zone, now=now)
         return job
@@ -347,5 +230,7 @@ def cancel(
         job.cancel_requested = True
         job.state_reason = "cancel requested; the worker is stopping the job"
         job.updated_at = now
-        record_event(session, job, to_state=job.state, reason=job.state_reason, now=now)
+        lifecycle.record_event(
+            session, job, to_state=job.state, reason=job.state_reason, now=now
+        )
     return job

@@ -19,7 +19,15 @@ class JobState(StrEnum):
 
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+# Waiting: the job has not started (or was paused) and has not ended, so a cancel ends it at
+# once and dashboards count it as queued. `held` belongs here: a job held by its team's budget
+# is waiting for admission, not running, and a cancel must not wait for a worker.
 WAITING = frozenset({JobState.HELD, JobState.SCHEDULED, JobState.READY, JobState.PAUSED})
+# The planner's queue: the waiting jobs that were admitted, whose plans hold GPUs and may be
+# moved to `ready`. A held job is left out on purpose: its budget has not admitted it, so a
+# replan must neither promote it (that would run it past its budget) nor count its tentative
+# plan against the capacity of admitted jobs; `readmit_held` admits it first.
+QUEUED = WAITING - {JobState.HELD}
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.HELD: frozenset(

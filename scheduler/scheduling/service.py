@@ -15,15 +15,19 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from scheduler.carbon import service as carbon
 from scheduler.carbon.models import Tariff
 from scheduler.carbon.providers.base import CarbonProvider
 from scheduler.carbon.providers.factory import make_provider, plan_for
+from scheduler.datasets.service import audio_minutes, require_dataset
+from scheduler.energy.models import JobAttempt
+from scheduler.jobs import lifecycle
+from scheduler.jobs.bases import resolve_base
 from scheduler.jobs.models import Job
-from scheduler.jobs.states import JobState
+from scheduler.jobs.states import QUEUED, JobState
 from scheduler.planning.estimate import EstimateModel, config_signature
 from scheduler.planning.memory import MemoryModel
 from scheduler.planning.planner import plan
@@ -31,6 +35,8 @@ from scheduler.planning.tariff import TariffSchedule, spain_2_0td_example
 from scheduler.planning.types import JobPlan, PlanJob, RunningJob, SlotGrid
 from scheduler.scheduling import occupancy
 from scheduler.settings import Settings
+from scheduler.telemetry.memory import fitting_floor, job_need, memory_model
+from scheduler.workers import fleet
 from worker.training.config import FinetuneConfig
 
 if TYPE_CHECKING:
@@ -44,7 +50,6 @@ MIN_CHUNK_MINUTES = 30.0
 RESUME_OVERHEAD_MINUTES = 5.0
 # Built-in tariffs, used until an operator sets one with PUT /v1/zones/{zone}/tariff.
 DEFAULT_TARIFFS: dict[str, Callable[[], TariffSchedule]] = {"ES": spain_2_0td_example}
-WAITING_STATES = (JobState.SCHEDULED.value, JobState.READY.value, JobState.PAUSED.value)
 
 
 def _slot_rounding(planned_s: float, estimated_s: float) -> timedelta:
@@ -66,37 +71,19 @@ def promote_due(session: Session, zone: str, *, now: datetime) -> int:
     replanning ticks never waits while a GPU is idle. The UPDATE is conditional on the
     state, so concurrent claims promote each job once.
     """
-    from scheduler.jobs.service import record_event
-
-    reason = "planned start reached"
-    promoted = (
-        session.execute(
-            update(Job)
-            .where(
-                Job.zone == zone,
-                Job.state == JobState.SCHEDULED.value,
-                Job.planned_start <= now,
-                (Job.not_before.is_(None)) | (Job.not_before <= now),
-            )
-            .values(state=JobState.READY.value, state_reason=reason, updated_at=now)
-            .returning(Job.id)
-            # queue_zone: the zone whose version this bumps (scheduling/occupancy.py).
-            .execution_options(synchronize_session=False, queue_zone=zone)
-        )
-        .scalars()
-        .all()
+    promoted = lifecycle.transition_where(
+        session,
+        source=JobState.SCHEDULED,
+        target=JobState.READY,
+        where=[
+            Job.zone == zone,
+            Job.planned_start <= now,
+            (Job.not_before.is_(None)) | (Job.not_before <= now),
+        ],
+        reason="planned start reached",
+        now=now,
+        zone=zone,
     )
-    for job_id in promoted:
-        job = session.get(Job, job_id, populate_existing=True)
-        assert job is not None
-        record_event(
-            session,
-            job,
-            from_state=JobState.SCHEDULED.value,
-            to_state=JobState.READY.value,
-            reason=reason,
-            now=now,
-        )
     return len(promoted)
 
 
@@ -137,9 +124,6 @@ class Scheduling:
         """Checks that need the database: the dataset must exist and belong to the team, and
         a `job:<id>` base must be a succeeded fine-tune of the team (this sets `job.base`)."""
         if job.kind == "gpt-sovits-finetune":
-            from scheduler.datasets.service import require_dataset
-            from scheduler.jobs.bases import resolve_base
-
             require_dataset(session, job.team_id, job.dataset["id"])
             job.base = resolve_base(session, job.team_id, job.config)
 
@@ -147,15 +131,7 @@ class Scheduling:
 
     def _gpu_model(self, session: Session, zone: str) -> str:
         """The GPU model jobs in the zone will most likely get (the fleet's most common)."""
-        from scheduler.workers.service import alive_workers
-
-        names = [
-            "CPU" if worker.cpu_only else gpu.get("name", "")
-            for worker in alive_workers(session, self.clock())
-            if worker.zone == zone
-            for gpu in (worker.gpus or [{}])
-        ]
-        return max(set(names), key=names.count) if names else "A100"
+        return fleet.most_common_gpu(session, zone, self.clock()) or "A100"
 
     def observe_measurement(
         self, session: Session, job: Job, *, duration_s: float, kwh: float, gpu_model: str
@@ -164,8 +140,6 @@ class Scheduling:
         move toward what was measured."""
         if job.kind != "gpt-sovits-finetune" or duration_s <= 0 or kwh < 0:
             return
-        from scheduler.datasets.service import audio_minutes
-
         config = FinetuneConfig.model_validate(job.config)
         minutes = audio_minutes(session, job.dataset["id"]) or 1.0
         signature = config_signature(config, minutes, job.gpus)
@@ -176,12 +150,10 @@ class Scheduling:
         if self._learned_history:
             return
         self._learned_history = True
-        from scheduler.energy.models import JobAttempt
-
         finished = session.scalars(
             select(Job).where(
                 Job.kind == "gpt-sovits-finetune",
-                Job.state == JobState.SUCCEEDED.value,
+                Job.state == JobState.SUCCEEDED,
                 Job.actual_kwh.is_not(None),
             )
         )
@@ -206,8 +178,6 @@ class Scheduling:
             job.estimated_duration_s = seconds
             job.estimated_kwh = job.gpus * self.settings.default_gpu_watts * seconds / 3.6e6
             return
-        from scheduler.datasets.service import audio_minutes
-
         self._learn_from_history(session)
         # A dataset of unknown length is estimated as the typical one-minute fine-tune.
         minutes = audio_minutes(session, job.dataset["id"]) or 1.0
@@ -239,9 +209,7 @@ class Scheduling:
 
     def capacity(self, session: Session, zone: str, now: datetime) -> int:
         """GPUs of live workers in the zone, or the configured default when none registered."""
-        from scheduler.workers.service import capacity_by_zone
-
-        return capacity_by_zone(session, now).get(zone) or self.settings.default_capacity_gpus
+        return fleet.capacity_by_zone(session, now).get(zone) or self.settings.default_capacity_gpus
 
     def capacity_for_base(
         self, session: Session, zone: str, base: str, now: datetime, memory_floor: int = 0
@@ -249,9 +217,7 @@ class Scheduling:
         """GPUs of live workers in the zone that hold `base` (and have GPUs of at least
         `memory_floor` MiB); with no live worker there at all, the configured default (the
         fleet is assumed to come with every base)."""
-        from scheduler.workers.service import base_capacity
-
-        held = base_capacity(session, zone, base, now, memory_floor)
+        held = fleet.base_capacity(session, zone, base, now, memory_floor)
         return self.capacity(session, zone, now) if held is None else held
 
     def memory_floor(
@@ -264,11 +230,8 @@ class Scheduling:
     ) -> int:
         """The smallest GPU memory of the zone's live workers that holds the job's need (0:
         every worker does); see scheduler/telemetry/memory.py."""
-        from scheduler.telemetry.memory import fitting_floor, job_need
-        from scheduler.workers.service import alive_workers
-
         if workers is None:
-            workers = [w for w in alive_workers(session, now) if w.zone == job.zone]
+            workers = [w for w in fleet.alive_workers(session, now) if w.zone == job.zone]
         return fitting_floor(workers, job_need(session, job, model))
 
     def _wait_for_base(self, job: Job, memory_floor: int = 0) -> JobState:
@@ -300,7 +263,7 @@ class Scheduling:
         duration_s = max(estimated_s, 60.0)
         hours = max(job.estimated_duration_s, 60.0) / 3600.0
         earliest = now
-        if job.not_before is not None and job.state != JobState.RUNNING.value:
+        if job.not_before is not None and job.state != JobState.RUNNING:
             earliest = max(now, job.not_before)
         return PlanJob(
             id=job.id,
@@ -314,7 +277,7 @@ class Scheduling:
             priority=job.priority,
             min_chunk_minutes=MIN_CHUNK_MINUTES if job.interruptible else 0.0,
             resume_overhead_minutes=RESUME_OVERHEAD_MINUTES if job.interruptible else 0.0,
-            running=job.state == JobState.RUNNING.value,
+            running=job.state == JobState.RUNNING,
         )
 
     def _apply(self, job: Job, job_plan: JobPlan, signal: carbon.Signal, now: datetime) -> JobState:
@@ -343,7 +306,8 @@ class Scheduling:
         self, session: Session, zone: str, now: datetime, exclude: set[str]
     ) -> list[RunningJob]:
         running = []
-        for job in session.scalars(select(Job).where(Job.zone == zone, Job.state == "running")):
+        query = select(Job).where(Job.zone == zone, Job.state == JobState.RUNNING)
+        for job in session.scalars(query):
             if job.id in exclude:
                 continue
             until = max(job.planned_end or now, now + timedelta(minutes=SLOT_MINUTES))
@@ -366,7 +330,7 @@ class Scheduling:
         others = session.execute(
             select(Job.planned_intervals, Job.gpus).where(
                 Job.zone == job.zone,
-                Job.state.in_(WAITING_STATES),
+                Job.state.in_(QUEUED),
                 Job.id != job.id,
                 Job.planned_end > now,
             )
@@ -418,14 +382,12 @@ class Scheduling:
         With `promote_only` (a replan because capacity grew), only waiting jobs that the
         new plan starts now are changed (to `ready`): such a replan brings work forward.
         """
-        from scheduler.jobs.service import move_reservation, transition
-
         waiting = list(
             session.scalars(
                 select(Job).where(
                     Job.zone == zone,
-                    Job.state.in_(WAITING_STATES)
-                    | ((Job.state == JobState.RUNNING.value) & Job.interruptible),
+                    Job.state.in_(QUEUED)
+                    | ((Job.state == JobState.RUNNING) & Job.interruptible),
                 )
             )
         )
@@ -436,28 +398,28 @@ class Scheduling:
         plans, unheld = self._plan_by_base(session, zone, grid, waiting, running, now)
         for job in waiting:
             if job.id in unheld:
-                if job.state != JobState.RUNNING.value:
+                if job.state != JobState.RUNNING:
                     target = self._wait_for_base(job, unheld[job.id])
-                    if target.value != job.state:
-                        transition(session, job, target, reason=job.state_reason, now=now)
+                    if target != job.state:
+                        lifecycle.transition(session, job, target, reason=job.state_reason, now=now)
                 continue
             job_plan = plans[job.id]
             if promote_only and (
-                job.state in (JobState.READY.value, JobState.RUNNING.value)
+                job.state in (JobState.READY, JobState.RUNNING)
                 or not job_plan.intervals
                 or job_plan.intervals[0][0] > now
             ):
                 # Only jobs the new plan starts now change; the rest keep plan and reason.
                 continue
-            if job.state == JobState.RUNNING.value:
+            if job.state == JobState.RUNNING:
                 # An interruptible job the plan does not keep running now is paused by its
                 # worker at the next heartbeat (checkpoint, release, resume later).
                 job.pause_requested = bool(job_plan.slots) and job_plan.slots[0] > 0
                 continue
             target = self._apply(job, job_plan, signal, now)
-            move_reservation(session, job, now=now)
-            if target.value != job.state:
-                transition(session, job, target, reason=job.state_reason, now=now)
+            lifecycle.move_reservation(session, job, now=now)
+            if target != job.state:
+                lifecycle.transition(session, job, target, reason=job.state_reason, now=now)
         return len(waiting)
 
     def _plan_by_base(
@@ -474,17 +436,13 @@ class Scheduling:
         took. Returns the plans and, for jobs no live worker can run, their memory floor.
         With one base and workers that hold every need (the usual case) this is one joint
         plan over the whole capacity."""
-        from scheduler.telemetry.memory import memory_model
-
         total = self.capacity(session, zone, now)
         used = np.zeros(grid.n_slots, dtype=np.int64)
         plans: dict[str, JobPlan] = {}
         unheld: dict[str, int] = {}
         groups: dict[tuple[str, int], list[Job]] = {}
-        from scheduler.workers.service import alive_workers
-
         model = memory_model(session)
-        workers = [w for w in alive_workers(session, now) if w.zone == zone]
+        workers = [w for w in fleet.alive_workers(session, now) if w.zone == zone]
         for job in waiting:
             floor = self.memory_floor(session, job, now, model, workers)
             groups.setdefault((job.base or "none", floor), []).append(job)
@@ -528,7 +486,7 @@ class Scheduling:
         zones = set(
             session.scalars(
                 select(Job.zone)
-                .where(Job.state.in_((*WAITING_STATES, JobState.RUNNING.value)))
+                .where(Job.state.in_((*QUEUED, JobState.RUNNING)))
                 .distinct()
             )
         )

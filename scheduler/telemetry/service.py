@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from scheduler.errors import InvalidInput
-from scheduler.jobs import service as jobs
+from scheduler.jobs import lifecycle
 from scheduler.jobs.models import Job
 from scheduler.telemetry.models import TelemetryPoint, TelemetryState
 from scheduler.telemetry.schemas import GPU_FIELDS, TELEMETRY_FIELDS, Telemetry
@@ -242,7 +242,7 @@ def _warn(
         **figures,
     }
     state.warnings = [*state.warnings, warning]
-    jobs.record_event(
+    lifecycle.record_event(
         session,
         job,
         to_state=job.state,

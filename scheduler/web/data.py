@@ -24,15 +24,15 @@ from scheduler.jobs import service as jobs
 from scheduler.jobs.models import Job
 from scheduler.jobs.router import to_read
 from scheduler.jobs.schemas import JobEventRead, LiveFigures
-from scheduler.jobs.states import TERMINAL
+from scheduler.jobs.states import QUEUED, TERMINAL, JobState
 from scheduler.teams.models import Team
 from scheduler.teams.service import list_teams
 
 # Jobs listed on the overview: the newest ones, one API page's worth.
 OVERVIEW_JOBS = 100
 # Jobs drawn on the timeline: those that hold or use a window, and those that ran.
-TIMELINE_STATES = frozenset({"scheduled", "ready", "running", "paused"})
-RAN_STATES = frozenset({"succeeded", "failed", "cancelled"})
+TIMELINE_STATES = QUEUED | {JobState.RUNNING}
+RAN_STATES = TERMINAL
 TERMINAL_STATES = frozenset(state.value for state in TERMINAL)
 # Warnings shown on a job page: the newest few, so a chatty worker cannot grow each poll.
 LIVE_WARNINGS = 5

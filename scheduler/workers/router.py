@@ -12,7 +12,7 @@ from scheduler.deps import AdminDep, NowDep, SchedulingDep, SessionDep, Settings
 from scheduler.energy import service as energy_service
 from scheduler.jobs.models import Job
 from scheduler.settings import Settings
-from scheduler.workers import service
+from scheduler.workers import fleet, service
 from scheduler.workers.auth import CurrentWorker, FleetDep
 from scheduler.workers.models import Worker
 from scheduler.workers.schemas import (
@@ -79,7 +79,7 @@ def register(
 @router.get("", response_model=list[WorkerRead])
 def list_workers(session: SessionDep, now: NowDep, _: AdminDep) -> list[WorkerRead]:
     """Every registered worker, whether it is alive and what it runs (admin)."""
-    running = service.running_jobs_by_worker(session)
+    running = fleet.running_jobs_by_worker(session)
     return [
         WorkerRead(
             id=w.id,
@@ -91,12 +91,12 @@ def list_workers(session: SessionDep, now: NowDep, _: AdminDep) -> list[WorkerRe
             version=w.version,
             registered_at=w.registered_at,
             last_seen_at=w.last_seen_at,
-            alive=service.is_alive(w, now),
+            alive=fleet.is_alive(w, now),
             gpu_watts=w.gpu_watts or [],
             running_jobs=running.get(w.id, []),
             bases=w.bases or ["none"],
         )
-        for w in service.list_workers(session)
+        for w in fleet.list_workers(session)
     ]
 
 

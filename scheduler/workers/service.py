@@ -1,4 +1,9 @@
-"""Workers: registration, liveness, capacity, fenced claims and the job lease life cycle."""
+"""Workers: registration, authentication, fenced claims and the worker's side of a job's
+lease (heartbeats, complete, fail, release, the reaper).
+
+The state changes themselves are the job life cycle's (`scheduler/jobs/lifecycle.py`);
+liveness and capacity reads are the fleet's (`scheduler/workers/fleet.py`).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,21 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler.artifacts.models import Artifact
 from scheduler.datasets.models import Dataset
 from scheduler.energy import service as energy
 from scheduler.errors import Conflict, InvalidInput, NotFound
-from scheduler.jobs import service as jobs
+from scheduler.jobs import lifecycle
+from scheduler.jobs.lifecycle import Outcome
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
+from scheduler.scheduling.service import Scheduling, promote_due
+from scheduler.settings import Settings
 from scheduler.telemetry import memory
 from scheduler.telemetry import service as telemetry
 from scheduler.workers.models import Worker
@@ -27,16 +35,8 @@ from scheduler.workers.schemas import WorkerRegister
 from worker.errors import public_error
 from worker.training.config import BASE_NONE, WORKER_BASES
 
-if TYPE_CHECKING:
-    from scheduler.scheduling.service import Scheduling
-    from scheduler.settings import Settings
-
 TOKEN_PREFIX = "gww"
-# A worker is dead after this many heartbeat intervals without a word.
-MISSED_BEATS = 3
 CHECKPOINT_PREFIX = "checkpoint"
-PAUSED_REASON = "paused by planner: resumes in the next low-carbon window"
-SHUTDOWN_REASON = "worker shut down; resumes from checkpoint"
 
 
 def _hash_secret(secret: str) -> str:
@@ -96,60 +96,12 @@ def authenticate(session: Session, token: str) -> Worker | None:
     return worker
 
 
-def is_alive(worker: Worker, now: datetime) -> bool:
-    """Heard from within the last three heartbeat intervals."""
-    return now - worker.last_seen_at <= timedelta(seconds=MISSED_BEATS * worker.heartbeat_seconds)
-
-
 def heartbeat(
     session: Session, worker: Worker, gpu_watts: list[dict[str, Any]], *, now: datetime
 ) -> None:
     """Note that the worker is alive, with its GPUs' latest power."""
     worker.last_seen_at = now
     worker.gpu_watts = gpu_watts
-
-
-def list_workers(session: Session) -> list[Worker]:
-    """Every registered worker, newest first."""
-    return list(session.scalars(select(Worker).order_by(Worker.registered_at.desc())))
-
-
-def alive_workers(session: Session, now: datetime) -> list[Worker]:
-    """Workers heard from recently enough to count."""
-    return [worker for worker in list_workers(session) if is_alive(worker, now)]
-
-
-def base_capacity(
-    session: Session, zone: str, base: str, now: datetime, memory_floor: int = 0
-) -> int | None:
-    """GPUs of alive workers in `zone` holding `base` (and, with `memory_floor`, GPUs of at
-    least that many MiB); None when no worker there is alive."""
-    alive = [worker for worker in alive_workers(session, now) if worker.zone == zone]
-    if not alive:
-        return None
-    return sum(
-        worker.slots
-        for worker in alive
-        if base in (worker.bases or [BASE_NONE]) and memory.holds(worker, memory_floor)
-    )
-
-
-def capacity_by_zone(session: Session, now: datetime) -> dict[str, int]:
-    """GPUs of alive workers per zone; a CPU-only worker counts as one."""
-    capacity: dict[str, int] = {}
-    for worker in alive_workers(session, now):
-        capacity[worker.zone] = capacity.get(worker.zone, 0) + worker.slots
-    return capacity
-
-
-def running_jobs_by_worker(session: Session) -> dict[str, list[str]]:
-    """Ids of running jobs per worker id."""
-    rows = session.execute(select(Job.worker_id, Job.id).where(Job.state == JobState.RUNNING.value))
-    held: dict[str, list[str]] = {}
-    for worker_id, job_id in rows:
-        if worker_id:
-            held.setdefault(worker_id, []).append(job_id)
-    return held
 
 
 @dataclass(frozen=True)
@@ -161,7 +113,8 @@ class Claim:
 
 
 def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int) -> Claim | None:
-    """Claim the best ready job that fits the worker, as one fenced UPDATE; None if none fits.
+    """Claim the best ready job that fits the worker, as one fenced UPDATE (ready -> running
+    through the life cycle's state machine); None if none fits.
 
     On PostgreSQL the candidate row is locked with SKIP LOCKED, so concurrent claims take
     different jobs instead of waiting; SQLite serialises writers with BEGIN IMMEDIATE.
@@ -171,7 +124,7 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
     candidate = (
         select(Job.id)
         .where(
-            Job.state == JobState.READY.value,
+            Job.state == JobState.READY,
             Job.gpus <= worker.slots,
             Job.zone == worker.zone,
             # Only jobs whose dataset (if any) passed validation.
@@ -189,47 +142,23 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
     if session.get_bind().dialect.name == "postgresql":
         candidate = candidate.with_for_update(skip_locked=True, of=Job)
     token = secrets.token_hex(32)
-    statement = (
-        update(Job)
-        .where(Job.id == candidate.scalar_subquery(), Job.state == JobState.READY.value)
-        .values(
-            state=JobState.RUNNING.value,
-            state_reason=f"running on {worker.host}",
-            attempt=Job.attempt + 1,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            worker_id=worker.id,
-            started_at=func.coalesce(Job.started_at, now),
-            updated_at=now,
-            pause_requested=False,
-        )
-        # The whole row comes back: no second read of the claimed job.
-        .returning(Job)
-        # queue_zone: the zone whose version this bumps (scheduling/occupancy.py).
-        .execution_options(
-            synchronize_session=False, populate_existing=True, queue_zone=worker.zone
-        )
-    )
-    job = session.scalars(statement).one_or_none()
-    if job is None:
-        from scheduler.scheduling.service import promote_due
 
-        # Jobs whose window opened since the last replan are due: promote them, try again.
-        if not promote_due(session, worker.zone, now=now):
-            return None
-        job = session.scalars(statement).one_or_none()
-        if job is None:
-            return None
-    jobs.record_event(
-        session,
-        job,
-        from_state=JobState.READY.value,
-        to_state=JobState.RUNNING.value,
-        reason=job.state_reason,
-        now=now,
-        data={"worker_id": worker.id, "host": worker.host},
-    )
-    energy.open_attempt(session, job, worker_id=worker.id, now=now)
+    def start() -> Job | None:
+        return lifecycle.start_attempt(
+            session,
+            worker,
+            candidate.scalar_subquery(),
+            token=token,
+            now=now,
+            lease_seconds=lease_seconds,
+        )
+
+    job = start()
+    # Jobs whose window opened since the last replan are due: promote them, try again.
+    if job is None and promote_due(session, worker.zone, now=now):
+        job = start()
+    if job is None:
+        return None
     return Claim(job, latest_checkpoint(session, job.id, before_attempt=job.attempt))
 
 
@@ -262,7 +191,7 @@ def fenced_job(
     if job is None:
         raise NotFound(f"unknown job '{job_id}'", field="job_id")
     holds = (
-        job.state == JobState.RUNNING.value
+        job.state == JobState.RUNNING
         and job.attempt == attempt
         and job.worker_id == worker.id
         and job.lease_token is not None
@@ -343,7 +272,7 @@ def check_energy_plausible(
 def holds_live_lease(job: Job, worker: Worker, now: datetime) -> bool:
     """True while this worker runs the job under an unexpired lease."""
     return (
-        job.state == JobState.RUNNING.value
+        job.state == JobState.RUNNING
         and job.worker_id == worker.id
         and job.lease_token is not None
         and job.lease_expires_at is not None
@@ -356,7 +285,7 @@ def leases_dataset(session: Session, worker: Worker, dataset_id: str, now: datet
     running = session.scalars(
         select(Job).where(
             Job.worker_id == worker.id,
-            Job.state == JobState.RUNNING.value,
+            Job.state == JobState.RUNNING,
             Job.lease_expires_at > now,
         )
     )
@@ -380,7 +309,7 @@ def job_heartbeat(
     """Renew the lease, keep progress, energy and the worker's events; returns the action."""
     worker.last_seen_at = now
     for event in events or []:
-        jobs.record_event(
+        lifecycle.record_event(
             session,
             job,
             to_state=job.state,
@@ -400,11 +329,6 @@ def job_heartbeat(
     return "continue"
 
 
-def _clear_lease(job: Job) -> None:
-    job.lease_token = None
-    job.lease_expires_at = None
-
-
 def complete(
     session: Session,
     job: Job,
@@ -415,14 +339,15 @@ def complete(
     scheduling: Scheduling,
 ) -> Job:
     """The attempt succeeded: account its energy, settle the budget."""
-    energy.close_attempt(
-        session, job, outcome="succeeded", report=report, now=now, scheduling=scheduling
+    lifecycle.end_attempt(
+        session,
+        job,
+        Outcome.SUCCEEDED,
+        report=report,
+        result=result,
+        now=now,
+        scheduling=scheduling,
     )
-    _clear_lease(job)
-    jobs.transition(
-        session, job, JobState.SUCCEEDED, reason="succeeded", now=now, data=result or None
-    )
-    energy.settle_job(session, job, now=now, scheduling=scheduling)
     # Its GPUs are free now, maybe earlier than estimated: the zone's queue moves up.
     scheduling.replan_now(session, job.zone, now=now)
     return job
@@ -440,43 +365,23 @@ def fail(
     scheduling: Scheduling,
     max_infra_restarts: int,
 ) -> Job:
-    """The attempt failed (or stopped on cancel); a retryable failure is requeued while
-    restarts remain."""
-    _clear_lease(job)
+    """The attempt failed (or stopped on cancel); `lifecycle.decide` says whether it is
+    retried, cancelled or failed."""
     # Workers send one line already; an older or misbehaving one must not leak its
     # tracebacks and paths to the team.
-    error = public_error(error) if error else ""
-    job.error = error or None
-    if cancelled:
-        energy.close_attempt(
-            session, job, outcome="cancelled", report=report, now=now, scheduling=scheduling
-        )
-        jobs.transition(session, job, JobState.CANCELLED, reason="cancelled by user", now=now)
-        energy.settle_job(session, job, now=now, scheduling=scheduling)
-        scheduling.replan_now(session, job.zone, now=now)
-        return job
-    energy.close_attempt(
-        session, job, outcome="failed", report=report, now=now, scheduling=scheduling
+    lifecycle.end_attempt(
+        session,
+        job,
+        Outcome.CANCELLED if cancelled else Outcome.FAILED,
+        report=report,
+        error=public_error(error) if error else "",
+        retryable=retryable,
+        now=now,
+        scheduling=scheduling,
+        max_infra_restarts=max_infra_restarts,
     )
-    if retryable and job.infra_restarts < max_infra_restarts and not job.cancel_requested:
-        job.infra_restarts += 1
-        reason = (
-            f"attempt {job.attempt} failed ({_short(error)}): retry "
-            f"{job.infra_restarts} of {max_infra_restarts}, resumes from its last checkpoint"
-        )
-        jobs.transition(session, job, JobState.SCHEDULED, reason=reason, now=now)
-        scheduling.replan_now(session, job.zone, now=now)
-        return job
-    reason = f"failed: {_short(error)}" if error else "failed"
-    jobs.transition(session, job, JobState.FAILED, reason=reason, now=now)
-    energy.settle_job(session, job, now=now, scheduling=scheduling)
     scheduling.replan_now(session, job.zone, now=now)
     return job
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def release(
@@ -488,14 +393,17 @@ def release(
     now: datetime,
     scheduling: Scheduling,
 ) -> Job:
-    """The worker checkpointed and let go (pause or shutdown): back to scheduled."""
-    energy.close_attempt(
-        session, job, outcome="released", report=report, now=now, scheduling=scheduling
+    """The worker checkpointed and let go (pause or shutdown): back to scheduled (or
+    cancelled, when a cancel was requested meanwhile)."""
+    lifecycle.end_attempt(
+        session,
+        job,
+        Outcome.RELEASED,
+        report=report,
+        paused=reason == "paused",
+        now=now,
+        scheduling=scheduling,
     )
-    _clear_lease(job)
-    job.pause_requested = False
-    text = PAUSED_REASON if reason == "paused" else SHUTDOWN_REASON
-    jobs.transition(session, job, JobState.SCHEDULED, reason=text, now=now)
     scheduling.replan_now(session, job.zone, now=now)
     return job
 
@@ -503,36 +411,25 @@ def release(
 def reap_expired_leases(
     session: Session, *, now: datetime, max_infra_restarts: int, scheduling: Scheduling
 ) -> int:
-    """Take back running jobs whose lease expired: requeue, fail after too many restarts, or
-    cancel when asked. Idempotent: a reaped job is no longer running."""
+    """Take back running jobs whose lease expired: `lifecycle.decide` requeues them, fails
+    them after too many restarts, or cancels them when asked. Idempotent: a reaped job is
+    no longer running."""
     expired = session.scalars(
         select(Job)
-        .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
+        .where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
         .order_by(Job.id)
         .with_for_update(skip_locked=True, of=Job)
     )
     reaped = 0
     for job in list(expired):
-        expired_at = job.lease_expires_at
-        assert expired_at is not None
-        energy.close_attempt(
-            session, job, outcome="lost", report=None, now=now, scheduling=scheduling
+        lifecycle.end_attempt(
+            session,
+            job,
+            Outcome.LOST,
+            report=None,
+            now=now,
+            scheduling=scheduling,
+            max_infra_restarts=max_infra_restarts,
         )
-        _clear_lease(job)
-        lost = f"worker lost (lease expired at {expired_at.strftime('%Y-%m-%dT%H:%M:%SZ')})"
-        if job.cancel_requested:
-            jobs.transition(
-                session, job, JobState.CANCELLED, reason=f"cancelled by user; {lost}", now=now
-            )
-            energy.settle_job(session, job, now=now, scheduling=scheduling)
-        elif job.infra_restarts >= max_infra_restarts:
-            reason = f"{lost}: gave up after {job.infra_restarts} restarts"
-            job.error = reason
-            jobs.transition(session, job, JobState.FAILED, reason=reason, now=now)
-            energy.settle_job(session, job, now=now, scheduling=scheduling)
-        else:
-            job.infra_restarts += 1
-            reason = f"{lost}: resumes from its last checkpoint"
-            jobs.transition(session, job, JobState.SCHEDULED, reason=reason, now=now)
         reaped += 1
     return reaped

@@ -15,8 +15,8 @@ from helpers import FakeClock, admin_headers, bearer, burn_in_job
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget, LedgerEntry
 from scheduler.db.session import session_scope
+from scheduler.jobs.lifecycle import move_reservation
 from scheduler.jobs.models import Job
-from scheduler.jobs.service import move_reservation
 
 # (clock, budget period): the last hour of a month; the last hour of 29 February, which is also
 # a month's end; the evening of the EU's autumn DST change (UTC periods do not move with it).

@@ -10,9 +10,10 @@ from fleet_helpers import WorkerSession, energy_report, make_ready, register
 from helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.db.session import session_scope
+from scheduler.jobs import lifecycle
 from scheduler.jobs.models import Job
 from scheduler.maintenance import run_tick
-from scheduler.workers import service as workers
+from scheduler.workers.fleet import capacity_by_zone
 
 
 def submit(client: TestClient, key: str, **overrides: object) -> str:
@@ -240,7 +241,7 @@ def test_pause_release_and_resume(client: TestClient, team_key: str, clock: Fake
         job_id, "release", reason="paused", energy=energy_report(1, clock.now, 30, 200)
     )
     assert released.json()["state"] == "scheduled"
-    assert released.json()["state_reason"] == workers.PAUSED_REASON
+    assert released.json()["state_reason"] == lifecycle.PAUSED_REASON
     make_ready(client.app, job_id)
     claimed = worker.claim()
     assert claimed["attempt"] == 2 and claimed["resume_from"]["artifact"] == "checkpoint.tar"
@@ -270,7 +271,7 @@ def test_capacity_and_worker_list(client: TestClient, team_key: str, clock: Fake
     german = register(client, host="de-4", zone="DE", gpus=4)
     app = client.app
     with session_scope(app.state.session_factory) as session:
-        assert workers.capacity_by_zone(session, clock.now) == {"ES": 3, "DE": 4}
+        assert capacity_by_zone(session, clock.now) == {"ES": 3, "DE": 4}
     clock.advance(seconds=46)  # more than 3 x 15 s without a word from the ES workers
     beat = client.post(
         f"/v1/workers/{german['worker_id']}/heartbeat",
@@ -279,7 +280,7 @@ def test_capacity_and_worker_list(client: TestClient, team_key: str, clock: Fake
     )
     assert beat.json() == {"ok": True}
     with session_scope(app.state.session_factory) as session:
-        assert workers.capacity_by_zone(session, clock.now) == {"DE": 4}
+        assert capacity_by_zone(session, clock.now) == {"DE": 4}
     listed = client.get("/v1/workers", headers=admin_headers())
     assert listed.status_code == 200
     by_host = {w["host"]: w for w in listed.json()}
