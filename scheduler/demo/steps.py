@@ -228,10 +228,13 @@ class Demo:
         )
 
     def upload_dataset(self, team: httpx.Client, work: Path) -> str:
-        from worker.training.sample import audio_seconds, write_sample_dataset, zip_dataset
+        from scheduler.client.files import zip_dataset_dir
+        from worker.training.sample import audio_seconds, write_sample_dataset
 
         list_path = write_sample_dataset(work / "sample-dataset", n_utterances=8)
-        archive = zip_dataset(list_path.parent, work / "sample-dataset.zip")
+        # As `greenwindow datasets upload` does: the list and the audio only (a synthetic
+        # sample's README.txt stays behind; the service refuses any other member).
+        archive = zip_dataset_dir(list_path.parent, work / "sample-dataset.zip")
         answer = (
             team.post(
                 "/v1/datasets",

@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scheduler.client.render import fmt_kg
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = "user-path-admin-token-0123456789abcdef"
@@ -85,8 +87,9 @@ def service(tmp_path: Path) -> Iterator[str]:
         "GREENWINDOW_WORKER_TOKEN": FLEET,
         "GREENWINDOW_HEARTBEAT_SECONDS": "1",
         "GREENWINDOW_LEASE_SECONDS": "30",
-        "GREENWINDOW_MAINTENANCE_SECONDS": "1",
-        "GREENWINDOW_REPLAN_SECONDS": "1",
+        # The happy path needs no reaping or replanning; slower ticks keep the CPU for the job.
+        "GREENWINDOW_MAINTENANCE_SECONDS": "3",
+        "GREENWINDOW_REPLAN_SECONDS": "3",
     }
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
@@ -199,15 +202,15 @@ def test_from_a_new_team_to_a_downloaded_adapter_and_a_charged_budget(
 
     # The adapter: listed, then downloaded with its sha256 checked against the listing.
     listing = gw.ok("artifacts", job_id, key=user_key)
-    assert "s1_lora.safetensors" in listing
-    listed = {a["name"]: a for a in json.loads(gw.ok("artifacts", job_id, "--json", key=user_key))}
+    (row,) = [line.split() for line in listing.splitlines() if "s1_lora.safetensors" in line]
+    listed_sha_prefix = next(cell for cell in row if cell.endswith("…")).rstrip("…")
     fetched = gw.ok(
         "download", job_id, "s1_lora.safetensors", "--out", str(tmp_path / "out"), key=user_key
     )
     assert "sha256 ok" in fetched
     adapter = (tmp_path / "out" / "s1_lora.safetensors").read_bytes()
-    assert len(adapter) == listed["s1_lora.safetensors"]["size"]
-    assert hashlib.sha256(adapter).hexdigest() == listed["s1_lora.safetensors"]["sha256"]
+    assert hashlib.sha256(adapter).hexdigest().startswith(listed_sha_prefix)
+    assert len(listed_sha_prefix) == 16
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s1_lora.safetensors"]
 
     # The charge: the budget's actual is the job's measured emissions.
@@ -218,4 +221,5 @@ def test_from_a_new_team_to_a_downloaded_adapter_and_a_charged_budget(
     assert figures["committed_kg_co2e"] == pytest.approx(0.0)
     assert figures["remaining_kg_co2e"] == pytest.approx(5 - job["actual_kg_co2e"])
     shown = gw.ok("budget", "voice-lab", key=user_key)
-    assert "actual" in shown and "remaining" in shown
+    (actual_row,) = [line for line in shown.splitlines() if line.split()[:1] == ["actual"]]
+    assert actual_row.split(None, 1)[1].strip() == fmt_kg(job["actual_kg_co2e"]), shown
