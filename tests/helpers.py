@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import uvicorn
+from scheduler.serving import serve_in_thread  # noqa: F401  (the tests import it from here)
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 WORKER_TOKEN = "test-worker-token-0123456789abcdef"
@@ -47,27 +42,6 @@ def burn_in_job(**overrides: object) -> dict[str, object]:
     }
     body.update(overrides)
     return body
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run an ASGI app under a real uvicorn server on a free loopback port; yields its URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def tiny_dataset_zip(utterances: int = 2, seconds: float = 1.0) -> bytes:

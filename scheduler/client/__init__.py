@@ -1,13 +1,36 @@
-"""The greenwindow client: an HTTP client of the API and the user-facing CLI commands."""
+"""The greenwindow client: the Python API for scripts and the user-facing CLI commands.
+
+`GreenwindowClient` returns typed models (scheduler.client.models); every failure raises a
+`ClientError` whose str() is the CLI's one-line message.
+"""
 
 from __future__ import annotations
 
 import typer
 
+from scheduler.client.api import GreenwindowClient
 from scheduler.client.commands import ClientHooks
 from scheduler.client.commands import register_client_commands as _register_user_commands
-from scheduler.client.config import ClientConfig, resolve_config
-from scheduler.client.http import ApiError, ClientError, ConnectionFailed, GreenwindowClient
+from scheduler.client.config import ClientConfig, ClientConfigError, resolve_config
+from scheduler.client.errors import ApiError, ClientError, ConnectionFailed, UnexpectedResponse
+from scheduler.client.http import JsonClient
+from scheduler.client.models import (
+    ApiKey,
+    Artifact,
+    BudgetHistory,
+    BudgetStatus,
+    BurnPoint,
+    Dataset,
+    EnergyBreakdown,
+    EnergyReport,
+    Forecast,
+    Job,
+    LiveFigures,
+    NewKey,
+    Progress,
+    Team,
+    Worker,
+)
 
 
 def register_client_commands(app: typer.Typer) -> None:
@@ -22,11 +45,29 @@ def register_client_commands(app: typer.Typer) -> None:
 
 __all__ = [
     "ApiError",
+    "ApiKey",
+    "Artifact",
+    "BudgetHistory",
+    "BudgetStatus",
+    "BurnPoint",
     "ClientConfig",
+    "ClientConfigError",
     "ClientError",
     "ClientHooks",
     "ConnectionFailed",
+    "Dataset",
+    "EnergyBreakdown",
+    "EnergyReport",
+    "Forecast",
     "GreenwindowClient",
+    "Job",
+    "JsonClient",
+    "LiveFigures",
+    "NewKey",
+    "Progress",
+    "Team",
+    "UnexpectedResponse",
+    "Worker",
     "register_client_commands",
     "resolve_config",
 ]

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from scheduler.client import render
 from scheduler.client.config import ClientConfigError, resolve_config
-from scheduler.client.http import ClientError, ConnectionFailed, GreenwindowClient
+from scheduler.client.http import ClientError, ConnectionFailed, JsonClient
 from scheduler.client.jobfile import build_submission, load_job_file, parse_assignments
 
 # The bundled trace's zone: what a fresh install plans against when nothing else says.
@@ -69,14 +69,14 @@ def _one_line_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _client(ctx: typer.Context, server: str | None, key: str | None) -> Iterator[GreenwindowClient]:
+def _client(ctx: typer.Context, server: str | None, key: str | None) -> Iterator[JsonClient]:
     hooks = _hooks(ctx)
     config = resolve_config(server=server, api_key=key, env=hooks.env)
-    with GreenwindowClient(config, transport=hooks.transport) as client:
+    with JsonClient(config, transport=hooks.transport) as client:
         yield client
 
 
-def _newest_job(client: GreenwindowClient) -> dict[str, Any] | None:
+def _newest_job(client: JsonClient) -> dict[str, Any] | None:
     page = client.jobs_page(limit=1)
     return page["items"][0] if page["items"] else None
 
@@ -231,7 +231,7 @@ def cancel(
 
 
 def _poll(
-    client: GreenwindowClient, job_id: str, sleep: Callable[[float], None], interval: float
+    client: JsonClient, job_id: str, sleep: Callable[[float], None], interval: float
 ) -> dict[str, Any]:
     failures = 0
     while True:
@@ -244,7 +244,7 @@ def _poll(
             sleep(interval)
 
 
-def _running_report(client: GreenwindowClient, job: dict[str, Any]) -> dict[str, Any] | None:
+def _running_report(client: JsonClient, job: dict[str, Any]) -> dict[str, Any] | None:
     """The energy report of a running job (kWh so far); None when unavailable."""
     if job["state"] != "running":
         return None
@@ -256,7 +256,7 @@ def _running_report(client: GreenwindowClient, job: dict[str, Any]) -> dict[str,
 
 
 def _follow(
-    client: GreenwindowClient, job_id: str, hooks: ClientHooks, interval: float
+    client: JsonClient, job_id: str, hooks: ClientHooks, interval: float
 ) -> Iterator[tuple[dict[str, Any], dict[str, float | None]]]:
     """Each poll's job and live energy, the last one being the terminal state."""
     job = client.job(job_id)
@@ -397,14 +397,14 @@ def budget(
     )
 
 
-def _team_of_newest_job(client: GreenwindowClient) -> str:
+def _team_of_newest_job(client: JsonClient) -> str:
     newest = _newest_job(client)
     if newest is None:
         raise ClientError("give a TEAM (or set GREENWINDOW_TEAM / team in the client config)")
     return str(newest["team"])
 
 
-def _planned_jobs(client: GreenwindowClient, zone: str) -> list[dict[str, Any]]:
+def _planned_jobs(client: JsonClient, zone: str) -> list[dict[str, Any]]:
     """The caller's jobs that wait or run in `zone` (their windows go under the sparkline)."""
     found: list[dict[str, Any]] = []
     for state in (*render.WAITING_STATES, "running"):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.client.errors import ClientError
+
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 SERVER_ENV = "GREENWINDOW_SERVER"
 KEY_ENV = "GREENWINDOW_API_KEY"
@@ -17,7 +19,7 @@ ZONE_ENV = "GREENWINDOW_ZONE"
 CONFIG_ENV = "GREENWINDOW_CLIENT_CONFIG"
 
 
-class ClientConfigError(RuntimeError):
+class ClientConfigError(ClientError):
     """The client configuration file cannot be read; the message names the file."""
 
 

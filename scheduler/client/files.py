@@ -23,7 +23,7 @@ from rich.table import Table
 
 from scheduler.client import render
 from scheduler.client.commands import KeyOption, ServerOption, _client, _console, _one_line_errors
-from scheduler.client.http import ClientError, GreenwindowClient
+from scheduler.client.http import ClientError, JsonClient
 
 # What a dataset directory contributes to its upload: the annotation list and the audio it
 # names; anything else there (notes, checkpoints) stays on the user's disk.
@@ -61,9 +61,7 @@ def zip_dataset_dir(directory: Path, into: Path) -> Path:
     return into
 
 
-def upload_dataset_path(
-    client: GreenwindowClient, source: Path, *, name: str | None
-) -> dict[str, Any]:
+def upload_dataset_path(client: JsonClient, source: Path, *, name: str | None) -> dict[str, Any]:
     """Upload a dataset from a zip or a directory (zipped on the fly)."""
     if source.is_dir():
         with tempfile.TemporaryDirectory(prefix="greenwindow-upload-") as scratch:
@@ -75,7 +73,7 @@ def upload_dataset_path(
 
 
 def wait_until_usable(
-    client: GreenwindowClient,
+    client: JsonClient,
     dataset: dict[str, Any],
     *,
     sleep: Callable[[float], None] = time.sleep,

@@ -1,4 +1,8 @@
-"""A small synchronous HTTP client of the greenwindow API."""
+"""The JSON layer of the client: one method per API route, answers as decoded JSON.
+
+The CLI renders these dicts directly; scripts use `GreenwindowClient` (scheduler.client.api),
+which wraps this layer and parses each answer into a typed model.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import errno
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,29 +18,9 @@ from urllib.parse import quote
 import httpx
 
 from scheduler.client.config import ClientConfig
+from scheduler.client.errors import ApiError, ClientError, ConnectionFailed, UnexpectedResponse
 
 USER_AGENT = "greenwindow-cli/0.1"
-
-
-class ClientError(Exception):
-    """A failure the CLI prints as one line, never as a traceback."""
-
-    def one_line(self) -> str:
-        """The message shown after `error: `."""
-        return str(self)
-
-
-class ApiError(ClientError):
-    """The server answered with an error status."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(f"{status_code} {detail}".strip())
-        self.status_code = status_code
-        self.detail = detail
-
-
-class ConnectionFailed(ClientError):
-    """The server could not be reached at all."""
 
 
 def error_detail(response: httpx.Response) -> str:
@@ -85,7 +69,7 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-class GreenwindowClient:
+class JsonClient:
     """Calls the service's REST API with a team key; raises ClientError on any failure."""
 
     def __init__(
@@ -103,7 +87,7 @@ class GreenwindowClient:
             base_url=config.server, headers=headers, timeout=timeout, transport=transport
         )
 
-    def __enter__(self) -> GreenwindowClient:
+    def __enter__(self) -> JsonClient:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -126,7 +110,7 @@ class GreenwindowClient:
         try:
             return response.json()
         except ValueError:
-            raise ClientError(
+            raise UnexpectedResponse(
                 f"{self.config.server} answered {response.status_code} with a body that is not JSON"
             ) from None
 
@@ -234,7 +218,7 @@ class GreenwindowClient:
     def download_artifact(
         self,
         job_id: str,
-        artifact: dict[str, Any],
+        artifact: Mapping[str, Any],
         out_dir: Path,
         *,
         on_bytes: Callable[[int], None] | None = None,

@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from scheduler.client.config import ClientConfig
 from scheduler.client.files import zip_dataset_dir
-from scheduler.client.http import ClientError, GreenwindowClient
+from scheduler.client.http import ClientError, JsonClient
 from scheduler.db.session import session_scope
 from scheduler.jobs.models import Job
 from worker.training.sample import write_sample_dataset
@@ -117,7 +117,7 @@ def test_a_corrupt_download_is_never_kept(tmp_path: Path) -> None:
     def corrupt(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"tampered")
 
-    client = GreenwindowClient(
+    client = JsonClient(
         ClientConfig(server="http://x", api_key="k"), transport=httpx.MockTransport(corrupt)
     )
     artifact = {"name": "adapter.safetensors", "sha256": hashlib.sha256(b"good").hexdigest()}
@@ -167,7 +167,7 @@ def test_the_python_client_waits_for_the_end(cli: Cli, client: TestClient, team_
     from cli_driver import AppTransport
 
     job_id = _job_with_artifact(client, team_key, b"x")
-    api = GreenwindowClient(
+    api = JsonClient(
         ClientConfig(server="http://testserver", api_key=team_key),
         transport=AppTransport(client),
     )

@@ -2,52 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from helpers import FakeClock, admin_headers
 from typer.testing import CliRunner
 
 from scheduler.app import create_app
 from scheduler.cli import app as cli_app
 from scheduler.client import ClientHooks
+from scheduler.serving import serve_in_thread
 from scheduler.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 def server_url(settings: Settings, clock: FakeClock) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings, clock=clock, run_ticks=False),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(create_app(settings, clock=clock, run_ticks=False)) as url:
+        yield url
 
 
 def test_submit_and_list_over_a_socket(server_url: str, tmp_path: Path) -> None:

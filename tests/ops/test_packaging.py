@@ -119,3 +119,70 @@ def test_worker_on_a_service_only_install_names_the_extra(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "pip install 'greenwindow[worker]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_pip_install_into_a_fresh_venv_installs_no_torch_and_serves(tmp_path: Path) -> None:
+    """A real `pip install .` (from a copy, so the build leaves nothing in the checkout)."""
+    import shutil
+
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "tests", "bench", "build", "*.egg-info", "__pycache__"
+        ),
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", str(source)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    names = {item["name"].lower() for item in json.loads(listed.stdout)}
+    assert {"greenwindow", "fastapi", "uvicorn"} <= names
+    assert not names & {"torch", "codecarbon", "nvidia-ml-py", "tensorboard", "transformers"}
+
+    greenwindow = venv / "bin" / "greenwindow"
+    helped = subprocess.run(
+        [str(greenwindow), "serve", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert helped.returncode == 0 and "--port" in helped.stdout, helped.stderr
+    # And it serves: migrations, the app, /healthz, from the fresh install alone.
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GREENWINDOW_", "PYTHON"))}
+    env["GREENWINDOW_DATA_DIR"] = str(tmp_path / "data")
+    server = subprocess.Popen(
+        [str(greenwindow), "serve", "--port", str(port), "--log-level", "error"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, (server.stdout.read() if server.stdout else "")[-2000:]
+            assert time.monotonic() < deadline, "serve from the fresh venv did not answer"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from helpers import ADMIN_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.app import create_app
 from scheduler.request_gate import Admission, header_timeout_protocol
+from scheduler.serving import serve_in_thread
 from scheduler.settings import Settings
 
 
@@ -30,27 +30,9 @@ from scheduler.settings import Settings
 def serve(settings: Settings) -> Iterator[tuple[str, int]]:
     """The app under uvicorn with the header-timeout protocol `greenwindow serve` uses."""
     app = create_app(settings, clock=FakeClock(), run_ticks=False)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        http=header_timeout_protocol(settings.header_timeout_seconds),
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    protocol = header_timeout_protocol(settings.header_timeout_seconds)
+    with serve_in_thread(app, http=protocol) as url:
+        yield url, int(url.rsplit(":", 1)[1])
 
 
 def settings_for(tmp_path: Path, sqlite_template: Path, **limits: Any) -> Settings:

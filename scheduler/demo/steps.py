@@ -1,44 +1,27 @@
-"""`greenwindow demo`: the whole loop on one machine, in about two to three minutes.
-
-It starts the service in-process (SQLite, the bundled ES trace, the zone's tariff), one
-CPU worker in a child process, creates a team with a carbon budget, uploads a generated
-sample dataset, submits three fine-tunes with different deadlines and objectives, shows
-where the planner put them and why, runs them, and prints their energy reports, the
-team's budget and the dashboard address.
-
-Grid time is accelerated so that waiting for a low-carbon window takes seconds. The demo
-clock runs `speedup` times faster than real time while no job is ready or running, and
-`run_speedup` times faster while one is (so a short CPU training fills about the grid
-time it was planned for). Training, metering and accounting stay real: the worker's
-timestamps are mapped onto the same clock by its HTTP transport, so each measured kWh is
-charged at the intensity of the grid time it was used in. Heartbeats and leases are
-scaled so that no lease expires because grid time runs fast.
-"""
+"""The demo's steps against a running service: team, budget, dataset, submissions, the run
+until every job ends, and the reports."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import multiprocessing
-import re
 import secrets
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
-from scheduler.client.render import fmt_kg, fmt_number, fmt_time, fmt_window, saving_text
+from scheduler.client.render import fmt_kg, fmt_time
+from scheduler.demo.clock import MAX_SPEEDUP, DemoClock, GridTimeTransport, scaled_timing
+from scheduler.demo.render import budget_table, energy_table, plan_table, progress_text
+from scheduler.serving import serve_in_thread
 
 log = logging.getLogger("greenwindow.demo")
 
@@ -48,11 +31,7 @@ TEAM = "voice-lab"
 BUDGET_HEADROOM = 2.0
 TERMINAL = {"succeeded", "failed", "cancelled"}
 BUSY = {"ready", "running"}
-# Real seconds between the worker's heartbeats; grid-time settings are scaled from it.
-REAL_HEARTBEAT_S = 1.0
 POLL_S = 0.5
-MAX_SPEEDUP = 3600.0
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -89,124 +68,6 @@ class DemoOptions:
     start_at: datetime | None = None
 
 
-# -- the accelerated clock ------------------------------------------------------------------
-
-
-class DemoClock:
-    """Grid time as a piecewise-linear function of real time, shared across processes.
-
-    The state is three doubles in shared memory (anchor real epoch, anchor grid epoch,
-    rate), so the worker child maps its timestamps with exactly the service's function.
-    """
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    @classmethod
-    def start(cls, rate: float, *, context: Any = None, at: datetime | None = None) -> DemoClock:
-        """A clock that reads `at` (default: now) and runs `rate` times faster than real time."""
-        context = context or multiprocessing.get_context("spawn")
-        real = time.time()
-        grid = (at or datetime.now(UTC)).timestamp()
-        return cls(context.Array("d", [real, grid, float(rate)]))
-
-    def grid_epoch(self, real_epoch: float) -> float:
-        """The grid time (epoch seconds) at a real time (epoch seconds)."""
-        with self.state.get_lock():
-            anchor_real, anchor_grid, rate = self.state[:]
-        return anchor_grid + (real_epoch - anchor_real) * rate
-
-    def __call__(self) -> datetime:
-        return datetime.fromtimestamp(self.grid_epoch(time.time()), UTC)
-
-    def to_grid(self, real: datetime) -> datetime:
-        """Map a real (wall-clock) time onto grid time."""
-        return datetime.fromtimestamp(self.grid_epoch(real.timestamp()), UTC)
-
-    @property
-    def rate(self) -> float:
-        return float(self.state[2])
-
-    def set_rate(self, rate: float) -> None:
-        """Change the speed from now on; grid time never jumps or runs backwards."""
-        with self.state.get_lock():
-            anchor_real, anchor_grid, old = self.state[:]
-            if old == rate:
-                return
-            real = time.time()
-            self.state[:] = [real, anchor_grid + (real - anchor_real) * old, float(rate)]
-
-
-def scaled_timing(speedup: float) -> dict[str, int]:
-    """Heartbeat and lease settings (grid seconds) that survive `speedup`x grid time.
-
-    A worker is alive for three heartbeat periods and talks every REAL_HEARTBEAT_S real
-    seconds, which is `speedup` times as many grid seconds; a lease gets four periods.
-    """
-    heartbeat = min(3600, max(15, math.ceil(speedup * REAL_HEARTBEAT_S)))
-    return {"heartbeat_seconds": heartbeat, "lease_seconds": min(86_400, max(90, 4 * heartbeat))}
-
-
-def map_timestamps(value: Any, to_grid: Callable[[datetime], datetime]) -> Any:
-    """Every RFC 3339 timestamp string inside a JSON value, moved onto grid time."""
-    if isinstance(value, dict):
-        return {k: map_timestamps(v, to_grid) for k, v in value.items()}
-    if isinstance(value, list):
-        return [map_timestamps(v, to_grid) for v in value]
-    if isinstance(value, str) and _RFC3339.match(value):
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return to_grid(moment).isoformat().replace("+00:00", "Z")
-    return value
-
-
-class GridTimeTransport(httpx.BaseTransport):
-    """The demo worker's transport: its reports speak grid time, its heartbeats real time.
-
-    Worker JSON bodies carry wall-clock timestamps (attempt start and end, power samples,
-    events); they are mapped onto the demo clock. The registration answer names heartbeat
-    and lease periods in grid seconds; the worker is told the real-time equivalents.
-    """
-
-    def __init__(
-        self,
-        clock: DemoClock,
-        real_heartbeat_s: float = REAL_HEARTBEAT_S,
-        inner: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.clock = clock
-        self.real_heartbeat_s = real_heartbeat_s
-        self.inner = inner or httpx.HTTPTransport()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        is_json = request.headers.get("content-type", "").startswith("application/json")
-        if path.startswith("/v1/workers/") and is_json and request.method == "POST":
-            body = json.loads(request.read() or b"null")
-            if body is not None:
-                headers = {
-                    k: v for k, v in request.headers.items() if k.lower() != "content-length"
-                }
-                request = httpx.Request(
-                    request.method,
-                    request.url,
-                    headers=headers,
-                    content=json.dumps(map_timestamps(body, self.clock.to_grid)).encode(),
-                    extensions=request.extensions,
-                )
-        response = self.inner.handle_request(request)
-        if path == "/v1/workers/register" and response.status_code < 300:
-            response.read()
-            data = response.json()
-            ratio = self.real_heartbeat_s / float(data.get("heartbeat_seconds") or 1.0)
-            data["heartbeat_seconds"] = self.real_heartbeat_s
-            data["lease_seconds"] = float(data.get("lease_seconds") or 90.0) * ratio
-            return httpx.Response(response.status_code, json=data, request=request)
-        return response
-
-
 def worker_main(server: str, token: str, work_dir: str, zone: str, clock_state: Any) -> None:
     """Entry point of the demo's worker child: one CPU-only agent on grid time."""
     logging.basicConfig(level=logging.WARNING, format="worker: %(levelname)s %(message)s")
@@ -223,32 +84,6 @@ def worker_main(server: str, token: str, work_dir: str, zone: str, clock_state: 
         poll_seconds=POLL_S,
         transport=GridTimeTransport(DemoClock(clock_state)),
     )
-
-
-# -- the service ----------------------------------------------------------------------------
-
-
-@contextmanager
-def serve(app: Any, port: int) -> Iterator[str]:
-    """Run the app under uvicorn on 127.0.0.1 in a thread; yields its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="demo-service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the service did not start on 127.0.0.1:{port} (port in use?)")
-        time.sleep(0.05)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def demo_settings(data_dir: Path, options: DemoOptions) -> Any:
@@ -303,8 +138,9 @@ def nice_ceiling(value: float) -> float:
     return float(f"{mantissa * scale:.12g}")
 
 
-def wait_until_validated(client: httpx.Client, dataset_id: str, timeout_s: float = 120.0
-                         ) -> dict[str, Any]:
+def wait_until_validated(
+    client: httpx.Client, dataset_id: str, timeout_s: float = 120.0
+) -> dict[str, Any]:
     """The dataset once its audio has been validated (jobs need it `ready`)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -344,79 +180,6 @@ def job_body(job: DemoJob, kind: str, dataset_id: str | None, steps: int) -> dic
     else:
         body["config"] = {"steps": steps * 10, "size": 256, "checkpoint_every": steps}
     return body
-
-
-def plan_table(jobs: list[dict[str, Any]]) -> Table:
-    """Where the planner put each job, and why."""
-    table = Table(title="Where the planner put each job", title_justify="left")
-    for column in ("job", "objective", "deadline", "planned window"):
-        table.add_column(column)
-    table.add_column("expected", justify="right")
-    table.add_column("saving vs now", justify="right")
-    table.add_column("why")
-    for job in jobs:
-        table.add_row(
-            job["name"] + (" (interruptible)" if job["interruptible"] else ""),
-            job["objective"],
-            fmt_time(job["deadline"]),
-            fmt_window(job["planned_start"], job["planned_end"]),
-            fmt_kg(job["estimated_kg_co2e"]),
-            saving_text(job),
-            job["state_reason"],
-        )
-    return table
-
-
-def energy_table(jobs: list[dict[str, Any]], reports: dict[str, dict[str, Any]]) -> Table:
-    """Each job's measured energy and emissions."""
-    table = Table(title="Energy reports (measured)", title_justify="left")
-    table.add_column("job")
-    table.add_column("state")
-    for column in ("kWh GPU", "kWh CPU", "kWh RAM", "kWh total", "kg CO2e", "g/kWh"):
-        table.add_column(column, justify="right")
-    table.add_column("methods (gpu/cpu/ram)")
-    table.add_column("signal")
-    for job in jobs:
-        report = reports.get(job["id"]) or {}
-        kwh = report.get("kwh") or {}
-        methods = report.get("methods") or {}
-        signal = report.get("signal") or {}
-        table.add_row(
-            job["name"],
-            job["state"],
-            *(fmt_number(kwh.get(part), digits=6) for part in ("gpu", "cpu", "ram", "total")),
-            fmt_kg(report.get("kg_co2e")),
-            fmt_number(report.get("intensity_g_per_kwh_avg"), digits=1),
-            "/".join(str(methods.get(part) or "-") for part in ("gpu", "cpu", "ram")),
-            f"{signal.get('source') or '-'} ({signal.get('type') or '-'})",
-        )
-    return table
-
-
-def budget_table(budget: dict[str, Any]) -> Table:
-    """The team's budget this period."""
-    table = Table(title=f"Team {TEAM}: carbon budget this {budget['period']}", title_justify="left")
-    for column in ("limit", "actual", "committed", "forecast", "remaining", "state"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        fmt_kg(budget["limit_kg_co2e"]),
-        fmt_kg(budget["actual_kg_co2e"]),
-        fmt_kg(budget["committed_kg_co2e"]),
-        fmt_kg(budget["forecast_kg_co2e"]),
-        fmt_kg(budget["remaining_kg_co2e"]),
-        budget["state"],
-    )
-    return table
-
-
-def _progress_text(job: dict[str, Any]) -> str:
-    progress = job.get("progress") or {}
-    if not progress.get("step"):
-        return ""
-    loss = progress.get("loss")
-    total = progress.get("total_steps") or "?"
-    text = f" {progress.get('stage') or ''} step {progress['step']}/{total}"
-    return text + (f" loss {loss:.3f}" if isinstance(loss, int | float) else "")
 
 
 class Demo:
@@ -465,10 +228,13 @@ class Demo:
         )
 
     def upload_dataset(self, team: httpx.Client, work: Path) -> str:
-        from worker.training.sample import audio_seconds, write_sample_dataset, zip_dataset
+        from scheduler.client.files import zip_dataset_dir
+        from worker.training.sample import audio_seconds, write_sample_dataset
 
         list_path = write_sample_dataset(work / "sample-dataset", n_utterances=8)
-        archive = zip_dataset(list_path.parent, work / "sample-dataset.zip")
+        # As `greenwindow datasets upload` does: the list and the audio only (a synthetic
+        # sample's README.txt stays behind; the service refuses any other member).
+        archive = zip_dataset_dir(list_path.parent, work / "sample-dataset.zip")
         answer = (
             team.post(
                 "/v1/datasets",
@@ -514,7 +280,7 @@ class Demo:
                     reason = f"  ({job['state_reason']})" if changed and state != "running" else ""
                     self.say(
                         f"[dim]grid {grid}[/]  {job['name']:<12} {state:<9}"
-                        f"{_progress_text(job)}{reason}"
+                        f"{progress_text(job)}{reason}"
                     )
                     seen[job["id"]] = (state, step)
                 elif before is not None and step != before[1]:
@@ -560,7 +326,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
         demo.say("[yellow]training core not importable here: running burn-in jobs instead[/]")
     worker = None
     try:
-        with serve(app, options.port) as url:
+        with serve_in_thread(app, options.port) as url:
             admin = httpx.Client(
                 base_url=url,
                 headers={"Authorization": f"Bearer {settings.admin_token}"},
@@ -602,7 +368,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
             }
             result.budget = team.get(f"/v1/teams/{TEAM}/budget").raise_for_status().json()
             console.print(energy_table(jobs, result.reports))
-            console.print(budget_table(result.budget))
+            console.print(budget_table(result.budget, TEAM))
             result.dashboard_url = f"{url}/dashboard"
             demo.say(
                 f"[bold]dashboard[/] {result.dashboard_url} "
