@@ -134,4 +134,5 @@ def optimal_slots(
         for job, slots in zip(jobs, plan_slots, strict=True)
         if slots.shape[0] and slots[-1] >= job.deadline
     )
-    return OptimalResult(plan_slots, kg, late_jobs, "optimal" if result.status == 0 else "time limit")
+    status = "optimal" if result.status == 0 else "time limit"
+    return OptimalResult(plan_slots, kg, late_jobs, status)
