@@ -64,7 +64,10 @@ def to_read(job: Job) -> JobRead:
 
 
 def _team_scope(principal: Principal) -> str | None:
-    return None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
+    if principal.is_admin:
+        return None
+    assert principal.team is not None  # UserDep admits only the admin and teams
+    return principal.team.id
 
 
 def find_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
