@@ -22,14 +22,9 @@ from fake_nvml import FakeGpu, FakeNvml
 from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
 from helpers import tiny_dataset_zip
 
-from worker.agent import (
-    Agent,
-    AgentOptions,
-    default_tracking_mode,
-    resolve_worker_gpus,
-    run_agent,
-    unpack_zip,
-)
+from worker.agent import Agent, AgentOptions
+from worker.archives import unpack_zip
+from worker.cli import default_tracking_mode, resolve_worker_gpus, run_agent
 from worker.client import WorkerClient
 from worker.metering.nvml import Nvml
 
