@@ -191,7 +191,7 @@ class Agent:
         )
         session.start()
         runner = AttemptRunner(self.client, self.options, shutdown=self._shutdown,
-                               heartbeat_seconds=self.heartbeat_seconds)
+                               heartbeat_seconds=self.heartbeat_seconds, nvml=self._nvml)
         try:
             return runner.run(run, job_dir, job_gpus, session)
         finally:

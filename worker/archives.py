@@ -13,9 +13,18 @@ from pathlib import Path, PurePosixPath
 from worker.training.data.annotations import AUDIO_SUFFIXES, wav_basename
 
 CHECKPOINT_ARTIFACT = "checkpoint.tar"
-TENSORBOARD_ARTIFACT = "tensorboard.tar"
+
+
+def tensorboard_artifact(attempt: int) -> str:
+    """One attempt's TensorBoard logs; the service merges them into the job's `tensorboard`."""
+    return f"tensorboard-{attempt}.tar"
+
+
 # Where the workloads (burn-in, training core) write their checkpoints, under the run dir.
 CHECKPOINT_DIR = "checkpoints"
+# The fine-tune's prepared dataset (features, tokens), under the run dir, and its artifact.
+PREPARED_DIR = "prepared"
+PREPARED_ARTIFACT = "prepared.tar"
 
 
 def unpack_zip(archive: Path, dest: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tarfile
 import threading
@@ -16,8 +17,10 @@ import httpx
 
 from worker.archives import (
     CHECKPOINT_ARTIFACT,
-    TENSORBOARD_ARTIFACT,
+    PREPARED_ARTIFACT,
+    PREPARED_DIR,
     pack_tar,
+    tensorboard_artifact,
     unpack_tar,
     unpack_zip,
 )
@@ -25,8 +28,9 @@ from worker.background import CheckpointUploader, LeaseKeeper
 from worker.child import KIND_FINETUNE, ChildJob, ChildSpec
 from worker.client import ChecksumMismatch, Claim, LeaseLost, ProtocolError, WorkerClient
 from worker.errors import public_error
-from worker.metering.nvml import GpuInfo
+from worker.metering.nvml import GpuInfo, Nvml
 from worker.metering.session import MeteringSession
+from worker.telemetry import heartbeat_telemetry
 from worker.training.config import FinetuneConfig, adapter_filename, config_stages, parent_job_id
 
 log = logging.getLogger("greenwindow.worker")
@@ -80,6 +84,10 @@ class JobRun:
     stop_reason: str | None = None  # cancel | pause | shutdown | lease_lost
     # For config.base job:<id>: that job's adapter file per stage, downloaded here.
     continued_from: dict[str, str] = field(default_factory=dict)
+    # The prepared dataset came from an earlier attempt (so it is on the service already).
+    prepared_restored: bool = False
+    # Set when training starts: the prepared dataset is complete and worth uploading.
+    training_started: threading.Event = field(default_factory=threading.Event, repr=False)
     # The checkpoint uploader adds events from its own thread.
     _event_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -102,12 +110,20 @@ class JobRun:
 
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 class AttemptRunner:
     """Runs one claimed attempt to its end and reports the outcome to the service."""
 
     def __init__(self, client: WorkerClient, options: AgentOptions, *,
-                 shutdown: threading.Event, heartbeat_seconds: float) -> None:
+                 shutdown: threading.Event, heartbeat_seconds: float,
+                 nvml: Nvml | None = None) -> None:
         self.client = client
+        self._nvml = nvml
+        self._job_gpus: list[tuple[GpuInfo, Any]] = []
+        self._session: MeteringSession | None = None
         self.options = options
         self._shutdown = shutdown
         self.heartbeat_seconds = heartbeat_seconds
@@ -115,6 +131,8 @@ class AttemptRunner:
     def run(self, run: JobRun, job_dir: Path, job_gpus: list[tuple[GpuInfo, Any]],
                      session: MeteringSession) -> str:
         claim = run.claim
+        self._job_gpus = list(job_gpus)
+        self._session = session
         keeper = LeaseKeeper(self.client, run, session, self.heartbeat_seconds)
         keeper.start()  # a large dataset can take longer to fetch than a lease lasts
         error = None
@@ -177,7 +195,32 @@ class AttemptRunner:
             self._fetch_continued(run, job_dir)
         if claim.resume_from:
             self._restore_checkpoint(run, job_dir, claim.resume_from)
+        if claim.prepared_from and dataset_dir is not None:
+            # After the checkpoint: a refused checkpoint empties the run directory.
+            self._restore_prepared(run, job_dir, claim.prepared_from)
         return dataset_dir
+
+    def _restore_prepared(self, run: JobRun, job_dir: Path, prepared: dict[str, Any]) -> None:
+        """Reuse an earlier attempt's prepared dataset, verified by its SHA-256."""
+        archive = job_dir / "prepared.tar"
+        target = run.run_dir / PREPARED_DIR
+        try:
+            self.client.download_artifact(run.claim.job_id, PREPARED_ARTIFACT, archive,
+                                          expected_sha256=prepared.get("sha256"))
+            unpack_tar(archive, run.run_dir)
+        except (ChecksumMismatch, tarfile.TarError, OSError, ProtocolError) as exc:
+            if isinstance(exc, ProtocolError) and exc.status_code != 404:
+                raise
+            shutil.rmtree(target, ignore_errors=True)
+            run.add_event("prepared_rejected",
+                          f"prepared dataset refused, preparing again: {public_error(str(exc))}")
+            log.warning("prepared dataset refused for job %s: %s", run.claim.job_id, exc)
+            return
+        finally:
+            archive.unlink(missing_ok=True)
+        run.prepared_restored = True
+        run.add_event("prepared_reused",
+                      f"reused the prepared dataset of attempt {prepared.get('attempt')}")
 
     def _fetch_continued(self, run: JobRun, job_dir: Path) -> None:
         """For `config.base: job:<id>`, download that job's adapters (one per stage)."""
@@ -244,18 +287,54 @@ class AttemptRunner:
                 log.warning("job %s did not stop in time; killing it", run.claim.job_id)
                 child.kill()
 
-    @staticmethod
-    def _take_messages(run: JobRun, messages: list[dict[str, Any]]) -> None:
+    def _take_messages(self, run: JobRun, messages: list[dict[str, Any]]) -> None:
         for message in messages:
             kind = message.get("type")
             if kind == "progress":
-                run.progress = {k: message[k] for k in PROGRESS_KEYS if k in message}
+                progress = {k: message[k] for k in PROGRESS_KEYS if k in message}
+                # A NaN would not even be valid JSON; the telemetry names it instead.
+                if not _finite(progress.get("loss")):
+                    progress.pop("loss", None)
+                module = self._nvml.module if self._nvml and self._nvml.available else None
+                telemetry = heartbeat_telemetry(message.get("telemetry"), self._job_gpus, module)
+                if telemetry is not None:
+                    progress["telemetry"] = telemetry
+                run.progress = progress
+                self._count_phase(message)
+            elif kind == "phase":
+                self._start_phase(run, message)
+            elif kind == "phase_counts":
+                self._count_phase(message)
+            elif kind == "dataset":
+                seconds = message.get("audio_seconds")
+                if self._session is not None and _finite(seconds) and seconds >= 0:
+                    self._session.audio_seconds = float(seconds)
             elif kind == "event":
                 run.add_event("workload", str(message.get("message", "")))
             elif kind == "result":
                 run.result = message
             elif kind == "error":
                 run.error = str(message.get("error", "unknown error"))
+
+    def _start_phase(self, run: JobRun, message: dict[str, Any]) -> None:
+        name = str(message.get("name"))
+        if name in ("s1", "s2"):
+            run.training_started.set()
+        if self._session is None:
+            return
+        at = message.get("at")
+        moment = datetime.fromtimestamp(at, UTC) if _finite(at) else None
+        self._session.start_phase(name, moment)
+
+    def _count_phase(self, message: dict[str, Any]) -> None:
+        # Progress messages carry the counts as "attempt_steps", the final count as
+        # "optimizer_steps"; a crash leaves the last progress figures.
+        steps = message.get("optimizer_steps", message.get("attempt_steps"))
+        samples = message.get("samples", message.get("attempt_samples"))
+        name = message.get("name", message.get("stage"))
+        if self._session is None or not isinstance(steps, int) or not isinstance(samples, int):
+            return
+        self._session.count_phase(str(name), optimizer_steps=steps, samples=samples)
 
     def _job_heartbeat(self, run: JobRun, child: ChildJob, session: MeteringSession) -> None:
         energy = {"kwh_so_far": session.kwh_so_far(), "watts": session.watts_now()}
@@ -306,12 +385,15 @@ class AttemptRunner:
         result = run.result
         status = result.get("status") if result else None
         try:
+            # Every ending keeps its logs: a failed run is the one most worth reading.
+            logs = self._upload_tensorboard(run)
+            uploader.upload_prepared()
             if run.stop_reason == "cancel":
                 self.client.fail(run.claim, energy=session.stop(), error="cancelled by the user",
                                  retryable=False, cancelled=True)
                 return "cancelled"
             if status == "succeeded":
-                return self._complete(run, result, session)
+                return self._complete(run, result, session, logs)
             if run.stop_reason in ("pause", "shutdown"):
                 return self._release(run, result, session, uploader)
             reason = run.error or (
@@ -326,10 +408,11 @@ class AttemptRunner:
             self._send_orphan_energy(run, session)
             return "lease_lost"
 
-    def _complete(self, run: JobRun, result: dict[str, Any], session: MeteringSession) -> str:
+    def _complete(self, run: JobRun, result: dict[str, Any], session: MeteringSession,
+                  logs: list[str]) -> str:
         uploaded = self._upload_outputs(run, result)
         uploaded += self._upload_checkpoint(run, result)
-        uploaded += self._upload_tensorboard(run)
+        uploaded += logs
         self.client.complete(run.claim, energy=session.stop(), result={
             "steps": result.get("steps"),
             "metrics": result.get("metrics", {}),
@@ -388,11 +471,19 @@ class AttemptRunner:
         return [self._upload(run, CHECKPOINT_ARTIFACT, archive)]
 
     def _upload_tensorboard(self, run: JobRun) -> list[str]:
+        """This attempt's event files as `tensorboard-<attempt>.tar`; best effort."""
         event_files = sorted(run.run_dir.rglob("events.out.tfevents.*"))
         if not event_files:
             return []
-        archive = pack_tar(event_files, run.run_dir, run.run_dir.parent / TENSORBOARD_ARTIFACT)
-        return [self._upload(run, TENSORBOARD_ARTIFACT, archive)]
+        name = tensorboard_artifact(run.claim.attempt)
+        try:
+            archive = pack_tar(event_files, run.run_dir, run.run_dir.parent / name)
+            return [self._upload(run, name, archive)]
+        except LeaseLost:
+            raise
+        except Exception as exc:  # the outcome matters more than the logs
+            log.warning("TensorBoard logs of job %s not uploaded: %s", run.claim.job_id, exc)
+            return []
 
     def _upload(self, run: JobRun, name: str, path: Path) -> str:
         self.client.upload_artifact(run.claim, name, path)

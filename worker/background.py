@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from worker.archives import (
     CHECKPOINT_ARTIFACT,
     CHECKPOINT_DIR,
+    PREPARED_ARTIFACT,
+    PREPARED_DIR,
     file_identity,
     newest_checkpoint,
     pack_tar,
@@ -81,6 +83,7 @@ class CheckpointUploader:
         self._uploaded = file_identity(newest) if newest else None
         self._tried_at = float("-inf")
         self._lock = threading.Lock()  # the thread and a final flush never upload together
+        self._prepared_done = False
         self._done = threading.Event()
         self.lease_lost = threading.Event()
         self.uploads = 0
@@ -107,10 +110,44 @@ class CheckpointUploader:
             log.warning("checkpoint upload for job %s failed: %s", self._run.claim.job_id, exc)
             return False
 
+    def upload_prepared(self) -> bool:
+        """Upload the prepared dataset once training has started on it; True if it went.
+
+        Later attempts download it instead of preparing again. Best effort: a dataset too
+        large for the store only means the next attempt prepares it anew.
+        """
+        with self._lock:
+            run = self._run
+            if (self._prepared_done or run.prepared_restored
+                    or not run.training_started.is_set()):
+                return False
+            self._prepared_done = True  # one try per attempt, whatever happens
+            source = run.run_dir / PREPARED_DIR
+            if not source.is_dir():
+                return False
+            archive = run.run_dir.parent / PREPARED_ARTIFACT
+            try:
+                pack_tar([source], run.run_dir, archive)
+                self._client.upload_artifact(run.claim, PREPARED_ARTIFACT, archive)
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                log.warning("prepared dataset of job %s not uploaded: %s", run.claim.job_id, exc)
+                return False
+            finally:
+                archive.unlink(missing_ok=True)
+        run.add_event("prepared_uploaded", f"uploaded the prepared dataset as {PREPARED_ARTIFACT}")
+        return True
+
     def _loop(self) -> None:
         while not self._done.wait(self._poll):
             if self._run.stop_reason is not None:
                 continue  # stopping: the final report uploads what the child left
+            try:
+                self.upload_prepared()
+            except LeaseLost:
+                self.lease_lost.set()
+                return
             if time.monotonic() - self._tried_at < self._every:
                 continue
             try:

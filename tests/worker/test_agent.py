@@ -231,7 +231,7 @@ def test_finetune_job_trains_and_uploads_adapters(tmp_path: Path) -> None:
     verb, body = finish(job)
     assert verb == "complete", body.get("error")
     assert body["result"]["steps"] == {"s1": 2, "s2": 2}
-    assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT, "tensorboard.tar"} <= set(
+    assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT, "tensorboard-1.tar"} <= set(
         service.artifacts[job.id]
     )
     # Beside the adapters: the merged GPT in GPT-SoVITS's format and the adapter config.
