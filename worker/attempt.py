@@ -129,7 +129,7 @@ class AttemptRunner:
         self.heartbeat_seconds = heartbeat_seconds
 
     def run(self, run: JobRun, job_dir: Path, job_gpus: list[tuple[GpuInfo, Any]],
-                     session: MeteringSession) -> str:
+            session: MeteringSession) -> str:
         claim = run.claim
         self._job_gpus = list(job_gpus)
         self._session = session
