@@ -1,7 +1,7 @@
 """A fine-tune paused and resumed, against the real service: one TensorBoard run with
 continuous steps, and the second attempt reuses the first one's prepared dataset.
 
-The job is long (3,000 steps): the first attempt is paused by the service, the second
+The job is long (30,000 steps): the first attempt is paused by the service, the second
 released by its worker's shutdown, so the test never races a stop against the end of
 training on a fast machine.
 """
@@ -31,7 +31,7 @@ from worker.metering.nvml import Nvml
 
 pytestmark = pytest.mark.slow  # a real server and job processes
 
-STEPS = 3000
+STEPS = 30_000
 
 
 @pytest.fixture
@@ -103,16 +103,20 @@ def test_a_paused_job_keeps_one_tensorboard_run_and_its_prepared_data(
     def state() -> str:
         return get(url, key, f"/v1/jobs/{job_id}").json()["state"]
 
-    # Attempt 1: a few steps, then the service pauses it.
+    def attempt() -> int:
+        return get(url, key, f"/v1/jobs/{job_id}").json()["attempt"]
+
+    # Attempt 1: a few steps, then the service pauses it. The paused job goes back to the
+    # queue and, with a free slot and no delay allowed, the same agent claims it at once:
+    # the 'scheduled' state in between can last less than a poll, so wait for attempt 2.
     wait_until(lambda: state() == "running")
     wait_until(lambda: step() >= 3, about=lambda: get(url, key, f"/v1/jobs/{job_id}").json())
     set_job(app, job_id, pause_requested=True)
-    wait_until(lambda: state() == "scheduled",
+    wait_until(lambda: attempt() == 2 and state() == "running",
                about=lambda: get(url, key, f"/v1/jobs/{job_id}").json())
-    paused_at = step()
+    resumed_at = step()
     # Attempt 2 resumes, trains a few more steps and is released when its worker shuts down.
-    set_job(app, job_id, state="ready")
-    wait_until(lambda: step() >= paused_at + 3,
+    wait_until(lambda: step() >= resumed_at + 3,
                about=lambda: get(url, key, f"/v1/jobs/{job_id}").json())
     agent.request_shutdown()
     runner.join(timeout=300)
