@@ -158,7 +158,7 @@ def worker(
 ) -> None:
     """Run a GPU worker: register, claim jobs, train, meter energy, report."""
     require_worker_extra()
-    from worker.agent import run_agent
+    from worker.cli import run_agent
 
     if not token:
         typer.echo("error: set GREENWINDOW_WORKER_TOKEN or pass --token", err=True)

@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    # -- the concurrency model (docs/deploy.md, "Concurrency and connections") ----------
+    # -- the concurrency model (README, "Concurrency and connections") ----------
 
     @property
     def request_slots(self) -> int:

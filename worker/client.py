@@ -57,6 +57,8 @@ class Claim:
     lease_token: str
     lease_expires_at: str | None
     resume_from: dict[str, Any] | None
+    # The prepared dataset an earlier attempt uploaded (artifact, sha256, attempt), if any.
+    prepared_from: dict[str, Any] | None = None
 
     @property
     def job_id(self) -> str:
@@ -72,6 +74,7 @@ class Claim:
             lease_token=body["lease_token"],
             lease_expires_at=body.get("lease_expires_at"),
             resume_from=body.get("resume_from"),
+            prepared_from=body.get("prepared_from"),
         )
 
 

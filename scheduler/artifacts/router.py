@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from scheduler.artifacts import service, storage
+from scheduler.artifacts import service, storage, tensorboard
 from scheduler.context import AppContext
 from scheduler.db.session import session_scope
 from scheduler.deps import ContextDep, SessionDep, SettingsDep, bearer_token
@@ -75,6 +75,10 @@ async def upload_artifact(
 ) -> ArtifactStored:
     """Store a file of the job; the worker must hold the lease and the checksum must match."""
     storage.check_name(name)
+    if name == tensorboard.MERGED_NAME:
+        raise InvalidInput(
+            f"'{name}' is merged by the service: upload tensorboard-<attempt>.tar", field="name"
+        )
     expected = x_content_sha256.lower()
     if not SHA256_HEX.fullmatch(expected):
         raise InvalidInput("X-Content-SHA256 must be 64 hex digits", field="X-Content-SHA256")
@@ -117,6 +121,10 @@ async def upload_artifact(
                 upload=upload,
                 now=context.now(),
             )
+            if tensorboard.is_part(name):
+                service.rebuild_tensorboard(
+                    session, settings, job_id, now=context.now()
+                )
 
     await run_in_threadpool(keep)
     return ArtifactStored(name=name, size=upload.size, sha256=upload.sha256)

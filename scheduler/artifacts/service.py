@@ -8,10 +8,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.artifacts import tensorboard
 from scheduler.artifacts.models import Artifact
-from scheduler.artifacts.storage import StoredUpload, check_name
+from scheduler.artifacts.storage import StoredUpload, check_name, commit_upload
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.settings import Settings
+
+# The prepared dataset (features, tokens) an attempt uploads so later attempts reuse it.
+PREPARED_NAME = "prepared.tar"
 
 
 def job_directory(settings: Settings, job_id: str) -> Path:
@@ -68,3 +72,37 @@ def get_artifact(session: Session, job_id: str, name: str) -> Artifact:
     if artifact is None:
         raise NotFound(f"job {job_id} has no artifact '{name}'", field="name")
     return artifact
+
+
+def rebuild_tensorboard(
+    session: Session, settings: Settings, job_id: str, *, now: datetime
+) -> Artifact | None:
+    """Merge every attempt's TensorBoard logs into the job's one-run ``tensorboard`` tar."""
+    directory = job_directory(settings, job_id)
+    parts = sorted(
+        (a for a in list_artifacts(session, job_id) if tensorboard.is_part(a.name)),
+        key=lambda a: tensorboard.part_order(a.name, a.attempt),
+    )
+    if not parts:
+        return None
+    upload = tensorboard.merge_parts([directory / a.name for a in parts], directory)
+    commit_upload(upload, directory / tensorboard.MERGED_NAME)
+    return record(
+        session,
+        job_id=job_id,
+        name=tensorboard.MERGED_NAME,
+        attempt=max(a.attempt for a in parts),
+        upload=upload,
+        now=now,
+    )
+
+
+def prepared_data(session: Session, job_id: str, *, before_attempt: int) -> Artifact | None:
+    """The prepared dataset an earlier attempt of the job uploaded, if any."""
+    return session.scalar(
+        select(Artifact).where(
+            Artifact.job_id == job_id,
+            Artifact.name == PREPARED_NAME,
+            Artifact.attempt < before_attempt,
+        )
+    )

@@ -72,7 +72,7 @@ def worker_main(server: str, token: str, work_dir: str, zone: str, clock_state: 
     """Entry point of the demo's worker child: one CPU-only agent on grid time."""
     logging.basicConfig(level=logging.WARNING, format="worker: %(levelname)s %(message)s")
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
-    from worker.agent import run_agent
+    from worker.cli import run_agent
 
     run_agent(
         server,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy.orm import Session
 
+from scheduler.artifacts import service as artifacts_service
 from scheduler.deps import AdminDep, NowDep, SchedulingDep, SessionDep, SettingsDep
 from scheduler.energy import service as energy_service
 from scheduler.jobs.models import Job
@@ -120,6 +121,7 @@ def claim(
     job = claimed.job
     assert job.lease_token is not None and job.lease_expires_at is not None
     checkpoint = claimed.resume_from
+    prepared = artifacts_service.prepared_data(session, job.id, before_attempt=job.attempt)
     return ClaimResponse(
         job=_claimed_job(job),
         attempt=job.attempt,
@@ -130,6 +132,11 @@ def claim(
                 artifact=checkpoint.name, sha256=checkpoint.sha256, attempt=checkpoint.attempt
             )
             if checkpoint is not None
+            else None
+        ),
+        prepared_from=(
+            ResumeFrom(artifact=prepared.name, sha256=prepared.sha256, attempt=prepared.attempt)
+            if prepared is not None
             else None
         ),
     )

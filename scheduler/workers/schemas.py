@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class GpuInfo(BaseModel):
@@ -89,6 +89,8 @@ class ClaimResponse(BaseModel):
     lease_token: str
     lease_expires_at: datetime
     resume_from: ResumeFrom | None = None
+    # The prepared dataset an earlier attempt uploaded: reused instead of preparing again.
+    prepared_from: ResumeFrom | None = None
 
 
 class Fence(BaseModel):
@@ -126,6 +128,31 @@ class PowerSample(BaseModel):
     watts: Watts = None
 
 
+def _rfc3339(value: str) -> str:
+    """An RFC 3339 time with a zone, kept as the worker wrote it (reports are stored as sent)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an RFC 3339 time, e.g. 2026-12-01T05:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry a time zone (e.g. a trailing Z)")
+    return value
+
+
+Rfc3339 = Annotated[str, Field(max_length=40), AfterValidator(_rfc3339)]
+
+
+class EnergyPhase(BaseModel):
+    """The part of an attempt's measured energy spent in one phase of a fine-tune."""
+
+    name: Literal["prepare", "s1", "s2"]
+    started_at: Rfc3339
+    ended_at: Rfc3339
+    kwh: float = Field(ge=0, allow_inf_nan=False)
+    optimizer_steps: int = Field(default=0, ge=0)
+    samples: int = Field(default=0, ge=0)
+
+
 class EnergyReport(BaseModel):
     """The numbers of an attempt report (or a heartbeat's energy so far) that are accounted;
     other keys pass through as the worker sent them."""
@@ -140,6 +167,9 @@ class EnergyReport(BaseModel):
     duration_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     gpus: list[GpuEnergy] | None = Field(default=None, max_length=64)
     timeline: list[PowerSample] | None = Field(default=None, max_length=100_000)
+    phases: list[EnergyPhase] | None = Field(default=None, max_length=8)
+    # Total duration of the training audio, for kWh per training-audio hour.
+    audio_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as the worker sent it (validated numbers as floats)."""

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from worker.agent import run_agent
+from worker.cli import run_agent
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from helpers import bearer, burn_in_job, tiny_dataset_zip
 from world import make_ready, register_worker
 
-from worker.agent import private_attempt_dir, unpack_zip
+from worker.archives import private_attempt_dir, unpack_zip
 from worker.errors import public_error
 from worker.training.checkpoint import UnsafeCheckpoint, load_checkpoint
 from worker.training.pretrained import load_pretrained_s1, load_pretrained_s2

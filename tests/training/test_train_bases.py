@@ -27,7 +27,7 @@ from scheduler.app import create_app
 from scheduler.db.session import session_scope
 from scheduler.jobs.models import Job
 from scheduler.settings import Settings
-from worker.agent import held_bases, run_agent
+from worker.cli import held_bases, run_agent
 from worker.training.bases import (
     BaseModelsError,
     base_files,

@@ -13,6 +13,7 @@ import torch
 from worker.training.checkpoint import list_checkpoints, load_checkpoint
 from worker.training.config import FinetuneConfig
 from worker.training.data.prepare import prepare_dataset
+from worker.training.memory_probe import SavedTensorBudget
 from worker.training.runner import build_finetuned_model, run_finetune
 from worker.training.sample import write_sample_dataset
 
@@ -141,6 +142,12 @@ def test_both_stages_export_adapters_and_a_paused_run_resumes_identically(
     progress = [e for e in straight if e["type"] == "progress"]
     assert all(PROGRESS_KEYS <= e.keys() for e in progress)
     assert [e["stage"] for e in progress] == ["s1"] * 3 + ["s2"] * 3
+    # Telemetry for the heartbeat: stage 2 adds its KL and mel losses.
+    assert all(e["telemetry"]["kl"] is None for e in progress[:3])
+    assert all(isinstance(e["telemetry"]["mel"], float) for e in progress[3:])
+    assert all(isinstance(e["telemetry"]["kl"], float) for e in progress[3:])
+    phases = [e["name"] for e in straight if e["type"] == "phase"]
+    assert phases == ["prepare", "s1", "s2"]
     assert list((work / "tensorboard").glob("events.out.tfevents.*"))
     assert len(list_checkpoints(work / "checkpoints")) <= 2
     assert result.checkpoint is not None and result.checkpoint.exists()
@@ -200,11 +207,22 @@ def test_two_cpu_ranks_train_with_gloo_ddp(
 ) -> None:
     events: list[dict] = []
     work = _work_dir(tmp_path, sample_dataset)
+    # An injected memory limit: rank 1 cannot afford any batch, rank 0 any it is offered.
+    budget = SavedTensorBudget(cap_mib=1e6, rank_caps_mib={1: 0.0})
     result = run_finetune(
-        _config(stage="s1", max_steps=2), sample_dataset[0], work, gpus=2, report=events.append
+        _config(stage="s1", max_steps=2), sample_dataset[0], work, gpus=2, report=events.append,
+        memory_budget=budget,
     )
     assert result.status == "succeeded" and result.steps == {"s1": 2}
     progress = [e for e in events if e["type"] == "progress"]
-    # Every step covers both ranks' shares: 2 ranks x micro-batch 2.
+    # Every step covers both ranks' shares: 2 ranks x micro-batch 2 (accumulated from 1s).
     assert [e["step"] for e in progress] == [1, 2]
+    assert [e["attempt_samples"] for e in progress] == [4, 8]
+    # Both ranks took the smaller probed micro-batch (all_reduce MIN); rank 0 reports it.
+    assert {e["micro_batch"] for e in progress} == {1}
+    assert [e["kind"] for e in events if e.get("kind") == "micro_batch"] == ["micro_batch"]
+    # The heartbeat's telemetry covers every rank, not only rank 0.
+    for event in progress:
+        assert [r["rank"] for r in event["telemetry"]["ranks"]] == [0, 1]
+        assert event["telemetry"]["step_time_s"] > 0 and event["telemetry"]["kl"] is None
     assert (work / "outputs" / "s1_lora.safetensors").exists()

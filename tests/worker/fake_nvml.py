@@ -39,6 +39,10 @@ class FakeGpu:
     energy_supported: bool = True
     power_fails: bool = False
     power_limit_mw: int | None = None
+    # Live readings for heartbeat telemetry; None: this GPU does not support the query.
+    util_pct: int | None = None
+    temperature_c: int | None = None
+    memory_used_mib: int = 0
     mig_uuids: list[str] = field(default_factory=list)
 
 
@@ -110,7 +114,18 @@ class FakeNvml:
         return handle.name.encode()  # old pynvml releases return bytes
 
     def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> SimpleNamespace:  # noqa: N802
-        return SimpleNamespace(total=handle.memory_mib * 1024 * 1024, used=0, free=0)
+        total, used = handle.memory_mib * 1024 * 1024, handle.memory_used_mib * 1024 * 1024
+        return SimpleNamespace(total=total, used=used, free=total - used)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> SimpleNamespace:  # noqa: N802
+        if handle.util_pct is None:
+            raise NVMLError_NotSupported("not supported")
+        return SimpleNamespace(gpu=handle.util_pct, memory=0)
+
+    def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:  # noqa: N802
+        if handle.temperature_c is None:
+            raise NVMLError_NotSupported("not supported")
+        return handle.temperature_c
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:  # noqa: N802
         if not handle.energy_supported:

@@ -22,14 +22,9 @@ from fake_nvml import FakeGpu, FakeNvml
 from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
 from helpers import tiny_dataset_zip
 
-from worker.agent import (
-    Agent,
-    AgentOptions,
-    default_tracking_mode,
-    resolve_worker_gpus,
-    run_agent,
-    unpack_zip,
-)
+from worker.agent import Agent, AgentOptions
+from worker.archives import unpack_zip
+from worker.cli import default_tracking_mode, resolve_worker_gpus, run_agent
 from worker.client import WorkerClient
 from worker.metering.nvml import Nvml
 
@@ -229,14 +224,26 @@ def test_finetune_job_trains_and_uploads_adapters(tmp_path: Path) -> None:
         {"model_size": "tiny", "max_steps": 2, "batch_size": 2, "save_every_steps": 1},
         dataset_id="ds-1",
     )
-    make_agent(service, tmp_path, keep_job_dirs=True).run()
+    # A labelled fake NVML GPU: the job trains on the CPU, the heartbeats read this GPU.
+    gpu = FakeGpu(UUID, util_pct=88, temperature_c=67, memory_used_mib=4096)
+    make_agent(service, tmp_path, nvml=Nvml.open(FakeNvml([gpu])), keep_job_dirs=True).run()
     [attempt_dir] = (tmp_path / "jobs").glob(f"{job.id}-attempt-1-*")
     dataset_dir = attempt_dir / "dataset"
     assert (dataset_dir / "voice.list").exists()  # the zip was fetched and unpacked
     verb, body = finish(job)
     assert verb == "complete", body.get("error")
+    telemetry = [b["progress"]["telemetry"] for b in job.heartbeats
+                 if "telemetry" in b.get("progress", {})]
+    assert telemetry, job.heartbeats
+    [reading] = telemetry[-1]["gpus"]
+    assert (reading["rank"], reading["util_pct"], reading["temp_c"]) == (0, 88.0, 67.0)
+    assert reading["mem_used_mib"] == 4096.0 and telemetry[-1]["step_time_s"] > 0
+    energy = body["energy"]
+    assert [phase["name"] for phase in energy["phases"]] == ["prepare", "s1", "s2"]
+    assert [phase["optimizer_steps"] for phase in energy["phases"]] == [0, 2, 2]
+    assert energy["audio_seconds"] == pytest.approx(2.0, rel=0.05)  # two 1 s clips
     assert body["result"]["steps"] == {"s1": 2, "s2": 2}
-    assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT, "tensorboard.tar"} <= set(
+    assert {"s1_lora.safetensors", "s2_lora.safetensors", CHECKPOINT, "tensorboard-1.tar"} <= set(
         service.artifacts[job.id]
     )
     # Beside the adapters: the merged GPT in GPT-SoVITS's format and the adapter config.

@@ -19,7 +19,8 @@ import pytest
 import torch
 from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService, Upload
 
-from worker.agent import Agent, AgentOptions, newest_checkpoint, snapshot_file
+from worker.agent import Agent, AgentOptions
+from worker.archives import newest_checkpoint, snapshot_file
 from worker.client import WorkerClient
 from worker.metering.nvml import Nvml
 

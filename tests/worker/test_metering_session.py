@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from fake_nvml import FakeGpu, FakeNvml
 
 from worker.metering.codecarbon_meter import CodeCarbonMeter
 from worker.metering.nvml import Nvml, NvmlMeter
-from worker.metering.session import MeteringSession, downsample
+from worker.metering.session import MeteringSession, downsample, energy_between
 
 UUID = "GPU-aaaaaaaa-1111-2222-3333-444444444444"
 
@@ -156,3 +156,58 @@ def test_failed_gpu_power_reads_report_null_not_zero() -> None:
     assert report["gpus"][0]["kwh"] is None
     assert report["gpus"][0]["power_limit_w"] == pytest.approx(70.0)
     assert report["measurement_ok"] is False
+
+
+class SteppedClocks:
+    """A monotonic and a wall clock that move only when told (fixed times, not now)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.start = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.t)
+
+
+def test_energy_is_split_between_phases_by_time_at_a_fixed_clock() -> None:
+    clocks = SteppedClocks()
+    fake = FakeNvml([FakeGpu(UUID, power_mw=100_000)], clock=clocks.monotonic)
+    nvml = Nvml.open(fake)
+    session = MeteringSession(
+        attempt=2, gpu_meter=NvmlMeter(nvml, nvml.visible_gpus(None), clock=clocks.monotonic),
+        cpu_meter=None, sample_seconds=3600, clock=clocks.monotonic, wall_clock=clocks.wall,
+    )
+    session.start()
+    session.start_phase("prepare")
+    clocks.t = 10.0
+    session.start_phase("s1")
+    session.count_phase("s1", optimizer_steps=40, samples=160)
+    session.start_phase("unknown")  # not a phase of the report: ignored
+    session.audio_seconds = 12.5
+    clocks.t = 40.0
+    report = session.stop()
+    total = report["gpu_kwh"]
+    assert total == pytest.approx(100.0 * 40 / 3.6e6)
+    prepare, s1 = report["phases"]
+    assert prepare == {"name": "prepare", "started_at": "2026-12-01T05:00:00Z",
+                       "ended_at": "2026-12-01T05:00:10Z", "kwh": pytest.approx(total / 4),
+                       "optimizer_steps": 0, "samples": 0}
+    assert s1["name"] == "s1" and s1["ended_at"] == "2026-12-01T05:00:40Z"
+    assert s1["kwh"] == pytest.approx(total * 3 / 4)
+    assert (s1["optimizer_steps"], s1["samples"]) == (40, 160)
+    assert report["audio_seconds"] == 12.5
+    # The service's schema takes the report as the worker sends it.
+    from scheduler.workers.schemas import EnergyReport
+
+    assert EnergyReport.model_validate(report).as_dict()["phases"][1]["samples"] == 160
+
+
+def test_energy_between_follows_the_power_samples() -> None:
+    series = [(0.0, 100.0), (10.0, 300.0), (20.0, 0.0)]
+    assert energy_between(series, 30.0, 0.0, 30.0) == pytest.approx(4000.0)
+    assert energy_between(series, 30.0, 5.0, 15.0) == pytest.approx(500.0 + 1500.0)
+    assert energy_between(series, 30.0, 20.0, 30.0) == 0.0
+    assert energy_between(series, 30.0, 12.0, 12.0) == 0.0

@@ -43,6 +43,32 @@ def downsample(points: list[tuple[float, float]], max_points: int) -> list[tuple
     ]
 
 
+# Phases of a fine-tune, in the energy report's `phases` (docs/worker-protocol.md).
+PHASE_NAMES = ("prepare", "s1", "s2")
+MAX_PHASES = 8
+
+
+@dataclass
+class _Phase:
+    name: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    optimizer_steps: int = 0
+    samples: int = 0
+
+
+def energy_between(series: list[tuple[float, float]], end_t: float, start: float,
+                   stop: float) -> float:
+    """Joules of a (t, watts) step series (each point holds until the next) in [start, stop)."""
+    joules = 0.0
+    for i, (t, watts) in enumerate(series):
+        until = series[i + 1][0] if i + 1 < len(series) else end_t
+        overlap = min(until, stop) - max(t, start)
+        if overlap > 0:
+            joules += watts * overlap
+    return joules
+
+
 @dataclass(frozen=True)
 class _Sample:
     t: float
@@ -115,6 +141,28 @@ class MeteringSession:
         self._start_t = 0.0
         self._watts = 0.0
         self._report: dict[str, Any] | None = None
+        self._phases: list[_Phase] = []
+        self.audio_seconds: float | None = None
+
+    def start_phase(self, name: str, at: datetime | None = None) -> None:
+        """A phase (prepare, s1, s2) starts now (or ``at``); the one before it ends there."""
+        if name not in PHASE_NAMES:
+            return
+        moment = at or self._wall_clock()
+        with self._lock:
+            if self._phases and self._phases[-1].ended_at is None:
+                self._phases[-1].ended_at = moment
+            if len(self._phases) < MAX_PHASES:
+                self._phases.append(_Phase(name, moment))
+
+    def count_phase(self, name: str, *, optimizer_steps: int, samples: int) -> None:
+        """The optimizer steps and training samples the named (latest) phase has done so far."""
+        with self._lock:
+            for phase in reversed(self._phases):
+                if phase.name == name:
+                    phase.optimizer_steps = max(0, int(optimizer_steps))
+                    phase.samples = max(0, int(samples))
+                    return
 
     def start(self) -> None:
         """Take the first readings and start sampling in the background."""
@@ -202,7 +250,8 @@ class MeteringSession:
             for t, watts in downsample(series, self._max_points)
         ]
         gpu_names = list(dict.fromkeys(gpu.info.name for gpu in gpus))
-        return {
+        measured_kwh = sum(gpu.kwh or 0.0 for gpu in gpus) + cpu_ram_kwh
+        report: dict[str, Any] = {
             "attempt": self.attempt,
             "started_at": rfc3339(started_at),
             "ended_at": rfc3339(ended_at),
@@ -235,3 +284,37 @@ class MeteringSession:
             "measurement_ok": cpu_ram.ok and all(gpu.energy_ok for gpu in gpus),
             "errors": errors,
         }
+        phases = self._phase_report(series, duration_s, started_at, ended_at, measured_kwh)
+        if phases:
+            report["phases"] = phases
+        if self.audio_seconds is not None and self.audio_seconds >= 0:
+            report["audio_seconds"] = round(float(self.audio_seconds), 3)
+        return report
+
+    def _phase_report(self, series: list[tuple[float, float]], duration_s: float,
+                      started_at: datetime, ended_at: datetime,
+                      measured_kwh: float) -> list[dict[str, Any]]:
+        """The measured energy split between the phases by the power samples in each."""
+        with self._lock:
+            phases = list(self._phases)
+        if not phases:
+            return []
+        whole = energy_between(series, duration_s, 0.0, duration_s)
+        out = []
+        for phase in phases:
+            start = min(max(phase.started_at, started_at), ended_at)
+            end = min(max(phase.ended_at or ended_at, start), ended_at)
+            joules = energy_between(
+                series, duration_s,
+                (start - started_at).total_seconds(), (end - started_at).total_seconds(),
+            )
+            out.append({
+                "name": phase.name,
+                "started_at": rfc3339(start),
+                "ended_at": rfc3339(end),
+                # The samples say how the energy spread over time; the meters say how much.
+                "kwh": measured_kwh * joules / whole if whole > 0 else 0.0,
+                "optimizer_steps": phase.optimizer_steps,
+                "samples": phase.samples,
+            })
+        return out

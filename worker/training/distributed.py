@@ -39,6 +39,14 @@ class DistContext:
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item() > 0)
 
+    def min_int(self, value: int) -> int:
+        """The smallest of every rank's value."""
+        if not self.active:
+            return value
+        box = torch.tensor([float(value)], device=self._comm_device())
+        dist.all_reduce(box, op=dist.ReduceOp.MIN)
+        return int(box.item())
+
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """Average a float tensor over ranks."""
         if not self.active:

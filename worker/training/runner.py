@@ -8,6 +8,7 @@ finishing first means a pause during the longer GAN stage still leaves a usable 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from worker.training.config import (
 from worker.training.distributed import DistContext, launch_distributed, pick_device
 from worker.training.export import MERGED_GPT, MERGED_SOVITS, export_merged_stage
 from worker.training.lora import export_adapter, load_adapter, load_trainable_state
+from worker.training.memory_probe import MemoryBudget, default_budget, probe_micro_batch
+from worker.training.precision import Amp
 from worker.training.stages import Stage, StartingPoint, build_stage
 from worker.training.telemetry import TensorBoardLog
 from worker.training.trainer import Trainer, TrainerSettings, steps_for
@@ -93,12 +96,15 @@ def run_finetune(
     models_dir: Path | None = None,
     base: str | None = None,
     continued_from: dict[str, Path] | None = None,
+    memory_budget: MemoryBudget | None = None,
 ) -> FinetuneResult:
     """Prepare the dataset (cached), train, checkpoint, resume and export; see the module doc.
 
     `base` is the base the worker holds for this job (for `config.base: job:<id>`, the one
     the service resolved); its files come from `models_dir`. `continued_from` holds the
-    earlier job's adapter file per stage.
+    earlier job's adapter file per stage. `memory_budget` replaces the GPU's free memory
+    for the micro-batch probe (worker/training/memory_probe.py); on a CPU nothing is probed
+    unless one is given.
     """
     from worker.training.data.prepare import prepare_dataset
 
@@ -127,20 +133,28 @@ def run_finetune(
         if done == total:  # one event per preparation step, not per clip
             report({"type": "event", "kind": "prepare", "message": f"prepared {step}: {total}"})
 
+    # Phases split the attempt's energy (preparation apart from training) on the worker.
+    report({"type": "phase", "name": "prepare", "at": time.time()})
     dataset = prepare_dataset(
         Path(dataset_dir), prepared_root, progress=progress, features=features
     )
+    report({"type": "dataset", "audio_seconds": dataset.total_audio_seconds()})
     del features  # the feature models are not needed while training
     names = [item.name for item in dataset.items]
     if gpus > 1:
         return launch_distributed(
             gpus,
             _run_rank,
-            args=(config, prepared_root, names, work_dir, start),
-            main_args=(config, prepared_root, names, work_dir, start, report, stop_requested),
+            args=(config, prepared_root, names, work_dir, start, None, None, memory_budget),
+            main_args=(
+                config, prepared_root, names, work_dir, start, report, stop_requested,
+                memory_budget,
+            ),
         )
     ctx = DistContext(device=pick_device(0))
-    return _run_rank(ctx, config, prepared_root, names, work_dir, start, report, stop_requested)
+    return _run_rank(
+        ctx, config, prepared_root, names, work_dir, start, report, stop_requested, memory_budget
+    )
 
 
 def _load_features(files: BaseFiles | None) -> Any:
@@ -168,6 +182,7 @@ def _run_rank(
     start: StartingPoint,
     report: Callable[[dict], None] | None = None,
     stop_requested: Callable[[], str | None] | None = None,
+    memory_budget: MemoryBudget | None = None,
 ) -> FinetuneResult:
     from worker.training.data.prepare import PreparedDataset
 
@@ -217,6 +232,7 @@ def _run_rank(
                 continue
             seed_everything(config.seed)  # the same base init on every rank and every resume
             stage = build_stage(name, config, ctx.device, dataset.codebook, start)
+            micro_batch = _probed_micro_batch(ctx, config, stage, items, memory_budget)
             plan = EpochPlan(
                 len(items),
                 config.batch_size * config.grad_accum * ctx.world_size,
@@ -246,7 +262,22 @@ def _run_rank(
             seed_everything(config.seed + 7919 * ctx.rank + 104_729 * (index + 1))
             if current is not None and current["stage"] == name:
                 trainer.load_state_dict(current)
+            if micro_batch is not None:
+                # This device's answer wins over a size saved on another one.
+                trainer.micro_batch = micro_batch
+                if ctx.is_main and micro_batch < config.batch_size:
+                    report(
+                        {
+                            "type": "event",
+                            "kind": "micro_batch",
+                            "stage": name,
+                            "message": f"stage {name}: micro-batch {micro_batch} fits the "
+                            f"free memory (configured {config.batch_size}); the effective "
+                            "batch is kept by accumulation",
+                        }
+                    )
             if ctx.is_main:
+                report({"type": "phase", "name": name, "at": time.time()})
                 report(
                     {
                         "type": "event",
@@ -257,6 +288,15 @@ def _run_rank(
                     }
                 )
             outcome = trainer.run()
+            if ctx.is_main:
+                report(
+                    {
+                        "type": "phase_counts",
+                        "name": name,
+                        "optimizer_steps": trainer.attempt_steps,
+                        "samples": trainer.attempt_samples,
+                    }
+                )
             steps[name] = outcome.step
             metrics.update({f"{name}/{k}": v for k, v in outcome.metrics.items()})
             if outcome.status != "completed":
@@ -284,6 +324,24 @@ def _run_rank(
     if ctx.is_main:
         outputs.append(_write_adapter_config(config, completed, outputs_dir, start))
     return FinetuneResult("succeeded", steps, outputs, latest_checkpoint(checkpoints), metrics)
+
+
+def _probed_micro_batch(
+    ctx: DistContext,
+    config: FinetuneConfig,
+    stage: Stage,
+    items: list[Any],
+    budget: MemoryBudget | None,
+) -> int | None:
+    """The micro-batch every rank can afford, or None where nothing is probed (a CPU)."""
+    budget = budget if budget is not None else default_budget(ctx.device)
+    if budget is None:
+        return None
+    amp = Amp.create(config.precision, ctx.device)
+    size = probe_micro_batch(
+        stage, items, config.batch_size, ctx.device, budget, autocast=amp.autocast
+    )
+    return ctx.min_int(size)
 
 
 def _metadata(name: str, config: FinetuneConfig, stage: Stage) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
+from worker.training.data.annotations import AUDIO_SUFFIXES
 from worker.training.data.audio import TRAIN_SAMPLE_RATE, load_mono, write_pcm16
 
 Engine = Literal["auto", "espeak", "synthetic"]
@@ -235,12 +236,17 @@ def write_sample_dataset(
 
 
 def zip_dataset(dataset_dir: Path, zip_path: Path) -> Path:
-    """Zip a dataset directory for upload (paths relative to it, stable order)."""
+    """Zip a dataset directory for upload: its `.list` and audio files only (the service
+    refuses any other member, e.g. a synthetic sample's README.txt), paths relative to it,
+    in a stable order."""
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     resolved_zip = zip_path.resolve()
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(dataset_dir.rglob("*")):
-            if path.is_file() and path.resolve() != resolved_zip:
+            name = path.name.lower()
+            if not path.is_file() or path.resolve() == resolved_zip:
+                continue
+            if name.endswith(".list") or name.endswith(AUDIO_SUFFIXES):
                 archive.write(path, path.relative_to(dataset_dir).as_posix())
     return zip_path
 

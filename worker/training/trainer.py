@@ -90,6 +90,9 @@ class Trainer:
             world_size=ctx.world_size,
         )
         self.step = 0
+        # What this attempt did (a resumed stage starts counting again), for the energy phases.
+        self.attempt_steps = 0
+        self.attempt_samples = 0
         self.micro_batch = settings.micro_batch
         self.skipped_steps = 0
         self.optimizers = stage.build_optimizers()
@@ -186,6 +189,8 @@ class Trainer:
             torch.cuda.synchronize(self.ctx.device)
         elapsed = max(time.perf_counter() - started, 1e-9)
         self.step += 1
+        self.attempt_steps += 1
+        self.attempt_samples += len(indices) * self.ctx.world_size
         if self.step % self.plan.steps_per_epoch == 0:
             for scheduler in self.schedulers.values():
                 scheduler.step()
@@ -304,9 +309,37 @@ class Trainer:
             "samples_per_s": samples / elapsed,
             "micro_batch": self.micro_batch,
             "precision": self.amp.precision,
+            "attempt_steps": self.attempt_steps,
+            "attempt_samples": self.attempt_samples,
         }
-        event.update(self.probe.sample())
+        hardware = self.probe.sample()
+        event.update(hardware)
         self.last_metrics = {k: v for k, v in event.items() if isinstance(v, float)}
+        # Every rank's counters, for the heartbeat (a collective: every rank gets here).
+        ranks = self.ctx.gather(self._rank_telemetry(hardware))
+        event["telemetry"] = {
+            "step_time_s": elapsed,
+            "samples_per_s": samples / elapsed,
+            "loss": metrics.get("loss"),
+            "grad_norm": metrics.get("grad_norm"),
+            "kl": metrics.get("loss_kl"),
+            "mel": metrics.get("loss_mel_l1"),
+            "ranks": ranks,
+        }
         if self.ctx.is_main:
             self.tensorboard.scalars(self.stage.name, event, self.step)
             self.report(event)
+
+    def _rank_telemetry(self, hardware: dict[str, float]) -> dict[str, Any]:
+        """This rank's device and memory counters, in the heartbeat's names."""
+        device = self.ctx.device
+        return {
+            "rank": self.ctx.rank,
+            "index": device.index if device.index is not None else self.ctx.rank,
+            "torch_allocated_mib": hardware.get("mem_allocated_mb", 0.0),
+            "torch_reserved_mib": hardware.get("mem_reserved_mb", 0.0),
+            "torch_peak_mib": hardware.get("mem_peak_mb", 0.0),
+            "util_pct": hardware.get("gpu_util_pct"),
+            "temp_c": hardware.get("temperature_c"),
+            "power_w": hardware.get("power_w"),
+        }

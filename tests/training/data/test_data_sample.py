@@ -52,5 +52,7 @@ def test_zip_dataset_holds_the_list_and_clips(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive) as zipped:
         names = zipped.namelist()
     assert names == sorted(names)
-    assert {"sample.list", "README.txt", "wavs/synthetic_000.wav"} <= set(names)
+    assert {"sample.list", "wavs/synthetic_000.wav"} <= set(names)
+    # The service refuses members other than the list and audio; the README stays home.
+    assert "README.txt" not in names
     assert len([n for n in names if n.endswith(".wav")]) == 3
