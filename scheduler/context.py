@@ -50,13 +50,21 @@ class AppContext:
     @classmethod
     def build(cls, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> AppContext:
         """The context of one process, sized by `settings.concurrency`."""
-        pool = {
-            "pool_size": settings.db_pool_size,
-            "max_overflow": settings.db_max_overflow,
-            "pool_timeout": settings.db_pool_timeout_seconds,
-        }
-        engine = make_engine(settings.database_url, **pool)
-        read_engine = make_read_engine(settings.database_url, engine, **pool)
+        pool_size, max_overflow = settings.db_pool_size, settings.db_max_overflow
+        pool_timeout = settings.db_pool_timeout_seconds
+        engine = make_engine(
+            settings.database_url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+        )
+        read_engine = make_read_engine(
+            settings.database_url,
+            engine,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+        )
         return cls(
             settings=settings,
             clock=clock,

@@ -50,7 +50,7 @@ def job_state_counts(session: Session, _: datetime) -> Iterator[Metric]:
     counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
     family = GaugeMetricFamily("greenwindow_jobs", "Jobs by state.", labels=["state"])
     for state in JobState:
-        family.add_metric([state.value], float(counts.get(state.value, 0)))
+        family.add_metric([state.value], float(counts.get(state, 0)))
     yield family
 
 
@@ -78,7 +78,11 @@ def queue_wait(session: Session, now: datetime) -> Iterator[Metric]:
             Job.started_at.is_not(None), Job.started_at >= now - QUEUE_WAIT_WINDOW
         )
     ).all()
-    waits = [max((started - submitted).total_seconds(), 0.0) for submitted, started in rows]
+    waits = [
+        max((started - submitted).total_seconds(), 0.0)
+        for submitted, started in rows
+        if started is not None  # the query asks for started jobs only
+    ]
     yield HistogramMetricFamily(
         "greenwindow_job_queue_wait_seconds",
         "Seconds from submission to start, over jobs started in the last 24 hours.",

@@ -340,6 +340,7 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
 
     class HeaderTimeoutH11Protocol(H11Protocol):
         header_timeout_s = seconds
+        _header_timer: asyncio.TimerHandle | None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)

@@ -108,7 +108,7 @@ def run_agent(
         nvml=nvml,
         gpus=worker_gpus,
     )
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda *_: agent.request_shutdown())

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from scheduler.budgets.schemas import BudgetMode, Period
 from scheduler.db.base import Base, JSONType, UTCDateTime
 
 
@@ -24,9 +25,9 @@ class Budget(Base):
     team_id: Mapped[str] = mapped_column(
         ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
     )
-    period: Mapped[str] = mapped_column(String(16))
+    period: Mapped[Period] = mapped_column(String(16))
     limit_kg_co2e: Mapped[float] = mapped_column(Float)
-    mode: Mapped[str] = mapped_column(String(8))
+    mode: Mapped[BudgetMode] = mapped_column(String(8))
     thresholds: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     # Which thresholds already fired in which period, so each fires once per period.
     fired: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

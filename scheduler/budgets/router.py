@@ -28,11 +28,11 @@ router = APIRouter(prefix="/v1/teams/{team}", tags=["budgets"])
 def _read(status: service.BudgetStatus) -> BudgetRead:
     budget = status.budget
     return BudgetRead(
-        period=budget.period,  # type: ignore[arg-type]
+        period=budget.period,
         period_start=status.period_start,
         period_end=status.period_end,
         limit_kg_co2e=budget.limit_kg_co2e,
-        mode=budget.mode,  # type: ignore[arg-type]
+        mode=budget.mode,
         thresholds=[Threshold.model_validate(t) for t in budget.thresholds],
         actual_kg_co2e=status.actual_kg_co2e,
         committed_kg_co2e=status.committed_kg_co2e,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Period = Literal["day", "week", "month", "quarter", "year"]
 ThresholdAction = Literal["notify", "hold_new", "deny_submit"]
+BudgetMode = Literal["hard", "soft"]
 
 
 class Threshold(BaseModel):
@@ -24,7 +25,7 @@ class BudgetSet(BaseModel):
     period: Period
     # At least a microgram: a vanishing limit turns a share of it into an infinite percentage.
     limit_kg_co2e: float = Field(ge=1e-9, le=1e9)
-    mode: Literal["hard", "soft"] = "hard"
+    mode: BudgetMode = "hard"
     thresholds: list[Threshold] = Field(default_factory=list, max_length=20)
 
     @field_validator("thresholds")
@@ -41,7 +42,7 @@ class BudgetRead(BaseModel):
     period_start: datetime
     period_end: datetime
     limit_kg_co2e: float
-    mode: Literal["hard", "soft"]
+    mode: BudgetMode
     thresholds: list[Threshold]
     actual_kg_co2e: float = Field(description="Measured emissions charged in this period.")
     committed_kg_co2e: float = Field(

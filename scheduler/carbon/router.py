@@ -103,16 +103,21 @@ def preview_plan(
         session, team=principal.team, spec=body, now=now, scheduling=scheduling
     )
     saving = job.run_now_kg_co2e - job.estimated_kg_co2e
-    return PlanPreview(
-        zone=job.zone,
-        planned_start=job.planned_start,
-        planned_end=job.planned_end,
-        planned_intervals=job.planned_intervals,
-        estimated_duration_s=job.estimated_duration_s,
-        estimated_kwh=job.estimated_kwh,
-        estimated_kg_co2e=job.estimated_kg_co2e,
-        run_now_kg_co2e=job.run_now_kg_co2e,
-        saving_kg_co2e=saving,
-        saving_percent=100.0 * saving / job.run_now_kg_co2e if job.run_now_kg_co2e else 0.0,
-        state_reason=job.state_reason,
+    # Validated from a dict: the planned intervals are stored as ISO strings.
+    return PlanPreview.model_validate(
+        {
+            "zone": job.zone,
+            "planned_start": job.planned_start,
+            "planned_end": job.planned_end,
+            "planned_intervals": job.planned_intervals,
+            "estimated_duration_s": job.estimated_duration_s,
+            "estimated_kwh": job.estimated_kwh,
+            "estimated_kg_co2e": job.estimated_kg_co2e,
+            "run_now_kg_co2e": job.run_now_kg_co2e,
+            "saving_kg_co2e": saving,
+            "saving_percent": (
+                100.0 * saving / job.run_now_kg_co2e if job.run_now_kg_co2e else 0.0
+            ),
+            "state_reason": job.state_reason,
+        }
     )

@@ -323,7 +323,7 @@ def _json_readings(
         raise TraceError(f"{path}: no 'data', 'history' or 'forecast' list in the JSON")
     items = document[key]
     zone = str(document.get("zone") or "")
-    meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    meta = document["meta"] if isinstance(document.get("meta"), dict) else {}
     if isinstance(items, dict) and isinstance(items.get("data"), list):
         # GB Carbon Intensity, one region: {"data": {"regionid": ..., "data": [...]}}.
         zone = str(items.get("shortname") or items.get("regionid") or zone)
@@ -457,14 +457,14 @@ def _to_grid(
     report.filled = int((~covered).sum())
     report.resampled = int((covered & ~((counts == 1) & exact)).sum())
     # Gaps take the value before them (the first slots, if empty, the first value).
-    index = np.where(covered, np.arange(n_slots), 0)
-    np.maximum.accumulate(index, out=index)
+    fill_from = np.where(covered, np.arange(n_slots), 0)
+    np.maximum.accumulate(fill_from, out=fill_from)
     first_covered = int(np.flatnonzero(covered)[0])
-    index[:first_covered] = first_covered
+    fill_from[:first_covered] = first_covered
     series = IntensitySeries(
         start=start,
         step_minutes=step_minutes,
-        values=values[index],
+        values=values[fill_from],
         signal_type=signal_type,
         source=source,
         provenance=tuple("observed" if c else "filled" for c in covered),

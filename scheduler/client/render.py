@@ -372,7 +372,7 @@ def live_energy(
     """Watts, kWh and kg CO2e so far of a running job: the job's `live` figures (its latest
     heartbeat), else its progress or its running attempt."""
     progress = job.get("progress") or {}
-    nested = progress.get("energy") if isinstance(progress.get("energy"), dict) else {}
+    nested = progress["energy"] if isinstance(progress.get("energy"), dict) else {}
     watts = progress.get("watts", nested.get("watts"))
     kwh = progress.get("kwh_so_far", nested.get("kwh_so_far"))
     running = [a for a in (report or {}).get("attempts") or [] if a.get("outcome") == "running"]

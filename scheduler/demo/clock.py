@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -65,14 +65,22 @@ class DemoClock:
             self.state[:] = [real, anchor_grid + (real - anchor_real) * old, float(rate)]
 
 
-def scaled_timing(speedup: float) -> dict[str, int]:
+class DemoTiming(TypedDict):
+    """The Settings fields `scaled_timing` sets."""
+
+    heartbeat_seconds: int
+    lease_seconds: int
+
+
+def scaled_timing(speedup: float) -> DemoTiming:
     """Heartbeat and lease settings (grid seconds) that survive `speedup`x grid time.
 
     A worker is alive for three heartbeat periods and talks every REAL_HEARTBEAT_S real
     seconds, which is `speedup` times as many grid seconds; a lease gets four periods.
     """
     heartbeat = min(3600, max(15, math.ceil(speedup * REAL_HEARTBEAT_S)))
-    return {"heartbeat_seconds": heartbeat, "lease_seconds": min(86_400, max(90, 4 * heartbeat))}
+    lease = min(86_400, max(90, 4 * heartbeat))
+    return DemoTiming(heartbeat_seconds=heartbeat, lease_seconds=lease)
 
 
 def map_timestamps(value: Any, to_grid: Callable[[datetime], datetime]) -> Any:

@@ -226,8 +226,9 @@ def estimate_missing(
     estimates: dict[str, dict[str, Any]] = {}
     if "gpu" in missing:
         limits = [_number(gpu.get("power_limit_w")) for gpu in report.get("gpus") or []]
-        if limits and all(limit for limit in limits):
-            watts, basis = sum(limits), "gpu_power_limit"  # type: ignore[arg-type]
+        known = [limit for limit in limits if limit]
+        if limits and len(known) == len(limits):
+            watts, basis = float(sum(known)), "gpu_power_limit"
         else:
             watts, basis = _job_watts(job, settings)
             watts = max(watts - HOST_WATTS, 0.0) if basis == "job_estimate" else watts
@@ -268,7 +269,7 @@ def close_attempt(
             report, job, duration_s=(ended - started).total_seconds(), settings=settings
         )
         gpu, cpu, ram = (
-            parts[name] if parts[name] is not None else estimates.get(name, {}).get("kwh", 0.0)
+            part if (part := parts[name]) is not None else estimates.get(name, {}).get("kwh", 0.0)
             for name in ("gpu", "cpu", "ram")
         )
         unattributed = estimates.get("unattributed", {}).get("kwh", 0.0)

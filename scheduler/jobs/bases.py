@@ -8,6 +8,8 @@ is resolved here, once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from scheduler.errors import InvalidInput
@@ -29,7 +31,7 @@ CONTINUE_KEYS = (
 STAGES = {"s1": {"s1"}, "s2": {"s2"}, "both": {"s1", "s2"}}
 
 
-def resolve_base(session: Session, team_id: str, config: dict) -> str:
+def resolve_base(session: Session, team_id: str, config: dict[str, Any]) -> str:
     """The base a worker must hold for this config; 422 naming `config.base` if unusable."""
     wanted = FinetuneConfig.model_validate(config)
     parent_id = parent_job_id(wanted.base)

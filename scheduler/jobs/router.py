@@ -18,49 +18,56 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 def to_read(job: Job) -> JobRead:
     """The public view of a job."""
-    return JobRead(
-        id=job.id,
-        team=job.team.name,
-        name=job.name,
-        kind=job.kind,
-        state=job.state,
-        state_reason=job.state_reason,
-        submitted_at=job.submitted_at,
-        deadline=job.deadline,
-        planned_start=job.planned_start,
-        planned_end=job.planned_end,
-        planned_intervals=job.planned_intervals or [],
-        estimated_duration_s=job.estimated_duration_s,
-        estimated_kwh=job.estimated_kwh,
-        estimated_kg_co2e=job.estimated_kg_co2e,
-        expected_saving_kg_co2e=max(job.run_now_kg_co2e - job.estimated_kg_co2e, 0.0),
-        attempt=job.attempt,
-        gpus=job.gpus,
-        interruptible=job.interruptible,
-        objective=job.objective,
-        priority=job.priority,
-        zone=job.zone,
-        dataset=job.dataset,
-        config=job.config,
-        progress=job.progress,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        actual_kwh=job.actual_kwh,
-        actual_kg_co2e=job.actual_kg_co2e,
-        error=job.error,
-        cancel_requested=job.cancel_requested,
-        not_before=job.not_before,
-        zones=job.zones,
-        zone_saving_kg_co2e=(
-            None
-            if job.first_zone_kg_co2e is None
-            else job.first_zone_kg_co2e - job.estimated_kg_co2e
-        ),
+    # Validated from a dict, as stored: the intervals are ISO strings and `progress` is the
+    # stored dict whose `telemetry` the model lifts out (see JobRead._telemetry_from_progress).
+    return JobRead.model_validate(
+        {
+            "id": job.id,
+            "team": job.team.name,
+            "name": job.name,
+            "kind": job.kind,
+            "state": job.state,
+            "state_reason": job.state_reason,
+            "submitted_at": job.submitted_at,
+            "deadline": job.deadline,
+            "planned_start": job.planned_start,
+            "planned_end": job.planned_end,
+            "planned_intervals": job.planned_intervals or [],
+            "estimated_duration_s": job.estimated_duration_s,
+            "estimated_kwh": job.estimated_kwh,
+            "estimated_kg_co2e": job.estimated_kg_co2e,
+            "expected_saving_kg_co2e": max(job.run_now_kg_co2e - job.estimated_kg_co2e, 0.0),
+            "attempt": job.attempt,
+            "gpus": job.gpus,
+            "interruptible": job.interruptible,
+            "objective": job.objective,
+            "priority": job.priority,
+            "zone": job.zone,
+            "dataset": job.dataset,
+            "config": job.config,
+            "progress": job.progress,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "actual_kwh": job.actual_kwh,
+            "actual_kg_co2e": job.actual_kg_co2e,
+            "error": job.error,
+            "cancel_requested": job.cancel_requested,
+            "not_before": job.not_before,
+            "zones": job.zones,
+            "zone_saving_kg_co2e": (
+                None
+                if job.first_zone_kg_co2e is None
+                else job.first_zone_kg_co2e - job.estimated_kg_co2e
+            ),
+        }
     )
 
 
 def _team_scope(principal: Principal) -> str | None:
-    return None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
+    if principal.is_admin:
+        return None
+    assert principal.team is not None  # UserDep admits only the admin and teams
+    return principal.team.id
 
 
 def find_job(session: SessionDep, principal: Principal, job_id: str) -> Job:

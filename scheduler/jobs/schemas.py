@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from scheduler.telemetry.schemas import HealthWarning, LatestTelemetry
 from worker.training.config import FinetuneConfig
@@ -170,16 +171,15 @@ def _under_config(model: type[BaseModel], config: dict[str, Any]) -> dict[str, A
     try:
         return model.model_validate(config).model_dump(exclude_none=True)
     except ValidationError as exc:
-        details = [
-            {
-                "type": error["type"],
-                "loc": ("config", *error["loc"]),
-                "input": error.get("input"),
-                **({"ctx": error["ctx"]} if "ctx" in error else {}),
-            }
-            for error in exc.errors()
-        ]
-        raise ValidationError.from_exception_data(exc.title, details) from None  # type: ignore[arg-type]
+        details: list[InitErrorDetails] = []
+        for error in exc.errors():
+            detail = InitErrorDetails(
+                type=error["type"], loc=("config", *error["loc"]), input=error.get("input")
+            )
+            if "ctx" in error:
+                detail["ctx"] = error["ctx"]
+            details.append(detail)
+        raise ValidationError.from_exception_data(exc.title, details) from None
 
 
 class Progress(BaseModel):

@@ -36,7 +36,11 @@ def _edf_order(jobs: Sequence[SlotJob], candidates: list[int]) -> list[int]:
 
 def edf_slots(jobs: Sequence[SlotJob], capacity: int | np.ndarray, n_slots: int) -> list[list[int]]:
     """Slots each job runs in under online EDF (absolute slots; unfinished work is dropped)."""
-    cap = np.full(n_slots, capacity, dtype=np.int64) if np.isscalar(capacity) else capacity
+    cap = (
+        np.full(n_slots, capacity, dtype=np.int64)
+        if np.isscalar(capacity)
+        else np.asarray(capacity)
+    )
     used = np.zeros(n_slots, dtype=np.int64)
     remaining = [job.duration for job in jobs]
     busy_until = [0] * len(jobs)

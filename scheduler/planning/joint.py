@@ -125,7 +125,8 @@ class _Queue:
         # Later slots pay a little more: forecasts grow less certain with lead time, and
         # capacity kept free now is worth less than capacity kept free later.
         step = self.defer_penalty * float(np.std(score))
-        return score + step * np.arange(score.shape[0])
+        penalised: np.ndarray = score + step * np.arange(score.shape[0])
+        return penalised
 
     def sums(self, index: int, length: int) -> np.ndarray:
         job = self.jobs[index]
@@ -305,7 +306,10 @@ class _Queue:
         for other in by_weight:
             if not np.any(need > 0):
                 break
-            covered = np.isin(target, self.slots[other])
+            other_slots = self.slots[other]
+            if other_slots is None:
+                continue  # not placed, so it holds none of the target slots
+            covered = np.isin(target, other_slots)
             if np.any(covered & (need > 0)):
                 chosen.add(other)
                 need = need - self.jobs[other].gpus * covered
@@ -322,7 +326,8 @@ class _Queue:
     ) -> bool:
         movers = sorted(evicted, key=self._order_key)
         before_cost = float(self.cost[movers].sum() + self.cost[index])
-        before_end = int(self.slots[index][-1]) if self.slots[index] is not None else None
+        own = self.slots[index]
+        before_end = int(own[-1]) if own is not None else None
         saved = {k: self.remove(k) for k in [index, *movers]}
         if exact:
             ok = bool(np.all(self.free[target] >= self.jobs[index].gpus))
@@ -332,7 +337,8 @@ class _Queue:
                 self.place(index, (target, cost, runtime))
         elif late:
             ok = self.place_earliest(index)
-            ok = ok and (before_end is None or int(self.slots[index][-1]) < before_end)
+            placed = self.slots[index]
+            ok = ok and placed is not None and (before_end is None or int(placed[-1]) < before_end)
         else:
             ok = self.place_best(index)
         for mover in movers:
@@ -346,8 +352,9 @@ class _Queue:
         for k in [index, *movers]:
             self.remove(k)
         for k in [index, *movers]:
-            if saved[k] is not None:
-                self.place(k, saved[k])
+            previous = saved[k]
+            if previous is not None:
+                self.place(k, previous)
         return False
 
     def ideal_target(self, index: int) -> np.ndarray | None:
@@ -468,8 +475,9 @@ def _ruin_and_recreate(queue: _Queue, stop_at: float, iterations: int, seed: int
         for index in group:
             queue.remove(index)
         for index in group:
-            if saved[index] is not None:
-                queue.place(index, saved[index])
+            previous = saved[index]
+            if previous is not None:
+                queue.place(index, previous)
     return accepted
 
 
@@ -556,7 +564,8 @@ def plan_queue(
                 target = queue.select(index, job.release, queue.n_slots, earliest=True)
             finally:
                 queue.free = kept
-            if target is not None and target[0][-1] < queue.slots[index][-1]:
+            placed = queue.slots[index]
+            if target is not None and placed is not None and target[0][-1] < placed[-1]:
                 queue.evict_and_place(index, target[0], need_gain=False, late=True)
         status[index] = LATE if not queue.on_time(index) else ON_TIME
     gpus_used = queue.capacity - queue.free

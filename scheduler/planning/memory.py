@@ -163,10 +163,13 @@ def worker_memory_mib(gpus: list[dict[str, Any]] | None, cpu_only: bool) -> int 
     filtered, the worker's own micro-batch probe sizes the job)."""
     if cpu_only or not gpus:
         return None
-    sizes = [gpu.get("memory_mib") for gpu in gpus]
-    if any(not isinstance(size, int) or size <= 0 for size in sizes):
-        return None
-    return min(sizes)  # type: ignore[type-var]
+    sizes: list[int] = []
+    for gpu in gpus:
+        size = gpu.get("memory_mib")
+        if not isinstance(size, int) or size <= 0:
+            return None
+        sizes.append(size)
+    return min(sizes)
 
 
 def fits(need: MemoryNeed | None, worker_mib: int | None) -> bool:

@@ -73,8 +73,8 @@ def optimal_slots(
                     job.power_kw * float(kg_per_slot[occupied].sum())
                     + (late_penalty_kg if late else 0.0)
                 )
-                for slot in occupied:
-                    add(capacity_row0 + int(slot), variable, job.gpus)
+                for taken in occupied:
+                    add(capacity_row0 + int(taken), variable, job.gpus)
                 add(row, variable, 1.0)
                 entries.append((variable, occupied))
             lower.append(1.0)
@@ -129,9 +129,10 @@ def optimal_slots(
         job.power_kw * float(kg_per_slot[slots].sum())
         for job, slots in zip(jobs, plan_slots, strict=True)
     )
-    late = sum(
+    late_jobs = sum(
         1
         for job, slots in zip(jobs, plan_slots, strict=True)
         if slots.shape[0] and slots[-1] >= job.deadline
     )
-    return OptimalResult(plan_slots, kg, late, "optimal" if result.status == 0 else "time limit")
+    status = "optimal" if result.status == 0 else "time limit"
+    return OptimalResult(plan_slots, kg, late_jobs, status)

@@ -26,7 +26,8 @@ def fitting_starts(free: np.ndarray, gpus: int, length: int) -> np.ndarray:
     if length <= 0 or length > free.shape[0]:
         return np.zeros(0, dtype=bool)
     blocked = np.concatenate(([0], np.cumsum(free < gpus)))
-    return (blocked[length:] - blocked[:-length]) == 0
+    fits: np.ndarray = (blocked[length:] - blocked[:-length]) == 0
+    return fits
 
 
 def best_start(sums: np.ndarray, fits: np.ndarray) -> int:
@@ -227,7 +228,7 @@ def selection_cost(
     score: np.ndarray, selected_slots: np.ndarray, work_with_overhead: float
 ) -> float:
     """Score of a selection scaled to the run time it holds (a partial slot counts pro rata)."""
-    count = selected_slots.shape[0]
+    count: int = selected_slots.shape[0]
     if count == 0:
         return 0.0
     return float(score[selected_slots].sum()) * work_with_overhead / count

@@ -117,7 +117,8 @@ class _Signal:
 
     def mean(self, slots: np.ndarray) -> float:
         """Mean over `slots` (sorted); slots outside the grid take the nearest edge value."""
-        first, final, count = int(slots[0]), int(slots[-1]), slots.shape[0]
+        first, final = int(slots[0]), int(slots[-1])
+        count: int = slots.shape[0]
         if first < 0 or final > self.last:
             slots = np.minimum(np.maximum(slots, 0), self.last)
             return float(self.values[slots].sum()) / count

@@ -133,7 +133,7 @@ def expected_arrivals(load: float, horizon: int, due: int, first_order: int) -> 
     if load <= 0 or due <= 0:
         return []
     block = max(1, due // 2)
-    expected = []
+    expected: list[SlotJob] = []
     carry = 0.0
     for release in range(1, horizon, block):
         carry += load * min(block, horizon - release)

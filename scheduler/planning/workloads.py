@@ -9,6 +9,7 @@ to keep about 70 % of the GPUs busy during the arrival period, `quiet` about 20 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def generate_workload(
     n_jobs: int | None = None,
     min_slack_hours: float = 2.0,
     max_slack_hours: float = 48.0,
-) -> dict:
+) -> dict[str, Any]:
     """A workload dict (`capacity_gpus`, `jobs`) in the `greenwindow simulate` format."""
     rng = np.random.default_rng(seed)
     load = BUSY_LOAD if busy else QUIET_LOAD

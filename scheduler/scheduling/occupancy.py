@@ -37,11 +37,11 @@ import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from weakref import WeakKeyDictionary
 
 import numpy as np
-from sqlalchemy import Connection, Engine, event, inspect, select, update
+from sqlalchemy import Connection, Engine, Table, event, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -80,7 +80,7 @@ QUEUE_ATTRIBUTES = (
     "base",
 )
 SIGNAL_MODELS = (Tariff, IntensityPoint, ZoneSignalStatus)
-SIGNAL_TABLES = frozenset(model.__table__.name for model in SIGNAL_MODELS)
+SIGNAL_TABLES = frozenset(str(model.__tablename__) for model in SIGNAL_MODELS)
 # A trace signal is fetched this much longer than asked, so later submissions reuse it.
 SIGNAL_MARGIN_HOURS = 24.0
 # Worker liveness: heard from within this many heartbeat intervals (workers/service.py).
@@ -213,7 +213,8 @@ def _after_transaction_end(session: Session, transaction: Any) -> None:
 
 def _bump(connection: Connection, changes: _Changes) -> dict[str, tuple[int, int]]:
     """Increment the changed zones' counters in this transaction; returns the new values."""
-    table = ZoneVersion.__table__
+    # Declarative classes type `__table__` as any FromClause; one with a __tablename__ has a Table.
+    table = cast(Table, ZoneVersion.__table__)
     bumped: dict[str, tuple[int, int]] = {}
     postgresql = connection.dialect.name == "postgresql"
     if changes.all_queue or changes.all_signal:
@@ -242,14 +243,14 @@ def _bump(connection: Connection, changes: _Changes) -> dict[str, tuple[int, int
                 for zone in zones
             ]
         )
-        statement = statement.on_conflict_do_update(
+        upsert = statement.on_conflict_do_update(
             index_elements=[table.c.zone],
             set_={
                 "version": table.c.version + statement.excluded.version,
                 "signal_version": table.c.signal_version + statement.excluded.signal_version,
             },
         ).returning(table.c.zone, table.c.version, table.c.signal_version)
-        bumped.update({zone: (v, s) for zone, v, s in connection.execute(statement)})
+        bumped.update({zone: (v, s) for zone, v, s in connection.execute(upsert)})
     return bumped
 
 

@@ -216,8 +216,11 @@ def gpu_watts_cap(worker: Worker, settings: Settings) -> float:
     """The most one of this worker's GPUs can draw: its registered power limit if lower."""
     limits = []
     for gpu in worker.gpus or []:
+        limit = gpu.get("power_limit_w")
+        if limit is None:
+            continue
         try:
-            limits.append(float(gpu.get("power_limit_w")))
+            limits.append(float(limit))
         except (TypeError, ValueError):
             continue
     usable = [w for w in limits if 0 < w < settings.max_gpu_watts and math.isfinite(w)]

@@ -122,7 +122,9 @@ class CodeCarbonMeter:
             "tracking_mode": tracking_mode,
             "measure_power_secs": measure_power_secs,
         }
-        self._tracker: Any | None = None
+        # CodeCarbon's tracker, read through its private fields (so Any); None until it
+        # started, or when it failed to (the readers then fall back on AttributeError).
+        self._tracker: Any = None
         self._error: str | None = None
 
     def start(self) -> None:

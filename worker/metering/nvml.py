@@ -69,14 +69,18 @@ def _text(value: str | bytes) -> str:
 
 
 def _error_class(nvml: Any, name: str) -> type[BaseException]:
-    return getattr(nvml, name, None) or getattr(nvml, "NVMLError", Exception)
+    error: type[BaseException] | None = getattr(nvml, name, None)
+    if not error:
+        error = getattr(nvml, "NVMLError", Exception)
+    return error
 
 
 class Nvml:
     """An initialised NVML library, or a record of why there is none."""
 
     def __init__(self, module: Any | None, *, error: str | None = None) -> None:
-        self.module = module
+        # pynvml has no types (and tests pass a fake), so the module is Any; None: not loaded.
+        self.module: Any = module
         self.error = error
         self.driver_version: str | None = None
         if module is not None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from worker.training.models.sizes import AudioSize
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: float | np.ndarray) -> np.ndarray:
     # Slaney scale: linear below 1 kHz, logarithmic above.
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz / (200.0 / 3)

@@ -162,14 +162,19 @@ def load_base_weights(
     The one place training reads base weights, so the loader behind it can change without
     touching the stages.
     """
+    from worker.training.models.hifigan import Discriminator
+    from worker.training.models.sovits import SoVITSGenerator
+    from worker.training.models.t2s import Text2Semantic
     from worker.training.pretrained import load_pretrained_s1, load_pretrained_s2
 
     if stage == "s1":
+        assert isinstance(model, Text2Semantic)
         load_pretrained_s1(model, files.s1)
         return
     if stage != "s2":
         raise ValueError(f"unknown stage {stage!r}")
     if discriminator is None:
         raise ValueError("stage s2 loads a generator and a discriminator")
+    assert isinstance(model, SoVITSGenerator) and isinstance(discriminator, Discriminator)
     # The existing loader finds the discriminator as the generator's `s2D` sibling.
     load_pretrained_s2(model, discriminator, files.s2_generator)

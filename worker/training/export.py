@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from safetensors import safe_open
 from torch import nn
@@ -39,6 +39,22 @@ MERGED_SOVITS = "sovits_merged.pth"
 BASES = {"v2": V2_PRETRAINED_DIR}
 
 
+@overload
+def export_merged_stage(
+    stage: Literal["s1"],
+    model: nn.Module,
+    outputs_dir: Path,
+    info: str,
+    config: dict[str, Any] | None = None,
+) -> Path: ...
+@overload
+def export_merged_stage(
+    stage: str,
+    model: nn.Module,
+    outputs_dir: Path,
+    info: str,
+    config: dict[str, Any] | None = None,
+) -> Path | None: ...
 def export_merged_stage(
     stage: str,
     model: nn.Module,
@@ -103,7 +119,7 @@ def export_from_base(
             raise ValueError(f"{path}: trained on size {meta.get('model_size')!r}, not {base!r}")
         by_stage[stage] = (Path(path), meta)
 
-    written = []
+    written: list[Path] = []
     s1_path = base_dir / V2_S1_FILE
     t2s = load_s1_checkpoint(s1_path)
     s1_raw = read_upstream_file(s1_path)
@@ -117,8 +133,8 @@ def export_from_base(
     if "s2" in by_stage:
         _apply_adapter(generator, "s2", *by_stage["s2"])
     info = f"greenwindow-{by_stage['s2'][0].stem}" if "s2" in by_stage else "base"
-    path = export_merged_stage("s2", generator.eval(), Path(out_dir), info)
-    if path is None:
+    s2_path = export_merged_stage("s2", generator.eval(), Path(out_dir), info)
+    if s2_path is None:
         raise UpstreamFormatError("the base's stage-2 size cannot be written for the original")
-    written.append(path)
+    written.append(s2_path)
     return written

@@ -17,11 +17,20 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TypedDict, cast
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+
+class _ConvGeometry(TypedDict):
+    """The base Conv1d's geometry, applied to the update's first convolution."""
+
+    stride: tuple[int, ...]
+    padding: str | tuple[int, ...]
+    dilation: tuple[int, ...]
 
 
 class LoRADelta(nn.Module):
@@ -33,14 +42,16 @@ class LoRADelta(nn.Module):
         if isinstance(base, nn.Linear):
             self.a = nn.Parameter(torch.empty(rank, base.in_features))
             self.b = nn.Parameter(torch.zeros(base.out_features, rank))
-            self.conv: dict[str, object] | None = None
+            self.conv: _ConvGeometry | None = None
         else:
             if base.groups != 1:
                 raise ValueError("LoRA on grouped convolutions is not supported")
             kernel = base.kernel_size[0]
             self.a = nn.Parameter(torch.empty(rank, base.in_channels, kernel))
             self.b = nn.Parameter(torch.zeros(base.out_channels, rank, 1))
-            self.conv = {"stride": base.stride, "padding": base.padding, "dilation": base.dilation}
+            self.conv = _ConvGeometry(
+                stride=base.stride, padding=base.padding, dilation=base.dilation
+            )
         # B starts at zero so an adapted model starts exactly at its base.
         nn.init.kaiming_uniform_(self.a, a=math.sqrt(5))
 
@@ -49,13 +60,22 @@ class LoRADelta(nn.Module):
         a, b = self.a.to(x.dtype), self.b.to(x.dtype)
         if self.conv is None:
             return F.linear(F.linear(x, a), b) * self.scale
-        return F.conv1d(F.conv1d(x, a, **self.conv), b) * self.scale
+        geometry = self.conv
+        stride, padding, dilation = geometry["stride"], geometry["padding"], geometry["dilation"]
+        # conv1d's overloads take a padding string or padding sizes, not either.
+        if isinstance(padding, str):
+            hidden = F.conv1d(x, a, stride=stride, padding=padding, dilation=dilation)
+        else:
+            hidden = F.conv1d(x, a, stride=stride, padding=padding, dilation=dilation)
+        return F.conv1d(hidden, b) * self.scale
 
 
 def _add_lora(
     module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
 ) -> torch.Tensor:
-    return output + module.lora(args[0]).to(output.dtype)
+    # nn.Module types its attributes as Tensor | Module; `lora` is the LoRADelta added beside it.
+    delta = cast(LoRADelta, module.lora)
+    return output + delta(args[0]).to(output.dtype)
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:

@@ -165,7 +165,10 @@ def probe_micro_batch(
             batch = to_device(stage.collate([worst] * size), device)
             with autocast():
                 out = stage.forward(batch, stage.models)
-            objective = sum(loss.float() for loss in out.optimised.values())
+            losses = [loss.float() for loss in out.optimised.values()]
+            objective = losses[0]
+            for loss in losses[1:]:
+                objective = objective + loss
             objective.backward()
 
         return run

@@ -251,7 +251,8 @@ class SoVITSStage(Stage):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """AdamW for G (text modules at a lower rate) and D, betas (0.8, 0.99)."""
         lr = self.config.s2_learning_rate
-        text, other = [], []
+        text: list[torch.nn.Parameter] = []
+        other: list[torch.nn.Parameter] = []
         for name, param in self.models["generator"].named_parameters():
             if param.requires_grad:
                 slow = any(name.startswith(prefix + ".") for prefix in S2_TEXT_MODULES)
@@ -259,11 +260,11 @@ class SoVITSStage(Stage):
         groups = [{"params": other, "lr": lr}]
         if text:
             groups.append({"params": text, "lr": lr * S2_TEXT_LR_SCALE})
-        common = {"betas": (0.8, 0.99), "eps": 1e-9}
+        betas, eps = (0.8, 0.99), 1e-9
         return {
-            "generator": torch.optim.AdamW(groups, lr=lr, **common),
+            "generator": torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps),
             "discriminator": torch.optim.AdamW(
-                self.trainable_parameters("discriminator"), lr=lr, **common
+                self.trainable_parameters("discriminator"), lr=lr, betas=betas, eps=eps
             ),
         }
 

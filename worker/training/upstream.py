@@ -33,7 +33,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import torch
 from torch import nn
@@ -61,8 +61,19 @@ SOVITS_HEADERS = {
 }
 ZIP_MAGIC = b"PK"
 V2_HEADER = b"01"
+class _FixedS2(TypedDict):
+    posterior_layers: int
+    flow_steps: int
+    flow_layers: int
+    wn_kernel: int
+    rel_window: int
+    mrte_hidden: int
+    mrte_heads: int
+    style_hidden: int
+
+
 # Sizes the original hard-codes, whatever its config says.
-_FIXED_S2 = {
+_FIXED_S2: _FixedS2 = {
     "posterior_layers": 16,
     "flow_steps": 4,
     "flow_layers": 4,
@@ -450,7 +461,7 @@ def load_s1_checkpoint(path: str | Path, size: T2SSize | None = None) -> Text2Se
     return model
 
 
-def _s2_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _s2_state(path: Path) -> tuple[dict[str, torch.Tensor], Mapping[str, Any]]:
     raw = read_upstream_file(path)
     tensors = _tensors(raw, ("weight", "model"), path)
     state = {s2_key_from_upstream(k): v for k, v in tensors.items()}

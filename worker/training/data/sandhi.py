@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 PARTICLES = set("吧呢哈啊呐噻嘛吖嗨哦哒额滴哩哟喽啰耶喔诶")
 STRUCTURAL = set("的地得")
@@ -34,7 +35,8 @@ MAX_MERGED_THIRD_TONES = 3
 
 
 @lru_cache(maxsize=1)
-def _jieba():  # type: ignore[no-untyped-def]
+def _jieba() -> tuple[Any, Any]:
+    """jieba and jieba.posseg (untyped), loaded on first use."""
     import jieba
     import jieba.posseg
 

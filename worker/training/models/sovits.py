@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -27,6 +28,12 @@ class _EMACodebook(nn.Module):
     state; with the quantizer frozen they are never updated here, only carried so that
     checkpoints round-trip tensor for tensor.
     """
+
+    # Buffers (registered below), declared for the type checker.
+    inited: torch.Tensor
+    cluster_size: torch.Tensor
+    embed: torch.Tensor
+    embed_avg: torch.Tensor
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
@@ -54,16 +61,21 @@ class FrozenCodebook(nn.Module):
         self.vq = _CodebookLayers(size, dim)
 
     @property
+    def _store(self) -> _EMACodebook:
+        # The original's layout; nn.Module types its submodules as Tensor | Module.
+        return cast(_EMACodebook, self.vq.layers[0]._codebook)
+
+    @property
     def codebook(self) -> torch.Tensor:
         """The codes [K, dim]."""
-        return self.vq.layers[0]._codebook.embed
+        return self._store.embed
 
     def set_codebook(self, centroids: np.ndarray | torch.Tensor) -> None:
         """Replace the codes, e.g. with k-means centroids [K, dim] from data preparation."""
         values = torch.as_tensor(np.asarray(centroids), dtype=torch.float32)
         if values.shape[1] != self.codebook.shape[1]:
             raise ValueError(f"codebook width {values.shape[1]} != {self.codebook.shape[1]}")
-        store = self.vq.layers[0]._codebook
+        store = self._store
         device = store.embed.device
         store.embed = values.to(device)
         store.embed_avg = values.clone().to(device)
@@ -153,19 +165,20 @@ class MeanCoupling(nn.Module):
 
     def __init__(self, channels: int, size: SoVITSSize) -> None:
         super().__init__()
-        self.half = channels // 2
-        self.pre = nn.Conv1d(self.half, size.hidden, 1)
+        self.half_channels = channels // 2
+        self.pre = nn.Conv1d(self.half_channels, size.hidden, 1)
         self.enc = WaveNet(size.hidden, size.wn_kernel, size.flow_layers, size.gin)
-        self.post = nn.Conv1d(size.hidden, self.half, 1)
+        self.post = nn.Conv1d(size.hidden, self.half_channels, 1)
         # Zero init makes every coupling start as the identity.
         nn.init.zeros_(self.post.weight)
+        assert self.post.bias is not None  # built with a bias
         nn.init.zeros_(self.post.bias)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, reverse: bool = False
     ) -> torch.Tensor:
         """Forward (or inverse) transform of x [B, C, T]."""
-        x0, x1 = x.split(self.half, dim=1)
+        x0, x1 = x.split(self.half_channels, dim=1)
         shift = self.post(self.enc(self.pre(x0) * mask, mask, g)) * mask
         x1 = (x1 - shift) * mask if reverse else shift + x1 * mask
         return torch.cat([x0, x1], dim=1)
@@ -260,6 +273,7 @@ class SoVITSGenerator(nn.Module):
         with torch.no_grad():
             eye = torch.eye(self.size.ssl_dim) / 2
             self.ssl_proj.weight.copy_(torch.stack([eye, eye], dim=-1))
+            assert self.ssl_proj.bias is not None  # built with a bias
             self.ssl_proj.bias.zero_()
 
     def extract_codes(self, ssl: torch.Tensor) -> torch.Tensor:
