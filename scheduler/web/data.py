@@ -247,8 +247,8 @@ GPU_CHARTS = (
     ("utilisation", "util_pct", "util %"),
     ("memory", "torch_allocated_mib", "allocated MiB"),
     ("memory", "torch_reserved_mib", "reserved MiB"),
-    ("thermal", "temp_c", "°C"),
-    ("thermal", "power_w", "W"),
+    ("temperature", "temp_c", "°C"),
+    ("power", "power_w", "W"),
 )
 # Charts of the job's training figures: (chart, field, series label).
 TRAINING_CHARTS = (
@@ -258,7 +258,7 @@ TRAINING_CHARTS = (
     ("loss", "kl", "KL"),
     ("loss", "mel", "mel"),
 )
-CHARTS = ("utilisation", "memory", "thermal", "step_time", "loss")
+CHARTS = ("utilisation", "memory", "temperature", "power", "step_time", "loss")
 
 
 def _thin(points: list[Any], limit: int) -> list[Any]:
