@@ -410,9 +410,9 @@ def test_efficiency_is_compared_with_the_teams_median_and_the_expectation(
     # The team's median of 0.004 and 0.006 kWh over 40 steps; learned: the mean of all three.
     assert s1["team_median"] == pytest.approx(0.005 / 40)
     assert s1["team_ratio"] == pytest.approx(1.3)
-    assert s1["expected"] == pytest.approx(report["expected_efficiency"]["stages"]["s1"][
-        "kwh_per_optimizer_step"
-    ])
+    assert s1["expected"] == pytest.approx(
+        report["expected_efficiency"]["stages"]["s1"]["kwh_per_optimizer_step"]
+    )
     assert s1["expected_ratio"] == pytest.approx(0.0065 / ((0.004 + 0.006 + 0.0065) / 3))
     assert rows[("s1", "wh_per_1k_samples")]["value"] == pytest.approx(6.5 / 0.32)
     assert rows[("s2", "kwh_per_audio_hour")]["team_ratio"] == pytest.approx(1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -231,7 +232,15 @@ def upload_dataset(client: Client, team_key: str) -> str:
         headers={**bearer(team_key), "content-type": "application/zip"},
     )
     assert response.status_code == 201, response.text
-    return response.json()["id"]
+    dataset_id = response.json()["id"]
+    # A served app validates uploads in the background: wait (bounded) until it is ready.
+    for _ in range(200):
+        state = client.get(f"/v1/datasets/{dataset_id}", headers=bearer(team_key)).json()["state"]
+        if state != "validating":
+            break
+        time.sleep(0.05)
+    assert state == "ready", state
+    return dataset_id
 
 
 def run_finetune(
@@ -256,9 +265,7 @@ def run_finetune(
         "cpu_only": False,
         "version": "t",
     }
-    registered = client.post(
-        "/v1/workers/register", json=worker_body, headers=bearer(WORKER_TOKEN)
-    )
+    registered = client.post("/v1/workers/register", json=worker_body, headers=bearer(WORKER_TOKEN))
     assert registered.status_code == 201, registered.text
     worker = registered.json()
     headers = bearer(worker["token"])
