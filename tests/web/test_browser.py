@@ -404,6 +404,15 @@ def test_a_jobs_telemetry_history_is_charted_with_its_warnings(
     assert page.locator("#telemetry-attempt option").all_text_contents() == ["1"]
     assert page.inner_text("#telemetry-summary") == "3 points"
     page.screenshot(path=str(tmp_path / "telemetry.png"), full_page=True)
+
+    # A new heartbeat moves the step: the charts reload their history without a page reload.
+    page.evaluate("window.sameDocument = true")
+    clock.advance(seconds=20)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        telemetry_heartbeat(client, running, step=5, step_time_s=0.9, gpus=[gpu_telemetry(0, 0)])
+    expect(page.locator("#tele-step_time")).to_have_attribute("data-points", "4", timeout=20_000)
+    assert page.evaluate("window.sameDocument") is True
+    assert page.inner_text("#telemetry-summary") == "4 points"
     assert errors == []
     assert _csp_violations(page) == []
 
