@@ -52,7 +52,15 @@ def fmt_percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f} %"
 
 
+def fmt_times(ratio: float | None, of: str) -> str:
+    """`1.3× the team's median`, or an em dash when there is nothing to compare with."""
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2g}× {of}" if ratio < 10 else f"{ratio:,.0f}× {of}"
+
+
 TEMPLATE_FILTERS = {
+    "times": fmt_times,
     "time": fmt_time,
     "num": fmt_number,
     "co2e": fmt_co2e,

@@ -16,7 +16,7 @@ from fastapi.responses import (
 )
 from fastapi.templating import Jinja2Templates
 
-from scheduler.deps import NowDep, Principal, SessionDep, SettingsDep
+from scheduler.deps import NowDep, Principal, SchedulingDep, SessionDep, SettingsDep
 from scheduler.errors import NotFound
 from scheduler.web import auth, data
 from scheduler.web.format import TEMPLATE_FILTERS
@@ -38,6 +38,7 @@ SECURITY_HEADERS = {
 ZoneQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
 HoursQuery = Annotated[float, Query(gt=0, le=168)]
 HistoryQuery = Annotated[float, Query(ge=0, le=336)]
+AttemptQuery = Annotated[int | None, Query(ge=1, le=1_000_000)]
 
 
 def _page(
@@ -240,11 +241,17 @@ def budgets_page(
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(
-    job_id: str, request: Request, session: SessionDep, viewer: ViewerDep, now: NowDep
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    now: NowDep,
+    scheduling: SchedulingDep,
 ) -> Response:
-    """One job: power and intensity timelines, energy breakdown, attempts and events."""
+    """One job: power and intensity timelines, telemetry charts, energy breakdown and
+    efficiency, attempts and events."""
     try:
-        view = data.job_detail(request, session, viewer, job_id, now=now)
+        view = data.job_detail(session, viewer, job_id, scheduling=scheduling, now=now)
     except NotFound:
         return _page(
             request,
@@ -288,18 +295,28 @@ def budgets_data(session: SessionDep, now: NowDep, viewer: ApiViewerDep) -> Resp
 
 @router.get("/api/jobs/{job_id}")
 def job_data(
-    job_id: str, request: Request, session: SessionDep, viewer: ApiViewerDep, now: NowDep
+    job_id: str, session: SessionDep, viewer: ApiViewerDep, now: NowDep, scheduling: SchedulingDep
 ) -> Response:
     """The job page's data as JSON."""
-    view = data.job_detail(request, session, viewer, job_id, now=now)
+    view = data.job_detail(session, viewer, job_id, scheduling=scheduling, now=now)
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/api/jobs/{job_id}/live")
 def job_live_data(
-    job_id: str, request: Request, session: SessionDep, viewer: ApiViewerDep, now: NowDep
+    job_id: str, session: SessionDep, viewer: ApiViewerDep, now: NowDep, scheduling: SchedulingDep
 ) -> Response:
     """The job page's live figures (state, progress, watts, kWh and CO2e so far, telemetry,
     warnings), polled while the job runs. A GET that changes nothing, so no CSRF token."""
-    view = data.job_live(request, session, viewer, job_id, now=now)
+    view = data.job_live(session, viewer, job_id, scheduling=scheduling, now=now)
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/jobs/{job_id}/telemetry")
+def job_telemetry_data(
+    job_id: str, session: SessionDep, viewer: ApiViewerDep, attempt: AttemptQuery = None
+) -> Response:
+    """An attempt's stored telemetry history as the job page's chart series (default: the
+    latest attempt with one), bounded in points, GPUs and warnings."""
+    view = data.telemetry_charts(session, viewer, job_id, attempt=attempt)
     return JSONResponse(view, headers={"Cache-Control": "no-store"})

@@ -363,6 +363,12 @@ ROWS = [
         fixed("/dashboard/api/jobs/{queued}/live", credential="cookie"),
         dashboard_data(200, other=404),
     ),
+    Row(
+        "GET",
+        "/dashboard/api/jobs/{job_id}/telemetry",
+        fixed("/dashboard/api/jobs/{queued}/telemetry", credential="cookie"),
+        dashboard_data(200, other=404),
+    ),
     # Signing in: a missing token is a 422, a refused one the sign-in page again (401).
     Row(
         "POST",

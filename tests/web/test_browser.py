@@ -18,7 +18,17 @@ from typing import Any
 import httpx
 import pytest
 from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, serve_in_thread
-from web_seed import Seeded, heartbeat, report, seed, start_running_job
+from web_seed import (
+    Seeded,
+    gpu_telemetry,
+    heartbeat,
+    report,
+    run_finetune,
+    seed,
+    start_running_job,
+    telemetry_heartbeat,
+    upload_dataset,
+)
 
 from scheduler.app import create_app
 from scheduler.settings import Settings
@@ -329,5 +339,106 @@ def test_live_telemetry_of_any_shape_is_drawn_as_text(
     assert page.inner_text("[data-telemetry='note']") == hostile  # shown as text
     assert page.locator("#telemetry img").count() == 0
     assert page.inner_text('#live [data-live="gpu-watts"]') == "GPU 0: 288 W · GPU 1: 62 W"
+    assert errors == []
+    assert _csp_violations(page) == []
+
+
+def test_a_jobs_telemetry_history_is_charted_with_its_warnings(
+    live: tuple[str, Seeded], browser_page: tuple[Any, list[str]], clock: FakeClock, tmp_path: Path
+) -> None:
+    """Heartbeats with telemetry (two GPUs, a fragmenting allocator) become the job page's
+    charts; the health warning is marked on them and listed, a worker's hostile warning text
+    stays text."""
+    url, seeded = live
+    page, errors = browser_page
+    expect = _expect()
+    hostile = "<img src=x onerror=alert(1)>"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        running = start_running_job(client, seeded.keys["alpha"])
+        for step, (allocated, reserved) in enumerate(
+            [(12_000.0, 14_000.0), (12_100.0, 14_100.0), (2_000.0, 9_000.0)], start=1
+        ):
+            clock.advance(seconds=20)
+            telemetry_heartbeat(
+                client,
+                running,
+                step=step,
+                loss=3.0 - step * 0.4,
+                grad_norm=1.0 + step,
+                gpus=[
+                    gpu_telemetry(0, 0, torch_allocated_mib=allocated, torch_reserved_mib=reserved),
+                    gpu_telemetry(0, 1, util_pct=50.0 + step, temp_c=60.0 + step),
+                ],
+            )
+        heartbeat(
+            client,
+            running,
+            step=4,
+            watts=300.0,
+            kwh_so_far=0.002,
+            events=[{"type": "warning", "message": hostile}],
+        )
+
+    page.goto(f"{url}/dashboard/jobs/{running.job_id}")
+    page.fill("#token", seeded.keys["alpha"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/dashboard/jobs/{running.job_id}")
+    assert _points(page, "#tele-utilisation") == 6  # two GPUs, three points each
+    assert _series(page, "#tele-utilisation") == ["GPU 0 util %", "GPU 1 util %"]
+    assert _points(page, "#tele-memory") == 12  # allocated and reserved per GPU
+    assert _points(page, "#tele-temperature") == 6 and _points(page, "#tele-power") == 6
+    assert _points(page, "#tele-step_time") == 3
+    assert _series(page, "#tele-loss") == ["loss", "grad norm"]
+    for chart in ("#tele-utilisation", "#tele-memory", "#tele-loss"):
+        assert _painted(page, chart) > 1_000
+        # The fragmentation warning and the worker's warning are marked on each chart.
+        assert page.get_attribute(chart, "data-markers") == "2"
+    expect(page.locator("#telemetry-warnings li")).to_have_count(2)
+    codes = page.locator("#telemetry-warnings li").evaluate_all(
+        "items => items.map(i => i.dataset.code)"
+    )
+    assert codes == ["memory_fragmentation", "worker"]
+    assert "reserves 9000 MiB" in page.inner_text("#telemetry-warnings")
+    assert hostile in page.inner_text("#telemetry-warnings")  # as text
+    assert page.locator("#telemetry-history img").count() == 0
+    assert page.locator("#telemetry-attempt option").all_text_contents() == ["1"]
+    assert page.inner_text("#telemetry-summary") == "3 points"
+    page.screenshot(path=str(tmp_path / "telemetry.png"), full_page=True)
+
+    # A new heartbeat moves the step: the charts reload their history without a page reload.
+    page.evaluate("window.sameDocument = true")
+    clock.advance(seconds=20)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        telemetry_heartbeat(client, running, step=5, step_time_s=0.9, gpus=[gpu_telemetry(0, 0)])
+    expect(page.locator("#tele-step_time")).to_have_attribute("data-points", "4", timeout=20_000)
+    assert page.evaluate("window.sameDocument") is True
+    assert page.inner_text("#telemetry-summary") == "4 points"
+    assert errors == []
+    assert _csp_violations(page) == []
+
+
+def test_a_fine_tunes_efficiency_is_shown_beside_the_teams_median(
+    live: tuple[str, Seeded], browser_page: tuple[Any, list[str]], clock: FakeClock
+) -> None:
+    url, seeded = live
+    page, errors = browser_page
+    with httpx.Client(base_url=url, timeout=30) as client:
+        dataset = upload_dataset(client, seeded.keys["alpha"])
+        run_finetune(client, seeded.keys["alpha"], dataset, clock(), s1_kwh=0.004)
+        clock.advance(seconds=900)
+        second = run_finetune(client, seeded.keys["alpha"], dataset, clock(), s1_kwh=0.006)
+    page.goto(f"{url}/dashboard/jobs/{second}")
+    page.fill("#token", seeded.keys["alpha"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/dashboard/jobs/{second}")
+    row = page.locator(
+        "#efficiency-table tr[data-stage='s1'][data-figure='kwh_per_optimizer_step']"
+    )
+    assert row.locator("[data-field='team-ratio']").inner_text() == "1.5× the team's median"
+    assert page.locator("#efficiency-table tbody tr").count() == 9  # s1, s2, training × 3
+    # A job without telemetry says so instead of drawing empty axes.
+    page.wait_for_selector("#tele-utilisation[data-points]")
+    assert page.inner_text("#telemetry-summary") == "no telemetry stored for this attempt"
+    assert page.locator("#tele-utilisation .chart-empty").count() == 1
     assert errors == []
     assert _csp_violations(page) == []

@@ -7,8 +7,18 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer
-from web_seed import Seeded, heartbeat, seed, start_running_job
+from web_seed import (
+    Seeded,
+    gpu_telemetry,
+    heartbeat,
+    run_finetune,
+    seed,
+    start_running_job,
+    telemetry_heartbeat,
+    upload_dataset,
+)
 
+from scheduler.web import data
 from scheduler.web.auth import COOKIE_NAME
 from scheduler.web.format import fmt_co2e, fmt_number
 
@@ -52,7 +62,13 @@ def test_pages_without_a_token_go_to_the_login_form(client: TestClient, path: st
 
 
 @pytest.mark.parametrize(
-    "path", ["/dashboard/api/overview", "/dashboard/api/budgets", "/dashboard/api/jobs/x/live"]
+    "path",
+    [
+        "/dashboard/api/overview",
+        "/dashboard/api/budgets",
+        "/dashboard/api/jobs/x/live",
+        "/dashboard/api/jobs/x/telemetry",
+    ],
 )
 def test_json_without_a_cookie_is_401(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 401
@@ -280,3 +296,143 @@ def test_a_finished_job_has_no_live_figures(client: TestClient, seeded: Seeded) 
     assert view["live"] is None
     assert view["actual_kg_co2e"] is not None
     assert 'id="live"' not in client.get(f"/dashboard/jobs/{seeded.jobs['alpha-urgent']}").text
+
+
+def test_telemetry_history_is_served_as_chart_series_with_its_warnings(
+    client: TestClient, seeded: Seeded, clock: FakeClock
+) -> None:
+    running = start_running_job(client, seeded.keys["alpha"])
+    for step, (allocated, reserved) in enumerate(
+        [(12_000.0, 14_000.0), (12_100.0, 14_000.0), (2_000.0, 9_000.0)], start=1
+    ):
+        clock.advance(seconds=10)
+        telemetry_heartbeat(
+            client,
+            running,
+            step=step,
+            loss=3.0 - step * 0.5,
+            gpus=[
+                gpu_telemetry(0, 0, torch_allocated_mib=allocated, torch_reserved_mib=reserved),
+                gpu_telemetry(0, 1, util_pct=40.0 + step),
+            ],
+        )
+    # A worker's own warning event is listed beside the health warnings.
+    heartbeat(
+        client,
+        running,
+        step=4,
+        watts=200.0,
+        kwh_so_far=0.001,
+        events=[{"type": "warning", "message": "dataloader stalled"}],
+    )
+    sign_in(client, seeded.keys["alpha"])
+    answer = client.get(f"/dashboard/api/jobs/{running.job_id}/telemetry")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    view = answer.json()
+    api = client.get(
+        f"/v1/jobs/{running.job_id}/telemetry", headers=bearer(seeded.keys["alpha"])
+    ).json()
+    assert view["attempt"] == api["attempt"] == 1 and view["attempts"] == [1]
+    assert view["points"] == len(api["points"]) == 3
+    assert view["gpus"] == view["gpus_shown"] == 2
+    names = {chart: [s["name"] for s in series] for chart, series in view["charts"].items()}
+    assert names["utilisation"] == ["GPU 0 util %", "GPU 1 util %"]
+    assert names["memory"] == [
+        "GPU 0 allocated MiB",
+        "GPU 1 allocated MiB",
+        "GPU 0 reserved MiB",
+        "GPU 1 reserved MiB",
+    ]
+    assert names["loss"] == ["loss", "grad norm"]  # no KL or mel reported: no empty series
+    utilisation = view["charts"]["utilisation"][1]["points"]
+    assert [value for _, value in utilisation] == [41.0, 42.0, 43.0]
+    assert [t for t, _ in utilisation] == [p["last_at"] for p in api["points"]]
+    reserved = view["charts"]["memory"][2]["points"]
+    assert [value for _, value in reserved] == [14_000.0, 14_000.0, 9_000.0]
+    assert [value for _, value in view["steps"]] == [1, 2, 3]
+    codes = [w["code"] for w in view["warnings"]]
+    assert codes == ["memory_fragmentation", "worker"]
+    assert view["warnings"][1]["message"] == "worker warning: dataloader stalled"
+    # Health warnings are job events: the live view lists them too.
+    live = client.get(f"/dashboard/api/jobs/{running.job_id}/live").json()
+    assert any(w["reason"].startswith("health warning:") for w in live["warnings"])
+
+    # An attempt without history is empty, not an error; a bad attempt names the field.
+    other = client.get(f"/dashboard/api/jobs/{running.job_id}/telemetry?attempt=7").json()
+    assert other["attempt"] == 7 and other["points"] == 0
+    assert all(series == [] for series in other["charts"].values())
+    bad = client.get(f"/dashboard/api/jobs/{running.job_id}/telemetry?attempt=0")
+    assert bad.status_code == 422 and "attempt" in bad.text
+    # Another team's job does not exist for this session.
+    sign_in(client, seeded.keys["beta"])
+    assert client.get(f"/dashboard/api/jobs/{running.job_id}/telemetry").status_code == 404
+
+
+def test_telemetry_charts_stay_bounded(
+    client: TestClient, seeded: Seeded, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "CHART_POINTS", 5)
+    running = start_running_job(client, seeded.keys["alpha"])
+    for step in range(1, 13):
+        clock.advance(seconds=10)
+        telemetry_heartbeat(
+            client,
+            running,
+            step=step,
+            gpus=[gpu_telemetry(rank, rank) for rank in range(8)],
+        )
+    sign_in(client, seeded.keys["alpha"])
+    view = client.get(f"/dashboard/api/jobs/{running.job_id}/telemetry").json()
+    assert view["stored_points"] == 12 and view["points"] == 5
+    assert view["gpus"] == 8 and view["gpus_shown"] == data.CHART_GPUS
+    assert len(view["charts"]["utilisation"]) == data.CHART_GPUS
+    # Thinned evenly, keeping the first and the newest step.
+    assert [step for _, step in view["steps"]] == [1, 4, 7, 9, 12]
+
+
+def test_efficiency_is_compared_with_the_teams_median_and_the_expectation(
+    client: TestClient, seeded: Seeded, clock: FakeClock
+) -> None:
+    dataset = upload_dataset(client, seeded.keys["alpha"])
+    run_finetune(client, seeded.keys["alpha"], dataset, clock(), s1_kwh=0.004)
+    clock.advance(seconds=900)
+    run_finetune(client, seeded.keys["alpha"], dataset, clock(), s1_kwh=0.006)
+    clock.advance(seconds=900)
+    third = run_finetune(client, seeded.keys["alpha"], dataset, clock(), s1_kwh=0.0065)
+    sign_in(client, seeded.keys["alpha"])
+    view = client.get(f"/dashboard/api/jobs/{third}").json()
+    report = view["energy"]
+    assert report["team_baseline"]["jobs"] == 2
+    rows = {(r["stage"], r["figure"]): r for r in view["efficiency"]["rows"]}
+    s1 = rows[("s1", "kwh_per_optimizer_step")]
+    assert s1["value"] == pytest.approx(0.0065 / 40)
+    # The team's median of 0.004 and 0.006 kWh over 40 steps; learned: the mean of all three.
+    assert s1["team_median"] == pytest.approx(0.005 / 40)
+    assert s1["team_ratio"] == pytest.approx(1.3)
+    assert s1["expected"] == pytest.approx(
+        report["expected_efficiency"]["stages"]["s1"]["kwh_per_optimizer_step"]
+    )
+    assert s1["expected_ratio"] == pytest.approx(0.0065 / ((0.004 + 0.006 + 0.0065) / 3))
+    assert rows[("s1", "wh_per_1k_samples")]["value"] == pytest.approx(6.5 / 0.32)
+    assert rows[("s2", "kwh_per_audio_hour")]["team_ratio"] == pytest.approx(1.0)
+    assert {stage for stage, _ in rows} == {"s1", "s2", "training"}
+
+    page = client.get(f"/dashboard/jobs/{third}").text
+    assert 'id="efficiency-table"' in page
+    assert "1.3× the team&#39;s median" in page
+    assert "kWh per training-audio hour" in page and "Wh per 1,000 samples" in page
+    # The first run had nothing earlier to compare with.
+    first_page = client.get(f"/dashboard/jobs/{seeded.jobs['alpha-urgent']}").text
+    assert 'id="efficiency-empty"' in first_page
+
+
+def test_efficiency_ratios_need_a_positive_reference() -> None:
+    report = {
+        "efficiency": {"stages": {"s1": {"kwh_per_optimizer_step": 0.2, "wh_per_1k_samples": 3}}},
+        "team_baseline": {"jobs": 1, "stages": {"s1": {"kwh_per_optimizer_step": 0.0}}},
+        "expected_efficiency": {"jobs": 0, "stages": {}},
+    }
+    rows = data.efficiency_comparison(report)["rows"]
+    assert [r["figure"] for r in rows] == ["kwh_per_optimizer_step", "wh_per_1k_samples"]
+    assert rows[0]["team_ratio"] is None and rows[0]["expected_ratio"] is None

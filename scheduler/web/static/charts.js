@@ -116,7 +116,7 @@
   function drawMarkers(markers) {
     return function (u) {
       clipped(u, function (ctx) {
-        markers.forEach(function (m) {
+        markers.forEach(function (m, i) {
           var x = Math.round(xPos(u, m.t));
           ctx.strokeStyle = colour(m.color || "--blue");
           ctx.lineWidth = 1.5 * devicePixelRatio;
@@ -129,7 +129,12 @@
             ctx.setLineDash([]);
             ctx.fillStyle = colour(m.color || "--blue");
             ctx.font = 11 * devicePixelRatio + "px system-ui, sans-serif";
-            ctx.fillText(m.label, x + 4 * devicePixelRatio, u.bbox.top + 12 * devicePixelRatio);
+            // Near the right edge the label goes left of its line; markers close together
+            // take turns on three rows so their labels do not overwrite each other.
+            var room = u.bbox.left + u.bbox.width - x;
+            var text = ctx.measureText(m.label).width + 4 * devicePixelRatio;
+            var left = room < text ? x - text : x + 4 * devicePixelRatio;
+            ctx.fillText(m.label, left, u.bbox.top + (12 + 13 * (i % 3)) * devicePixelRatio);
           }
         });
       });

@@ -11,6 +11,8 @@
   var MAX_TEXT = 80;
   // Power readings from heartbeats, [ms, watts], appended to the job's power chart.
   var livePower = [];
+  // The step of the last live report: the telemetry charts reload when it moves.
+  var lastStep;
 
   function ms(iso) {
     return iso ? Date.parse(iso) : NaN;
@@ -242,6 +244,108 @@
     });
   }
 
+  /* -- the job's stored telemetry, per attempt ------------------------------------------ */
+
+  var TELEMETRY_CHARTS = {
+    utilisation: { yLabel: "%", yMin: 0, empty: "no GPU utilisation reported" },
+    memory: { yLabel: "MiB", yMin: 0, empty: "no torch memory reported" },
+    temperature: { yLabel: "°C", empty: "no GPU temperature reported" },
+    power: { yLabel: "W", yMin: 0, empty: "no GPU power reported" },
+    step_time: { yLabel: "s", yMin: 0, empty: "no step times reported" },
+    loss: { yLabel: "", empty: "no losses reported" },
+  };
+  var GPU_COLOURS = ["--blue", "--amber", "--green", "--ram"];
+  var FIGURE_COLOURS = { step_time_s: "--blue", loss: "--blue", grad_norm: "--amber", kl: "--ram", mel: "--green" };
+  // Which attempt the charts show; null follows the newest.
+  var telemetryAttempt = null;
+  var telemetryView = null;
+
+  function telemetrySeries(s) {
+    var colour = typeof s.gpu === "number" ? GPU_COLOURS[s.gpu % GPU_COLOURS.length] : (FIGURE_COLOURS[s.field] || "--ink");
+    return {
+      name: String(s.name),
+      points: points(s.points),
+      color: colour,
+      // Reserved memory dashed beside the same GPU's allocated line: the gap is fragmentation.
+      dash: s.field === "torch_reserved_mib" ? [6, 4] : undefined,
+    };
+  }
+
+  function drawTelemetry(view) {
+    if (!view || !document.getElementById("telemetry-history")) return;
+    telemetryView = view;
+    var warnings = (view.warnings || []).slice(0, MAX_ROWS * 2);
+    var markers = warnings.filter(function (w) { return isFinite(ms(w.at)); }).map(function (w) {
+      return { t: ms(w.at), label: shortText(w.code), color: "--red" };
+    });
+    Object.keys(TELEMETRY_CHARTS).forEach(function (name) {
+      var el = document.getElementById("tele-" + name);
+      if (!el) return;
+      var spec = TELEMETRY_CHARTS[name];
+      Charts.timeSeries(el, {
+        series: ((view.charts || {})[name] || []).slice(0, MAX_ROWS).map(telemetrySeries),
+        markers: markers, yLabel: spec.yLabel, yMin: spec.yMin, height: 170, sync: "telemetry",
+        empty: spec.empty,
+      });
+      el.dataset.markers = el.chart ? String(markers.length) : "0";
+    });
+    var select = document.getElementById("telemetry-attempt");
+    if (select) {
+      while (select.firstChild) select.removeChild(select.firstChild);
+      var attempts = (view.attempts || []).slice(-MAX_ROWS * 4);
+      if (attempts.indexOf(view.attempt) < 0) attempts.push(view.attempt);
+      attempts.forEach(function (a) {
+        var option = document.createElement("option");
+        option.value = String(a);
+        option.textContent = String(a);
+        option.selected = a === view.attempt;
+        select.appendChild(option);
+      });
+    }
+    var summary = document.getElementById("telemetry-summary");
+    if (summary) {
+      var text = view.points ? view.points + " points" : "no telemetry stored for this attempt";
+      if (view.points && view.stride > 1) text += ", each up to " + view.stride + " heartbeats merged";
+      if (view.gpus > view.gpus_shown) text += " · " + view.gpus_shown + " of " + view.gpus + " GPUs drawn";
+      summary.textContent = text;
+    }
+    var list = document.getElementById("telemetry-warnings");
+    if (list) {
+      while (list.firstChild) list.removeChild(list.firstChild);
+      warnings.forEach(function (w) {
+        var item = document.createElement("li");
+        item.dataset.code = shortText(w.code);
+        item.textContent = fmtSeconds(w.at) + " " + shortText(w.message);
+        list.appendChild(item);
+      });
+      list.hidden = !warnings.length;
+      var none = document.getElementById("telemetry-no-warnings");
+      if (none) none.hidden = warnings.length > 0;
+    }
+  }
+
+  function loadTelemetry() {
+    var section = document.getElementById("telemetry-history");
+    if (!section) return;
+    var url = section.dataset.api + (telemetryAttempt === null ? "" : "?attempt=" + encodeURIComponent(telemetryAttempt));
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (view) { if (view) drawTelemetry(view); })
+      .catch(function () { /* keep the last drawing; the next refresh tries again */ });
+  }
+
+  function watchTelemetryAttempt() {
+    var select = document.getElementById("telemetry-attempt");
+    if (!select) return;
+    select.addEventListener("change", function () {
+      var chosen = Number(select.value);
+      // The newest attempt is followed as the job goes on; an older one stays put.
+      var attempts = (telemetryView && telemetryView.attempts) || [];
+      telemetryAttempt = attempts.length && chosen === attempts[attempts.length - 1] ? null : chosen;
+      loadTelemetry();
+    });
+  }
+
   function setLive(name, value) {
     document.querySelectorAll('[data-live="' + name + '"]').forEach(function (el) { el.textContent = value; });
   }
@@ -404,6 +508,8 @@
       })
       .then(function (live) {
         if (live) {
+          var step = live.progress && live.progress.step;
+          if (step !== lastStep) { lastStep = step; loadTelemetry(); }
           renderLive(live);
           var reading = notePower(live);
           if (reading) {
@@ -453,6 +559,9 @@
     } else if (page === "job") {
       notePower(view.live);
       drawJob(view);
+      lastStep = view.live && view.live.progress ? view.live.progress.step : undefined;
+      watchTelemetryAttempt();
+      loadTelemetry();
       if (view.live && !view.live.terminal) {
         renderLive(view.live);
         window.setTimeout(function () { pollLive(api, view); }, LIVE_MS);
@@ -464,7 +573,7 @@
       redraw = window.setTimeout(function () {
         if (page === "overview") drawOverview(view);
         else if (page === "budgets") drawBudgets(view);
-        else if (page === "job") drawJob(view);
+        else if (page === "job") { drawJob(view); drawTelemetry(telemetryView); }
       }, 150);
     });
   }
