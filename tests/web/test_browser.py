@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, serve_in_thread
-from web_seed import Seeded, heartbeat, report, seed, start_running_job
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, serve_in_thread
+from support.web_seed import Seeded, heartbeat, report, seed, start_running_job
 
 from scheduler.app import create_app
 from scheduler.settings import Settings

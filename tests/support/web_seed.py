@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from helpers import WORKER_TOKEN, admin_headers, bearer, burn_in_job
+
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, burn_in_job
 
 Client = TestClient | httpx.Client
 
