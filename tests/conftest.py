@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers
 
 from scheduler.app import create_app
 from scheduler.db.migrate import upgrade

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from carbon_fakes import FakeApi
+from support.carbon_fakes import FakeApi
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from carbon_fakes import FakeApi
+from support.carbon_fakes import FakeApi
 
 from scheduler.carbon.providers import (
     ProviderAuthError,

@@ -7,9 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_carbon_server import FakeCarbonServer, electricitymaps_routes, serving, watttime_routes
 from fastapi.testclient import TestClient
-from helpers import FakeClock
+from support.fake_carbon_server import (
+    FakeCarbonServer,
+    electricitymaps_routes,
+    serving,
+    watttime_routes,
+)
+from support.helpers import FakeClock
 
 from scheduler.app import create_app
 from scheduler.carbon import service as carbon

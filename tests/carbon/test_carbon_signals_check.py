@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_carbon_server import electricitymaps_routes, serving, ukci_routes, watttime_routes
+from support.fake_carbon_server import electricitymaps_routes, serving, ukci_routes, watttime_routes
 from typer.testing import CliRunner
 
 from scheduler.cli import app

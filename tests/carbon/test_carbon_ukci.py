@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from carbon_fakes import FakeApi, json_reply, recorded
+from support.carbon_fakes import FakeApi, json_reply, recorded
 
 from scheduler.carbon.providers import ProviderDataError, ProviderError, make_provider
 from scheduler.carbon.providers.ukci import Area, parse_zone, periods

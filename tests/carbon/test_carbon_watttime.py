@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from carbon_fakes import FakeApi, json_reply, recorded
+from support.carbon_fakes import FakeApi, json_reply, recorded
 
 from scheduler.carbon.providers import (
     ProviderAuthError,

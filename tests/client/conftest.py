@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_driver import SERVER, Cli
 from fastapi.testclient import TestClient
+from support.cli_driver import SERVER, Cli
 
 
 @pytest.fixture

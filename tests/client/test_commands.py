@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli_driver import Cli
 from fastapi.testclient import TestClient
-from helpers import admin_headers, bearer, burn_in_job
+from support.cli_driver import Cli
+from support.helpers import admin_headers, bearer, burn_in_job
 
 from scheduler.client import render
 

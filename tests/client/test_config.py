@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_driver import Cli
+from support.cli_driver import Cli
 
 from scheduler.client.config import (
     DEFAULT_SERVER,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from cli_driver import Cli
+from support.cli_driver import Cli
 from typer.testing import CliRunner
 
 from scheduler.cli import app

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_driver import Cli
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, bearer
 from sqlalchemy import update
+from support.cli_driver import Cli
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, bearer
 
 from scheduler.client.config import ClientConfig
 from scheduler.client.files import zip_dataset_dir
@@ -164,7 +164,7 @@ def test_admin_teams_keys_budget_tariff_workers(admin: Cli, cli: Cli, tmp_path: 
 
 
 def test_the_python_client_waits_for_the_end(cli: Cli, client: TestClient, team_key: str) -> None:
-    from cli_driver import AppTransport
+    from support.cli_driver import AppTransport
 
     job_id = _job_with_artifact(client, team_key, b"x")
     api = JsonClient(

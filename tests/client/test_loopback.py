@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import FakeClock, admin_headers
+from support.helpers import FakeClock, admin_headers
 from typer.testing import CliRunner
 
 from scheduler.app import create_app

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_driver import SERVER, AppTransport, Cli
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, bearer
 from pydantic import ValidationError
 from sqlalchemy import update
+from support.cli_driver import SERVER, AppTransport, Cli
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, bearer
 from test_files_and_admin import _job_with_artifact
 
 from scheduler.client import (

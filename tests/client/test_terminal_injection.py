@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from cli_driver import Cli
-from helpers import bearer, burn_in_job
 from rich.console import Console
+from support.cli_driver import Cli
+from support.helpers import bearer, burn_in_job
 
 from scheduler.client import render
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_driver import Cli
 from fastapi.testclient import TestClient
-from helpers import FakeClock, bearer, burn_in_job
-from worker_driver import ProtocolWorker, attempt_report
+from support.cli_driver import Cli
+from support.helpers import FakeClock, bearer, burn_in_job
+from support.worker_driver import ProtocolWorker, attempt_report
 
 
 def _run_soon(client: TestClient, key: str) -> str:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 from safetensors.torch import load
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 
 from scheduler.app import create_app
 from scheduler.demo import wait_until_validated
@@ -20,7 +20,7 @@ from scheduler.settings import Settings
 from worker.training.sample import write_sample_dataset, zip_dataset
 
 pytestmark = pytest.mark.slow
-AGENT = Path(__file__).with_name("agent_process.py")
+AGENT = Path(__file__).resolve().parents[1] / "support" / "agent_process.py"
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -22,14 +22,14 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 
 from scheduler.app import create_app
 from scheduler.energy import accounting
 from scheduler.settings import Settings
 
 pytestmark = pytest.mark.slow
-AGENT = Path(__file__).with_name("agent_process.py")
+AGENT = Path(__file__).resolve().parents[1] / "support" / "agent_process.py"
 REPO = Path(__file__).resolve().parents[2]
 # Agents upload a newer checkpoint at most this often while a job runs (production: 60 s).
 CHECKPOINT_UPLOAD_SECONDS = "0.5"

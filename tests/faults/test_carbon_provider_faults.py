@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FakeClock, bearer
+from support.helpers import FakeClock, bearer
 
 from scheduler.carbon.providers.electricitymaps import ElectricityMapsProvider
 from scheduler.maintenance import run_tick

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import bearer
-from procs import Service
+from support.helpers import bearer
+from support.procs import Service
 
 pytestmark = pytest.mark.slow
 

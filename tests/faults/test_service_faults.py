@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import admin_headers, bearer
-from procs import Service, engine_for, wait_until
 from sqlalchemy import text
+from support.helpers import admin_headers, bearer
+from support.procs import Service, engine_for, wait_until
 
 pytestmark = pytest.mark.slow
 

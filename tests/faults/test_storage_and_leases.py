@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import WORKER_TOKEN, FakeClock, bearer, burn_in_job
 from sqlalchemy import update
+from support.helpers import WORKER_TOKEN, FakeClock, bearer, burn_in_job
 
 from scheduler.artifacts import storage
 from scheduler.db.session import session_scope

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import bearer
-from procs import Service, WorkerAgent, engine_for, events, make_ready, wait_until
+from support.helpers import bearer
+from support.procs import Service, WorkerAgent, engine_for, events, make_ready, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.maintenance import run_tick
 from scheduler.metrics import bucket_counts

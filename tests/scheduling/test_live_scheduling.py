@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer, burn_in_job
+from support.helpers import FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.carbon.providers.base import ProviderUnavailable
 from scheduler.carbon.series import IntensitySeries
@@ -179,7 +179,7 @@ def test_plan_preview_creates_nothing(client: TestClient, team_key: str) -> None
 
 
 def test_estimates_learn_from_measured_jobs(client: TestClient, team_key: str) -> None:
-    from helpers import tiny_dataset_zip
+    from support.helpers import tiny_dataset_zip
 
     from scheduler.db.session import session_scope
     from scheduler.jobs.models import Job

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 from sqlalchemy import select
+from support.helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.app import create_app
 from scheduler.db.session import session_scope

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, bearer, burn_in_job
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, bearer, burn_in_job
 
 from scheduler.settings import Settings
 

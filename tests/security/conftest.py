@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers
-from world import sqlite_settings_in
+from support.helpers import FakeClock, admin_headers
+from support.world import sqlite_settings_in
 
 from scheduler.app import create_app
 from scheduler.settings import Settings

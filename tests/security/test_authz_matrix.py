@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, burn_in_job
-from helpers import tiny_dataset_zip as dataset_zip
-from world import PRINCIPALS, World, build_world, sqlite_settings_in
+from support.helpers import FakeClock, admin_headers, burn_in_job
+from support.helpers import tiny_dataset_zip as dataset_zip
+from support.world import PRINCIPALS, World, build_world, sqlite_settings_in
 
 from scheduler.app import create_app
 from scheduler.settings import Settings

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ADMIN_TOKEN, FakeClock, serve_in_thread
-from world import sqlite_settings_in
+from support.helpers import ADMIN_TOKEN, FakeClock, serve_in_thread
+from support.world import sqlite_settings_in
 
 from scheduler.app import create_app
 from scheduler.request_gate import is_upload_route

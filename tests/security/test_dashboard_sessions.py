@@ -7,8 +7,8 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, admin_headers
 from sqlalchemy import select
+from support.helpers import ADMIN_TOKEN, admin_headers
 
 from scheduler.db.session import session_scope
 from scheduler.web.auth import COOKIE_NAME, LOGIN_CSRF_COOKIE

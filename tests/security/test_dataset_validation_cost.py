@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import soundfile
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer
 from sqlalchemy import update
-from world import sqlite_settings_in
+from support.helpers import FakeClock, admin_headers, bearer
+from support.world import sqlite_settings_in
 
 from scheduler.app import create_app
 from scheduler.datasets import validation
@@ -156,7 +156,7 @@ def test_a_validation_cut_short_is_picked_up_again(client: TestClient, key: str)
 
 
 def test_a_job_is_claimed_only_while_its_dataset_is_ready(client: TestClient, key: str) -> None:
-    from world import make_ready, register_worker
+    from support.world import make_ready, register_worker
 
     dataset_id = upload(client, key, one_wav_many_lines(4)).json()["id"]
     body = {

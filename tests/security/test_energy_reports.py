@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer, burn_in_job
-from world import make_ready, register_worker
+from support.helpers import FakeClock, admin_headers, bearer, burn_in_job
+from support.world import make_ready, register_worker
 
 from scheduler.db.session import session_scope
 from scheduler.deps import Principal

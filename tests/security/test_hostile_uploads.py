@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile
 from fastapi.testclient import TestClient
-from helpers import bearer
-from world import make_ready, register_worker
+from support.helpers import bearer
+from support.world import make_ready, register_worker
 
 from scheduler.settings import Settings
 

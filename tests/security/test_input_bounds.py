@@ -6,7 +6,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import admin_headers, bearer, burn_in_job
+from support.helpers import admin_headers, bearer, burn_in_job
 
 FAR_OFFSET_DEADLINE = "9999-12-31T23:59:59-14:00"
 

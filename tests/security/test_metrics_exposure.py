@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer
-from world import sqlite_settings_in
+from support.helpers import FakeClock, admin_headers, bearer
+from support.world import sqlite_settings_in
 
 from scheduler.app import create_app
 

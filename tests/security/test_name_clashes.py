@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import bearer, tiny_dataset_zip
-from world import make_ready, register_worker
+from support.helpers import bearer, tiny_dataset_zip
+from support.world import make_ready, register_worker
 
 from scheduler.settings import Settings
 

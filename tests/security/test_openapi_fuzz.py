@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, bearer
 from hypothesis import HealthCheck, settings
-from world import build_world
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, bearer
+from support.world import build_world
 
 from scheduler.app import create_app
 from scheduler.settings import Settings

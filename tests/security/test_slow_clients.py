@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
+from support.helpers import ADMIN_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.app import create_app
 from scheduler.request_gate import Admission, header_timeout_protocol

@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer, burn_in_job, serve_in_thread
 from sqlalchemy import select
-from world import sqlite_settings_in
+from support.helpers import FakeClock, admin_headers, bearer, burn_in_job, serve_in_thread
+from support.world import sqlite_settings_in
 
 from scheduler.app import create_app
 from scheduler.db.session import session_scope

@@ -12,8 +12,8 @@ import hashlib
 from typing import Any
 
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer, tiny_dataset_zip
-from world import make_ready, register_worker
+from support.helpers import FakeClock, admin_headers, bearer, tiny_dataset_zip
+from support.world import make_ready, register_worker
 
 
 def _dataset(client: TestClient, key: str) -> str:

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import bearer, burn_in_job, tiny_dataset_zip
-from world import make_ready, register_worker
+from support.helpers import bearer, burn_in_job, tiny_dataset_zip
+from support.world import make_ready, register_worker
 
 from worker.archives import private_attempt_dir, unpack_zip
 from worker.errors import public_error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from helpers import admin_headers, bearer, burn_in_job, serve_in_thread
+from support.helpers import admin_headers, bearer, burn_in_job, serve_in_thread
 
 from scheduler.app import create_app
 from scheduler.settings import Settings

@@ -10,9 +10,9 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
-from helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
+from support.helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.app import create_app
 from scheduler.context import AppContext

@@ -1,17 +1,13 @@
-"""Telemetry tests drive the worker protocol with the fleet helpers of tests/workers and the
-in-process CLI of tests/client."""
+"""Telemetry tests drive the worker protocol with the fleet helpers and the in-process CLI of
+tests/support."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS / "workers"), str(TESTS / "client")]
-
-import pytest  # noqa: E402
-from cli_driver import SERVER, Cli  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import pytest
+from fastapi.testclient import TestClient
+from support.cli_driver import SERVER, Cli
 
 
 @pytest.fixture

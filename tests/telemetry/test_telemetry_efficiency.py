@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, energy_report, make_ready, register
-from helpers import FakeClock, bearer, tiny_dataset_zip
+from support.fleet_helpers import WorkerSession, energy_report, make_ready, register
+from support.helpers import FakeClock, bearer, tiny_dataset_zip
 
 from scheduler.energy.efficiency import efficiency, median_figures, phase_totals
 from scheduler.energy.models import JobAttempt

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FakeClock, bearer
-from telemetry_helpers import beat, gpu, running_job, telemetry
+from support.helpers import FakeClock, bearer
+from support.telemetry_helpers import beat, gpu, running_job, telemetry
 
 from scheduler.telemetry.settings import telemetry_settings
 
@@ -226,7 +226,7 @@ def test_warnings_are_once_per_attempt(client: TestClient, team_key: str, clock:
     assert len(warning_events(client, team_key, job_id)) == 1
     # The next attempt may raise it again.
     worker.job_call(job_id, "release", reason="shutdown")
-    from fleet_helpers import make_ready
+    from support.fleet_helpers import make_ready
 
     make_ready(client.app, job_id)
     assert worker.claim()["attempt"] == 2
@@ -240,7 +240,7 @@ def test_warnings_are_once_per_attempt(client: TestClient, team_key: str, clock:
 def test_a_stored_snapshot_that_is_not_valid_does_not_break_job_reads(
     client: TestClient, team_key: str
 ) -> None:
-    from fleet_helpers import make_ready
+    from support.fleet_helpers import make_ready
 
     job_id, _ = running_job(client, team_key)
     make_ready(client.app, job_id, progress={"step": 3, "telemetry": {"gpus": "garbage"}})

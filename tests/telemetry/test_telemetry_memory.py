@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, make_ready
-from helpers import WORKER_TOKEN, FakeClock, bearer, burn_in_job
-from telemetry_helpers import beat, gpu, running_job, telemetry
+from support.fleet_helpers import WorkerSession, make_ready
+from support.helpers import WORKER_TOKEN, FakeClock, bearer, burn_in_job
+from support.telemetry_helpers import beat, gpu, running_job, telemetry
 
 from scheduler.db.session import session_scope
 from scheduler.jobs.models import Job

@@ -4,9 +4,9 @@ labelled by worker id and GPU index only."""
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from helpers import FakeClock
 from prometheus_client.parser import text_string_to_metric_families
-from telemetry_helpers import beat, gpu, running_job, telemetry
+from support.helpers import FakeClock
+from support.telemetry_helpers import beat, gpu, running_job, telemetry
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -3,10 +3,10 @@ GPU's utilisation, memory and temperature) and the health warnings."""
 
 from __future__ import annotations
 
-from cli_driver import Cli
 from fastapi.testclient import TestClient
-from helpers import FakeClock
-from telemetry_helpers import beat, gpu, running_job, telemetry
+from support.cli_driver import Cli
+from support.helpers import FakeClock
+from support.telemetry_helpers import beat, gpu, running_job, telemetry
 
 from scheduler.client import render
 

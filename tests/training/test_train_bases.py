@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-import upstream_bases
-from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 from sqlalchemy import update
+from support import upstream_bases
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 
 from scheduler.app import create_app
 from scheduler.db.session import session_scope

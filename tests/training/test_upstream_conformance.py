@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from gsv_reference import load_reference
+from support.gsv_reference import load_reference
 from typer.testing import CliRunner
 
 from scheduler.cli import app
@@ -523,7 +523,7 @@ def test_export_refuses_an_adapter_of_another_size(tmp_path: Path) -> None:
 def test_a_missing_reference_fails_under_ci(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import gsv_reference
+    from support import gsv_reference
 
     monkeypatch.setattr(gsv_reference, "_cache", None)
     monkeypatch.setattr(gsv_reference, "CODE", tmp_path / "absent")

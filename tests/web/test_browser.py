@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, serve_in_thread
-from web_seed import (
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, serve_in_thread
+from support.web_seed import (
     Seeded,
     gpu_telemetry,
     heartbeat,

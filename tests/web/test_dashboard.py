@@ -6,8 +6,8 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer
-from web_seed import (
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, FakeClock, admin_headers, bearer
+from support.web_seed import (
     Seeded,
     gpu_telemetry,
     heartbeat,

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_nvml import FakeGpu, FakeNvml
-from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
-from helpers import tiny_dataset_zip
+from support.fake_nvml import FakeGpu, FakeNvml
+from support.fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService
+from support.helpers import tiny_dataset_zip
 
 from worker.agent import Agent, AgentOptions
 from worker.archives import unpack_zip

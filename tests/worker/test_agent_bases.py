@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import torch
-from fake_worker_service import FLEET_TOKEN, FakeService
-from helpers import tiny_dataset_zip
 from safetensors import safe_open
+from support.fake_worker_service import FLEET_TOKEN, FakeService
+from support.helpers import tiny_dataset_zip
 
 from worker.agent import Agent, AgentOptions
 from worker.client import WorkerClient

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeService
-from helpers import tiny_dataset_zip
+from support.fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeService
+from support.helpers import tiny_dataset_zip
 
 from worker.agent import Agent, AgentOptions
 from worker.client import WorkerClient

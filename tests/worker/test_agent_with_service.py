@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import WORKER_TOKEN, admin_headers, bearer, burn_in_job, serve_in_thread
 from sqlalchemy import update
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, burn_in_job, serve_in_thread
 
 from scheduler.app import create_app
 from scheduler.db.session import session_scope

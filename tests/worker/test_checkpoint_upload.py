@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService, Upload
+from support.fake_worker_service import CHECKPOINT, FLEET_TOKEN, FakeJob, FakeService, Upload
 
 from worker.agent import Agent, AgentOptions
 from worker.archives import newest_checkpoint, snapshot_file

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from fake_nvml import FakeGpu, FakeNvml
+from support.fake_nvml import FakeGpu, FakeNvml
 
 from worker.metering.nvml import Nvml
 from worker.telemetry import heartbeat_telemetry

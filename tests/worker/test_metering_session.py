@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fake_nvml import FakeGpu, FakeNvml
+from support.fake_nvml import FakeGpu, FakeNvml
 
 from worker.metering.codecarbon_meter import CodeCarbonMeter
 from worker.metering.nvml import Nvml, NvmlMeter

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_nvml import FakeClock, FakeGpu, FakeNvml
+from support.fake_nvml import FakeClock, FakeGpu, FakeNvml
 
 from worker.metering.nvml import (
     METHOD_COUNTER,

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread, tiny_dataset_zip
 from sqlalchemy import update
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread, tiny_dataset_zip
 
 from scheduler.app import create_app
 from scheduler.db.session import session_scope

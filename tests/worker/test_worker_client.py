@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_worker_service import FLEET_TOKEN, FakeService
+from support.fake_worker_service import FLEET_TOKEN, FakeService
 
 from worker.client import ChecksumMismatch, LeaseLost, ProtocolError, WorkerClient
 

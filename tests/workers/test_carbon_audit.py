@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, energy_report, make_ready, register
-from helpers import FakeClock, bearer, burn_in_job
 from sqlalchemy import select
+from support.fleet_helpers import WorkerSession, energy_report, make_ready, register
+from support.helpers import FakeClock, bearer, burn_in_job
 
 from scheduler.budgets.models import LedgerEntry
 from scheduler.carbon.models import IntensityPoint

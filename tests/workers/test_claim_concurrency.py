@@ -7,8 +7,8 @@ import threading
 from collections import Counter
 
 import httpx
-from fleet_helpers import insert_ready_jobs
-from helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
+from support.fleet_helpers import insert_ready_jobs
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, serve_in_thread
 
 from scheduler.app import create_app
 from scheduler.settings import Settings

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, energy_report, register
-from helpers import FakeClock, bearer, burn_in_job
+from support.fleet_helpers import WorkerSession, energy_report, register
+from support.helpers import FakeClock, bearer, burn_in_job
 
 # About an hour of burn-in on the estimate (sleeps dominate).
 HOUR_JOB = {"config": {"steps": 3590, "size": 8, "step_sleep_s": 1.0}}

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, make_ready
-from helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, tiny_dataset_zip
 from sqlalchemy import select, update
+from support.fleet_helpers import WorkerSession, make_ready
+from support.helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, tiny_dataset_zip
 
 from scheduler.db.session import session_scope
 from scheduler.jobs.models import Job
@@ -199,7 +199,7 @@ def test_energy_report_says_which_features_a_job_trains_on(
 def test_only_a_worker_running_the_continuation_may_fetch_the_earlier_result(
     client: TestClient, team_key: str, clock: FakeClock
 ) -> None:
-    from fleet_helpers import energy_report
+    from support.fleet_helpers import energy_report
 
     dataset = upload_dataset(client, team_key)
     first, second, bystander = (register(client, host, ["v2"]) for host in ("a", "b", "c"))

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, energy_report, make_ready, register
-from helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
+from support.fleet_helpers import WorkerSession, energy_report, make_ready, register
+from support.helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.db.session import session_scope
 from scheduler.jobs import lifecycle

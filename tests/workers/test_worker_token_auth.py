@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from fleet_helpers import register
-from helpers import FakeClock, bearer
 from sqlalchemy import delete, update
+from support.fleet_helpers import register
+from support.helpers import FakeClock, bearer
 
 from scheduler.db.session import session_scope
 from scheduler.known_credentials import KnownCredentials

@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from dataset_zips import build_zip, good_members, wav_bytes
 from fastapi.testclient import TestClient
-from fleet_helpers import register
-from helpers import admin_headers, bearer
+from support.dataset_zips import build_zip, good_members, wav_bytes
+from support.fleet_helpers import register
+from support.helpers import admin_headers, bearer
 
 from scheduler.datasets.validation import DatasetInvalid, Limits, validate_zip
 
@@ -167,8 +167,8 @@ def test_upload_over_the_size_limit_is_413(
 
 def test_claims_skip_jobs_whose_dataset_is_not_ready(client: TestClient, team_key: str) -> None:
     """On both databases: the claim's dataset filter reads the job's JSON dataset id."""
-    from fleet_helpers import make_ready
     from sqlalchemy import update
+    from support.fleet_helpers import make_ready
 
     from scheduler.datasets.models import Dataset
     from scheduler.db.session import session_scope

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer, burn_in_job
+from support.helpers import FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.budgets.periods import period_window
 

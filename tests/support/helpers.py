@@ -1,4 +1,4 @@
-"""Helpers shared by the tests (importable as `helpers`: pytest puts tests/ on sys.path)."""
+"""Helpers shared by the tests (imported as `support.helpers`: pytest puts tests/ on sys.path)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "carbon" / "fixtures"
 
 Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 

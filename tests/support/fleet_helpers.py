@@ -8,12 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from helpers import WORKER_TOKEN, bearer
 from sqlalchemy import update
 
 from scheduler.db.session import session_scope
 from scheduler.jobs.models import Job
 from scheduler.teams.models import Team
+from support.helpers import WORKER_TOKEN, bearer
 
 
 def register(

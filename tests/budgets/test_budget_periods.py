@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, energy_report, make_ready, register
-from helpers import FakeClock, admin_headers, bearer, burn_in_job
+from support.fleet_helpers import WorkerSession, energy_report, make_ready, register
+from support.helpers import FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.budgets import service as budgets
 from scheduler.budgets.models import Budget, LedgerEntry

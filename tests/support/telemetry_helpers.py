@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, make_ready, register
-from helpers import bearer, burn_in_job
+
+from support.fleet_helpers import WorkerSession, make_ready, register
+from support.helpers import bearer, burn_in_job
 
 
 def gpu(rank: int = 0, index: int = 0, **figures: Any) -> dict[str, Any]:

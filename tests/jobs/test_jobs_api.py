@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from helpers import FakeClock, admin_headers, bearer, burn_in_job, tiny_dataset_zip
+from support.helpers import FakeClock, admin_headers, bearer, burn_in_job, tiny_dataset_zip
 
 
 def test_submit_read_and_events(client: TestClient, team_key: str) -> None:
@@ -160,7 +160,7 @@ def test_cancel_waiting_job_and_cancel_twice(client: TestClient, team_key: str) 
 
 
 def test_worker_token_cannot_use_user_endpoints(client: TestClient) -> None:
-    from helpers import WORKER_TOKEN
+    from support.helpers import WORKER_TOKEN
 
     assert client.get("/v1/jobs", headers=bearer(WORKER_TOKEN)).status_code == 403
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, make_ready, register
-from helpers import FakeClock, admin_headers, bearer, burn_in_job
 from sqlalchemy import select, text
+from support.fleet_helpers import WorkerSession, make_ready, register
+from support.helpers import FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.budgets.models import LedgerEntry
 from scheduler.db.session import session_scope

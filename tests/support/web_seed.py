@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from helpers import WORKER_TOKEN, admin_headers, bearer, burn_in_job, tiny_dataset_zip
+
+from support.helpers import WORKER_TOKEN, admin_headers, bearer, burn_in_job, tiny_dataset_zip
 
 Client = TestClient | httpx.Client
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FakeClock, bearer, burn_in_job
+from support.helpers import FakeClock, bearer, burn_in_job
 
 CLOCKS = {
     "month's last hour": datetime(2026, 3, 31, 23, 20, tzinfo=UTC),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from helpers import admin_headers, bearer
+from support.helpers import admin_headers, bearer
 
 
 def test_create_team_shows_key_once_and_key_authenticates(client: TestClient) -> None:

@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, admin_headers, bearer, burn_in_job, tiny_dataset_zip
 from sqlalchemy import update
 
 from scheduler.db.session import session_scope
 from scheduler.jobs.models import Job
 from scheduler.settings import Settings
+from support.helpers import (
+    ADMIN_TOKEN,
+    WORKER_TOKEN,
+    admin_headers,
+    bearer,
+    burn_in_job,
+    tiny_dataset_zip,
+)
 
 
 def sqlite_settings_in(directory: Path, template: Path) -> Settings:

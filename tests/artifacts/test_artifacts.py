@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from fleet_helpers import WorkerSession, make_ready, register
-from helpers import admin_headers, bearer, burn_in_job
+from support.fleet_helpers import WorkerSession, make_ready, register
+from support.helpers import admin_headers, bearer, burn_in_job
 
 from scheduler.artifacts import storage
 from scheduler.artifacts.storage import check_name

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from helpers import WORKER_TOKEN, bearer
+
+from support.helpers import WORKER_TOKEN, bearer
 
 
 def _iso(moment: datetime) -> str:

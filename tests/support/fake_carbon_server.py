@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from carbon_fakes import recorded
+from support.carbon_fakes import recorded
 
 Handler = Callable[[dict[str, str], dict[str, str]], tuple[int, Any]]
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from helpers import ADMIN_TOKEN, WORKER_TOKEN, admin_headers, bearer
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import Engine
+
+from support.helpers import ADMIN_TOKEN, WORKER_TOKEN, admin_headers, bearer
 
 GREENWINDOW = str(Path(sys.executable).with_name("greenwindow"))
 # Short leases and fast ticks, so a lost worker is noticed in seconds. The lease must still
