@@ -54,10 +54,10 @@ def unpack_zip(archive: Path, dest: Path) -> Path:
             if info.filename.lower().endswith(AUDIO_SUFFIXES) and not _is_debris(info.filename)
         }
         for name in sorted(wanted):
-            info = audio.get(name)
-            if info is None:
+            clip = audio.get(name)
+            if clip is None:
                 continue  # the training data check names the missing clip
-            with bundle.open(info) as source, open(dest / name, "xb") as target_file:
+            with bundle.open(clip) as source, open(dest / name, "xb") as target_file:
                 shutil.copyfileobj(source, target_file)
     list_name = PurePosixPath(lists[0].filename.replace("\\", "/")).name
     (dest / list_name).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
@@ -110,7 +110,7 @@ class JobRun:
 
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
@@ -392,7 +392,7 @@ class AttemptRunner:
                 self.client.fail(run.claim, energy=session.stop(), error="cancelled by the user",
                                  retryable=False, cancelled=True)
                 return "cancelled"
-            if status == "succeeded":
+            if status == "succeeded" and result is not None:
                 return self._complete(run, result, session, logs)
             if run.stop_reason in ("pause", "shutdown"):
                 return self._release(run, result, session, uploader)

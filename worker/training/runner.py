@@ -197,7 +197,7 @@ def _run_rank(
     resumed = load_checkpoint(resume_path) if resume_path is not None else None
     completed: dict[str, dict[str, Any]] = {}
     current: dict[str, Any] | None = None
-    if resumed is not None:
+    if resume_path is not None and resumed is not None:
         _check_resumable(resumed["config"], config)
         completed, current = resumed["completed"], resumed["current"]
         if ctx.is_main:
@@ -248,6 +248,9 @@ def _run_rank(
                 seed=config.seed,
                 precision=config.precision,
             )
+            def save_stage(state: dict[str, Any], stage_name: str = name) -> Path:
+                return save(stage_name, state["step"], state)
+
             trainer = Trainer(
                 stage,
                 items,
@@ -255,7 +258,7 @@ def _run_rank(
                 ctx,
                 report=report,
                 stop_requested=stop_requested,
-                save=lambda state, n=name: save(n, state["step"], state),
+                save=save_stage,
                 tensorboard=tensorboard,
             )
             # Separate streams per rank and stage for dropout, noise and window choice.

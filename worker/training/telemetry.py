@@ -18,7 +18,8 @@ class GpuProbe:
     def __init__(self, device: torch.device, nvml: Any | None = None) -> None:
         self.device = device
         self.handle = None
-        self.nvml = nvml
+        # The pynvml module (or a stand-in with its functions): untyped.
+        self.nvml: Any = nvml
         if device.type != "cuda":
             return
         try:

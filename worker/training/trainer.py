@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -232,7 +232,9 @@ class Trainer:
             last = index == len(chunks) - 1
             with self._no_sync(not last), self.amp.autocast():
                 out = self.stage.forward(batch, self.wrapped)
-            objective = sum(loss.float() for loss in out.optimised.values()) * weight
+            # sum() starts from the int 0, so its type is Tensor | int; the losses are tensors.
+            objective = cast(torch.Tensor, sum(loss.float() for loss in out.optimised.values()))
+            objective = objective * weight
             if not self.ctx.all_true(bool(torch.isfinite(objective))):
                 self._skip(f"non-finite loss at step {self.step + 1}: step skipped")
                 return None
