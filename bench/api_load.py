@@ -400,9 +400,7 @@ def main() -> None:
                     ("greenwindow", service_url, key),
                     ("floor", floor_url, None),
                 ):
-                    figures = asyncio.run(
-                        submit_load(url, auth, args.requests, args.concurrency)
-                    )
+                    figures = asyncio.run(submit_load(url, auth, args.requests, args.concurrency))
                     rows.append((f"{label} (round {round_ + 1})", figures))
                     print(f"  {rows[-1][0]}: {figures}", flush=True)
             # Claim cycle: a fresh batch of ready jobs.

@@ -25,8 +25,13 @@ from scheduler.datasets import validation
 
 def silent_wav(seconds: float) -> bytes:
     buffer = io.BytesIO()
-    soundfile.write(buffer, np.zeros(int(16_000 * seconds), dtype=np.int16), 16_000,
-                    format="WAV", subtype="PCM_16")
+    soundfile.write(
+        buffer,
+        np.zeros(int(16_000 * seconds), dtype=np.int16),
+        16_000,
+        format="WAV",
+        subtype="PCM_16",
+    )
     return buffer.getvalue()
 
 
@@ -68,16 +73,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=8_000)
     parser.add_argument("--wav-seconds", type=float, default=30.0)
-    parser.add_argument("--distinct", type=int, default=200,
-                        help="distinct wavs in the second zip (bounded by its size)")
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=200,
+        help="distinct wavs in the second zip (bounded by its size)",
+    )
     args = parser.parse_args()
     print(f"{'zip':<28} {'size':>10} {'structure s':>12} {'audio s':>9} {'decodes':>8}")
     with tempfile.TemporaryDirectory() as work:
         for label, distinct in (("one wav, every line", 1), ("distinct wavs", args.distinct)):
             path = build(Path(work) / f"{distinct}.zip", args.lines, distinct, args.wav_seconds)
             structure_s, audio_s, decodes = measure(path)
-            print(f"{label:<28} {path.stat().st_size:>10} {structure_s:>12.3f} "
-                  f"{audio_s:>9.3f} {decodes:>8}")
+            print(
+                f"{label:<28} {path.stat().st_size:>10} {structure_s:>12.3f} "
+                f"{audio_s:>9.3f} {decodes:>8}"
+            )
 
 
 if __name__ == "__main__":

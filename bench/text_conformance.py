@@ -82,8 +82,10 @@ def other(language: str, module: str, sentences: tuple[str, ...], g2p) -> None: 
     """A language whose upstream module may not run offline: compare, or say why not."""
     try:
         upstream = __import__(f"text.{module}", fromlist=[module])
-        pairs = [(s, g2p(s, language).phones, upstream.g2p(upstream.text_normalize(s)))
-                 for s in sentences]
+        pairs = [
+            (s, g2p(s, language).phones, upstream.g2p(upstream.text_normalize(s)))
+            for s in sentences
+        ]
     except Exception as exc:  # noqa: BLE001 - the reason is the result here
         print(f"{language}: upstream text.{module} cannot run here: {type(exc).__name__}: {exc}")
         return

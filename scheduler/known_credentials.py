@@ -27,9 +27,7 @@ MAX_ENTRIES = 10_000
 class KnownCredentials:
     """Digests of recently validated tokens, oldest first, bounded in count and age."""
 
-    def __init__(
-        self, ttl_seconds: float = TTL_SECONDS, max_entries: int = MAX_ENTRIES
-    ) -> None:
+    def __init__(self, ttl_seconds: float = TTL_SECONDS, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._seen: OrderedDict[bytes, float] = OrderedDict()

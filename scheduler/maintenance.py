@@ -202,9 +202,7 @@ def resume_dataset_validation(context: AppContext | Any) -> int:
     context = AppContext.of(context)
     factory, settings = context.session_factory, context.settings
     with session_scope(factory) as session:
-        stale = datasets.stale_validations(
-            session, before=context.now() - STALE_VALIDATION_AGE
-        )
+        stale = datasets.stale_validations(session, before=context.now() - STALE_VALIDATION_AGE)
     return sum(datasets.validate_audio(factory, settings, d) is not None for d in stale)
 
 

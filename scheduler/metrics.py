@@ -94,9 +94,7 @@ def queue_wait(session: Session, now: datetime) -> Iterator[Metric]:
 def planned_saving(session: Session, _: datetime) -> Iterator[Metric]:
     """greenwindow_planned_saving_kg_co2e: run-now minus planned emissions of waiting jobs."""
     rows = session.execute(
-        select(Job.run_now_kg_co2e, Job.estimated_kg_co2e).where(
-            Job.state.in_(WAITING)
-        )
+        select(Job.run_now_kg_co2e, Job.estimated_kg_co2e).where(Job.state.in_(WAITING))
     ).all()
     saving = sum(max(run_now - planned, 0.0) for run_now, planned in rows)
     yield GaugeMetricFamily(

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export GREENWINDOW_TEST_POSTGRES_URL="${GREENWINDOW_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 # Type check (configured in pyproject.toml; incremental, cached in .mypy_cache).
 .venv/bin/mypy
 # Tests that restart the shared PostgreSQL server run alone afterwards, so they cannot break

@@ -107,8 +107,9 @@ class Agent:
         """Register, then claim and run jobs until shutdown or ``max_jobs``."""
         if not self._register_when_reachable():
             return
-        beat = threading.Thread(target=self._worker_heartbeats, name="worker-heartbeat",
-                                daemon=True)
+        beat = threading.Thread(
+            target=self._worker_heartbeats, name="worker-heartbeat", daemon=True
+        )
         beat.start()
         try:
             while not self._shutdown.is_set():
@@ -190,8 +191,13 @@ class Agent:
             sample_seconds=self.options.sample_seconds,
         )
         session.start()
-        runner = AttemptRunner(self.client, self.options, shutdown=self._shutdown,
-                               heartbeat_seconds=self.heartbeat_seconds, nvml=self._nvml)
+        runner = AttemptRunner(
+            self.client,
+            self.options,
+            shutdown=self._shutdown,
+            heartbeat_seconds=self.heartbeat_seconds,
+            nvml=self._nvml,
+        )
         try:
             return runner.run(run, job_dir, job_gpus, session)
         finally:

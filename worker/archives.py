@@ -42,8 +42,11 @@ def unpack_zip(archive: Path, dest: Path) -> Path:
             target = (dest / info.filename).resolve()
             if target != root and root not in target.parents:
                 raise ValueError(f"dataset archive member escapes the target: {info.filename!r}")
-        lists = [info for info in members
-                 if info.filename.lower().endswith(".list") and not _is_debris(info.filename)]
+        lists = [
+            info
+            for info in members
+            if info.filename.lower().endswith(".list") and not _is_debris(info.filename)
+        ]
         if len(lists) != 1:
             raise ValueError(f"dataset archive needs exactly one .list file, found {len(lists)}")
         text = bundle.read(lists[0]).decode("utf-8-sig")

@@ -109,7 +109,6 @@ class JobRun:
             del self.pending_events[:count]
 
 
-
 def _finite(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and math.isfinite(value)
 
@@ -117,9 +116,15 @@ def _finite(value: Any) -> TypeGuard[int | float]:
 class AttemptRunner:
     """Runs one claimed attempt to its end and reports the outcome to the service."""
 
-    def __init__(self, client: WorkerClient, options: AgentOptions, *,
-                 shutdown: threading.Event, heartbeat_seconds: float,
-                 nvml: Nvml | None = None) -> None:
+    def __init__(
+        self,
+        client: WorkerClient,
+        options: AgentOptions,
+        *,
+        shutdown: threading.Event,
+        heartbeat_seconds: float,
+        nvml: Nvml | None = None,
+    ) -> None:
         self.client = client
         self._nvml = nvml
         self._job_gpus: list[tuple[GpuInfo, Any]] = []
@@ -128,8 +133,13 @@ class AttemptRunner:
         self._shutdown = shutdown
         self.heartbeat_seconds = heartbeat_seconds
 
-    def run(self, run: JobRun, job_dir: Path, job_gpus: list[tuple[GpuInfo, Any]],
-            session: MeteringSession) -> str:
+    def run(
+        self,
+        run: JobRun,
+        job_dir: Path,
+        job_gpus: list[tuple[GpuInfo, Any]],
+        session: MeteringSession,
+    ) -> str:
         claim = run.claim
         self._job_gpus = list(job_gpus)
         self._session = session
@@ -165,8 +175,9 @@ class AttemptRunner:
         try:
             child.start()
         except Exception as exc:
-            return self._report_failure(run, session, f"could not start the job process: {exc}",
-                                        retryable=True)
+            return self._report_failure(
+                run, session, f"could not start the job process: {exc}", retryable=True
+            )
         if child.process.pid is not None:
             session.track_process(child.process.pid)
         uploader.start()
@@ -205,22 +216,26 @@ class AttemptRunner:
         archive = job_dir / "prepared.tar"
         target = run.run_dir / PREPARED_DIR
         try:
-            self.client.download_artifact(run.claim.job_id, PREPARED_ARTIFACT, archive,
-                                          expected_sha256=prepared.get("sha256"))
+            self.client.download_artifact(
+                run.claim.job_id, PREPARED_ARTIFACT, archive, expected_sha256=prepared.get("sha256")
+            )
             unpack_tar(archive, run.run_dir)
         except (ChecksumMismatch, tarfile.TarError, OSError, ProtocolError) as exc:
             if isinstance(exc, ProtocolError) and exc.status_code != 404:
                 raise
             shutil.rmtree(target, ignore_errors=True)
-            run.add_event("prepared_rejected",
-                          f"prepared dataset refused, preparing again: {public_error(str(exc))}")
+            run.add_event(
+                "prepared_rejected",
+                f"prepared dataset refused, preparing again: {public_error(str(exc))}",
+            )
             log.warning("prepared dataset refused for job %s: %s", run.claim.job_id, exc)
             return
         finally:
             archive.unlink(missing_ok=True)
         run.prepared_restored = True
-        run.add_event("prepared_reused",
-                      f"reused the prepared dataset of attempt {prepared.get('attempt')}")
+        run.add_event(
+            "prepared_reused", f"reused the prepared dataset of attempt {prepared.get('attempt')}"
+        )
 
     def _fetch_continued(self, run: JobRun, job_dir: Path) -> None:
         """For `config.base: job:<id>`, download that job's adapters (one per stage)."""
@@ -248,17 +263,19 @@ class AttemptRunner:
             shutil.rmtree(run.run_dir, ignore_errors=True)
             run.run_dir.mkdir(parents=True)
             # The team reads job events: the reason without this host's paths.
-            run.add_event("checkpoint_rejected",
-                          f"checkpoint {name} refused, restarting from scratch: "
-                          f"{public_error(str(exc))}")
+            run.add_event(
+                "checkpoint_rejected",
+                f"checkpoint {name} refused, restarting from scratch: {public_error(str(exc))}",
+            )
             log.warning("checkpoint refused for job %s: %s", run.claim.job_id, exc)
             return
         finally:
             archive.unlink(missing_ok=True)
         run.add_event("resumed", f"restored checkpoint {name}")
 
-    def _supervise(self, run: JobRun, child: ChildJob, session: MeteringSession,
-                   uploader: CheckpointUploader) -> None:
+    def _supervise(
+        self, run: JobRun, child: ChildJob, session: MeteringSession, uploader: CheckpointUploader
+    ) -> None:
         next_beat = time.monotonic()
         kill_at: float | None = None
         while True:
@@ -279,9 +296,11 @@ class AttemptRunner:
                 self._job_heartbeat(run, child, session)
                 next_beat = time.monotonic() + self.heartbeat_seconds
                 if run.stop_reason is not None and kill_at is None:
-                    grace = (self.options.lease_lost_grace_seconds
-                             if run.stop_reason == "lease_lost"
-                             else self.options.stop_grace_seconds)
+                    grace = (
+                        self.options.lease_lost_grace_seconds
+                        if run.stop_reason == "lease_lost"
+                        else self.options.stop_grace_seconds
+                    )
                     kill_at = time.monotonic() + grace
             if kill_at is not None and time.monotonic() >= kill_at:
                 log.warning("job %s did not stop in time; killing it", run.claim.job_id)
@@ -366,8 +385,13 @@ class AttemptRunner:
         run.stop_reason = "lease_lost"
         child.request_stop("stop")
 
-    def _finish(self, run: JobRun, exitcode: int | None, session: MeteringSession,
-                uploader: CheckpointUploader) -> str:
+    def _finish(
+        self,
+        run: JobRun,
+        exitcode: int | None,
+        session: MeteringSession,
+        uploader: CheckpointUploader,
+    ) -> str:
         if run.stop_reason == "lease_lost":
             # The job has a new owner: write no outcome, but the energy used is still charged.
             self._send_orphan_energy(run, session)
@@ -380,8 +404,13 @@ class AttemptRunner:
         finally:
             keeper.stop()
 
-    def _report_outcome(self, run: JobRun, exitcode: int | None,
-                        session: MeteringSession, uploader: CheckpointUploader) -> str:
+    def _report_outcome(
+        self,
+        run: JobRun,
+        exitcode: int | None,
+        session: MeteringSession,
+        uploader: CheckpointUploader,
+    ) -> str:
         result = run.result
         status = result.get("status") if result else None
         try:
@@ -389,15 +418,21 @@ class AttemptRunner:
             logs = self._upload_tensorboard(run)
             uploader.upload_prepared()
             if run.stop_reason == "cancel":
-                self.client.fail(run.claim, energy=session.stop(), error="cancelled by the user",
-                                 retryable=False, cancelled=True)
+                self.client.fail(
+                    run.claim,
+                    energy=session.stop(),
+                    error="cancelled by the user",
+                    retryable=False,
+                    cancelled=True,
+                )
                 return "cancelled"
             if status == "succeeded" and result is not None:
                 return self._complete(run, result, session, logs)
             if run.stop_reason in ("pause", "shutdown"):
                 return self._release(run, result, session, uploader)
             reason = run.error or (
-                f"job stopped with status {status!r}" if result
+                f"job stopped with status {status!r}"
+                if result
                 else f"job process exited with code {exitcode} without a result"
             )
             # The retry resumes from the newest checkpoint the crashed run left, not an older one.
@@ -408,21 +443,31 @@ class AttemptRunner:
             self._send_orphan_energy(run, session)
             return "lease_lost"
 
-    def _complete(self, run: JobRun, result: dict[str, Any], session: MeteringSession,
-                  logs: list[str]) -> str:
+    def _complete(
+        self, run: JobRun, result: dict[str, Any], session: MeteringSession, logs: list[str]
+    ) -> str:
         uploaded = self._upload_outputs(run, result)
         uploaded += self._upload_checkpoint(run, result)
         uploaded += logs
-        self.client.complete(run.claim, energy=session.stop(), result={
-            "steps": result.get("steps"),
-            "metrics": result.get("metrics", {}),
-            "artifacts": uploaded,
-            "events": run.events,
-        })
+        self.client.complete(
+            run.claim,
+            energy=session.stop(),
+            result={
+                "steps": result.get("steps"),
+                "metrics": result.get("metrics", {}),
+                "artifacts": uploaded,
+                "events": run.events,
+            },
+        )
         return "completed"
 
-    def _release(self, run: JobRun, result: dict[str, Any] | None,
-                 session: MeteringSession, uploader: CheckpointUploader) -> str:
+    def _release(
+        self,
+        run: JobRun,
+        result: dict[str, Any] | None,
+        session: MeteringSession,
+        uploader: CheckpointUploader,
+    ) -> str:
         reason = "paused" if run.stop_reason == "pause" else "shutdown"
         if result and result.get("checkpoint"):
             self._upload_checkpoint(run, result)
@@ -431,13 +476,15 @@ class AttemptRunner:
         self.client.release(run.claim, energy=session.stop(), reason=reason)
         return f"released:{reason}"
 
-    def _report_failure(self, run: JobRun, session: MeteringSession, error: str, *,
-                        retryable: bool) -> str:
+    def _report_failure(
+        self, run: JobRun, session: MeteringSession, error: str, *, retryable: bool
+    ) -> str:
         # The whole story (traceback, paths) stays in this host's log; the team sees one line.
         log.error("job %s attempt %s failed: %s", run.claim.job_id, run.claim.attempt, error)
         try:
-            self.client.fail(run.claim, energy=session.stop(), error=public_error(error),
-                             retryable=retryable)
+            self.client.fail(
+                run.claim, energy=session.stop(), error=public_error(error), retryable=retryable
+            )
         except LeaseLost:
             self._send_orphan_energy(run, session)
             return "lease_lost"
@@ -448,8 +495,9 @@ class AttemptRunner:
         try:
             self.client.orphan_energy(run.claim, energy=session.stop())
         except Exception as exc:  # noqa: BLE001 - the job is gone either way
-            log.warning("energy of job %s after the lease was lost not kept: %s",
-                        run.claim.job_id, exc)
+            log.warning(
+                "energy of job %s after the lease was lost not kept: %s", run.claim.job_id, exc
+            )
 
     def _upload_outputs(self, run: JobRun, result: dict[str, Any]) -> list[str]:
         names = []
@@ -466,8 +514,9 @@ class AttemptRunner:
         checkpoint = result.get("checkpoint")
         if not checkpoint or not Path(checkpoint).exists():
             return []
-        archive = pack_tar([Path(checkpoint)], run.run_dir,
-                           run.run_dir.parent / CHECKPOINT_ARTIFACT)
+        archive = pack_tar(
+            [Path(checkpoint)], run.run_dir, run.run_dir.parent / CHECKPOINT_ARTIFACT
+        )
         return [self._upload(run, CHECKPOINT_ARTIFACT, archive)]
 
     def _upload_tensorboard(self, run: JobRun) -> list[str]:

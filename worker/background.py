@@ -30,8 +30,9 @@ log = logging.getLogger("greenwindow.worker")
 class LeaseKeeper:
     """Keeps renewing a job's lease while no child runs (input download, artifact upload)."""
 
-    def __init__(self, client: WorkerClient, run: JobRun, session: MeteringSession,
-                 every_seconds: float) -> None:
+    def __init__(
+        self, client: WorkerClient, run: JobRun, session: MeteringSession, every_seconds: float
+    ) -> None:
         self._client = client
         self._run = run
         self._session = session
@@ -52,9 +53,12 @@ class LeaseKeeper:
         while not self._done.wait(self._every):
             try:
                 self._client.job_heartbeat(
-                    self._run.claim, progress=self._run.progress,
-                    energy={"kwh_so_far": self._session.kwh_so_far(),
-                            "watts": self._session.watts_now()},
+                    self._run.claim,
+                    progress=self._run.progress,
+                    energy={
+                        "kwh_so_far": self._session.kwh_so_far(),
+                        "watts": self._session.watts_now(),
+                    },
                 )
             except LeaseLost:
                 return  # the next fenced call reports it
@@ -87,8 +91,7 @@ class CheckpointUploader:
         self._done = threading.Event()
         self.lease_lost = threading.Event()
         self.uploads = 0
-        self._thread = threading.Thread(target=self._loop, name="checkpoint-upload",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="checkpoint-upload", daemon=True)
 
     def start(self) -> None:
         """Start watching for new checkpoints."""
@@ -118,8 +121,7 @@ class CheckpointUploader:
         """
         with self._lock:
             run = self._run
-            if (self._prepared_done or run.prepared_restored
-                    or not run.training_started.is_set()):
+            if self._prepared_done or run.prepared_restored or not run.training_started.is_set():
                 return False
             self._prepared_done = True  # one try per attempt, whatever happens
             source = run.run_dir / PREPARED_DIR
@@ -156,8 +158,7 @@ class CheckpointUploader:
                 self.lease_lost.set()
                 return
             except Exception as exc:  # e.g. service disk full: try again after the interval
-                log.warning("checkpoint upload for job %s failed: %s",
-                            self._run.claim.job_id, exc)
+                log.warning("checkpoint upload for job %s failed: %s", self._run.claim.job_id, exc)
 
     def _upload_if_newer(self) -> bool:
         with self._lock:
@@ -182,7 +183,9 @@ class CheckpointUploader:
                 self._archive.unlink(missing_ok=True)
             self._uploaded = identity
             self.uploads += 1
-        self._run.add_event("checkpoint_uploaded",
-                            f"uploaded {CHECKPOINT_DIR}/{newest.name} as {CHECKPOINT_ARTIFACT}")
+        self._run.add_event(
+            "checkpoint_uploaded",
+            f"uploaded {CHECKPOINT_DIR}/{newest.name} as {CHECKPOINT_ARTIFACT}",
+        )
         log.info("job %s: uploaded checkpoint %s", self._run.claim.job_id, newest.name)
         return True

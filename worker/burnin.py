@@ -101,14 +101,16 @@ def run_burnin(
         if step % config.checkpoint_every == 0:
             _save(ckpt, step, state)
         elapsed = time.monotonic() - started
-        report({
-            "type": "progress",
-            "stage": "burn-in",
-            "step": step,
-            "total_steps": config.steps,
-            "loss": float(state.abs().mean()),
-            "steps_per_s": (step - first_step) / elapsed if elapsed > 0 else None,
-        })
+        report(
+            {
+                "type": "progress",
+                "stage": "burn-in",
+                "step": step,
+                "total_steps": config.steps,
+                "loss": float(state.abs().mean()),
+                "steps_per_s": (step - first_step) / elapsed if elapsed > 0 else None,
+            }
+        )
         if config.step_sleep_s:
             time.sleep(config.step_sleep_s)
     _save(ckpt, step, state)

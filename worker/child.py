@@ -61,8 +61,10 @@ def run_workload(
         from worker.burnin import BurninConfig, run_burnin
 
         result: Any = run_burnin(
-            BurninConfig.model_validate(spec.config), work_dir,
-            report=report, stop_requested=stop_requested,
+            BurninConfig.model_validate(spec.config),
+            work_dir,
+            report=report,
+            stop_requested=stop_requested,
         )
     elif spec.kind == KIND_FINETUNE:
         # Imported here: torch and the model code load only in the child.
@@ -72,8 +74,12 @@ def run_workload(
         if spec.dataset_dir is None:
             raise ValueError("gpt-sovits-finetune needs a dataset")
         result = run_finetune(
-            FinetuneConfig.model_validate(spec.config), Path(spec.dataset_dir), work_dir,
-            gpus=spec.gpus, report=report, stop_requested=stop_requested,
+            FinetuneConfig.model_validate(spec.config),
+            Path(spec.dataset_dir),
+            work_dir,
+            gpus=spec.gpus,
+            report=report,
+            stop_requested=stop_requested,
             models_dir=Path(spec.models_dir) if spec.models_dir else None,
             base=spec.base,
             continued_from={k: Path(v) for k, v in (spec.continued_from or {}).items()},
@@ -102,13 +108,15 @@ def _plain(metrics: Any) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         return {}
     return {
-        str(key): value for key, value in metrics.items()
+        str(key): value
+        for key, value in metrics.items()
         if isinstance(value, (int, float, str, bool, type(None)))
     }
 
 
-def _throttled(send: Callable[[dict[str, Any]], None],
-               every_seconds: float = PROGRESS_EVERY_SECONDS) -> Callable[[dict[str, Any]], None]:
+def _throttled(
+    send: Callable[[dict[str, Any]], None], every_seconds: float = PROGRESS_EVERY_SECONDS
+) -> Callable[[dict[str, Any]], None]:
     """Forward every event but at most one progress message per ``every_seconds``."""
     last = [float("-inf")]
 
@@ -201,8 +209,11 @@ class ChildJob:
         """Messages received so far; waits up to ``wait_seconds`` for the first one."""
         received: list[dict[str, Any]] = []
         try:
-            received.append(self._messages.get(timeout=wait_seconds) if wait_seconds > 0
-                            else self._messages.get_nowait())
+            received.append(
+                self._messages.get(timeout=wait_seconds)
+                if wait_seconds > 0
+                else self._messages.get_nowait()
+            )
             while True:
                 received.append(self._messages.get_nowait())
         except queue.Empty:

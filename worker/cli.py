@@ -102,9 +102,16 @@ def run_agent(
     settings.update(options or {})
     agent = Agent(
         client,
-        AgentOptions(work_dir=Path(work_dir), zone=zone, cpu_only=cpu_only,
-                     poll_seconds=poll_seconds, max_jobs=max_jobs, models_dir=models_dir,
-                     bases=bases, **settings),
+        AgentOptions(
+            work_dir=Path(work_dir),
+            zone=zone,
+            cpu_only=cpu_only,
+            poll_seconds=poll_seconds,
+            max_jobs=max_jobs,
+            models_dir=models_dir,
+            bases=bases,
+            **settings,
+        ),
         nvml=nvml,
         gpus=worker_gpus,
     )

@@ -156,12 +156,18 @@ class WorkerClient:
             attempt += 1
 
     def _json_call(
-        self, method: str, url: str, body: dict[str, Any] | None, *, idempotent: bool,
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        *,
+        idempotent: bool,
         token: str | None = None,
     ) -> httpx.Response:
         response = self._send(
-            lambda: self._http.build_request(method, url, json=body,
-                                             headers=self._headers(token=token)),
+            lambda: self._http.build_request(
+                method, url, json=body, headers=self._headers(token=token)
+            ),
             idempotent=idempotent,
         )
         self._check(response, url)
@@ -185,14 +191,27 @@ class WorkerClient:
         return f"/v1/workers/{self.worker_id}{suffix}"
 
     def register(
-        self, *, host: str, zone: str | None, gpus: list[dict[str, Any]], cpu_only: bool,
-        version: str, bases: list[str] | None = None,
+        self,
+        *,
+        host: str,
+        zone: str | None,
+        gpus: list[dict[str, Any]],
+        cpu_only: bool,
+        version: str,
+        bases: list[str] | None = None,
     ) -> Registration:
         """Register with the fleet token; later calls use the returned worker token."""
-        body = {"host": host, "zone": zone, "gpus": gpus, "cpu_only": cpu_only,
-                "version": version, "bases": bases or ["none"]}
-        data = self._json_call("POST", "/v1/workers/register", body, idempotent=False,
-                               token=self._fleet_token).json()
+        body = {
+            "host": host,
+            "zone": zone,
+            "gpus": gpus,
+            "cpu_only": cpu_only,
+            "version": version,
+            "bases": bases or ["none"],
+        }
+        data = self._json_call(
+            "POST", "/v1/workers/register", body, idempotent=False, token=self._fleet_token
+        ).json()
         registration = Registration(
             worker_id=str(data["worker_id"]),
             token=data["token"],
@@ -205,8 +224,9 @@ class WorkerClient:
 
     def heartbeat(self, gpu_watts: list[dict[str, Any]]) -> None:
         """Worker liveness, with the current power per GPU."""
-        self._json_call("POST", self._worker_url("/heartbeat"), {"gpu_watts": gpu_watts},
-                        idempotent=True)
+        self._json_call(
+            "POST", self._worker_url("/heartbeat"), {"gpu_watts": gpu_watts}, idempotent=True
+        )
 
     def claim(self) -> Claim | None:
         """Ask for a job; None when nothing fits."""
@@ -216,13 +236,19 @@ class WorkerClient:
         return Claim.from_json(response.json())
 
     def job_heartbeat(
-        self, claim: Claim, *, progress: dict[str, Any], energy: dict[str, Any],
+        self,
+        claim: Claim,
+        *,
+        progress: dict[str, Any],
+        energy: dict[str, Any],
         events: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Renew the lease; returns the service's answer with its ``action``."""
         body: dict[str, Any] = {
-            "attempt": claim.attempt, "lease_token": claim.lease_token,
-            "progress": progress, "energy": energy,
+            "attempt": claim.attempt,
+            "lease_token": claim.lease_token,
+            "progress": progress,
+            "energy": energy,
         }
         if events:
             body["events"] = events
@@ -239,12 +265,20 @@ class WorkerClient:
         self._finish(claim, "complete", {"energy": energy, "result": result})
 
     def fail(
-        self, claim: Claim, *, energy: dict[str, Any], error: str, retryable: bool,
+        self,
+        claim: Claim,
+        *,
+        energy: dict[str, Any],
+        error: str,
+        retryable: bool,
         cancelled: bool = False,
     ) -> None:
         """Report failure (or a completed cancellation)."""
-        self._finish(claim, "fail", {"energy": energy, "error": error,
-                                     "retryable": retryable, "cancelled": cancelled})
+        self._finish(
+            claim,
+            "fail",
+            {"energy": energy, "error": error, "retryable": retryable, "cancelled": cancelled},
+        )
 
     def release(self, claim: Claim, *, energy: dict[str, Any], reason: str) -> None:
         """Give the job back (``paused`` or ``shutdown``); it resumes from its checkpoint."""
@@ -258,16 +292,19 @@ class WorkerClient:
         """Stream a file to the job's artifacts; the service verifies its SHA-256."""
         sha256 = file_sha256(path)
         url = f"/v1/jobs/{claim.job_id}/artifacts/{name}"
-        headers = self._headers({
-            "X-Attempt": str(claim.attempt),
-            "X-Lease-Token": claim.lease_token,
-            "X-Content-SHA256": sha256,
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(path.stat().st_size),
-        })
+        headers = self._headers(
+            {
+                "X-Attempt": str(claim.attempt),
+                "X-Lease-Token": claim.lease_token,
+                "X-Content-SHA256": sha256,
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(path.stat().st_size),
+            }
+        )
         response = self._send(
-            lambda: self._http.build_request("PUT", url, content=_stream_file(path),
-                                             headers=headers),
+            lambda: self._http.build_request(
+                "PUT", url, content=_stream_file(path), headers=headers
+            ),
             idempotent=True,
         )
         self._check(response, url)
@@ -278,8 +315,7 @@ class WorkerClient:
 
     def list_artifacts(self, job_id: str) -> list[dict[str, Any]]:
         """The job's artifacts."""
-        return self._json_call("GET", f"/v1/jobs/{job_id}/artifacts", None,
-                               idempotent=True).json()
+        return self._json_call("GET", f"/v1/jobs/{job_id}/artifacts", None, idempotent=True).json()
 
     def download_artifact(
         self, job_id: str, name: str, dest: Path, *, expected_sha256: str | None = None
@@ -316,7 +352,8 @@ class WorkerClient:
     def _download_once(self, url: str, partial: Path) -> Any:
         response = self._send(
             lambda: self._http.build_request("GET", url, headers=self._headers()),
-            idempotent=True, stream=True,
+            idempotent=True,
+            stream=True,
         )
         try:
             self._check(response, url)

@@ -42,12 +42,8 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
     )
-    op.create_index(
-        "ix_webhook_deliveries_due", "webhook_deliveries", ["state", "next_attempt_at"]
-    )
-    op.create_index(
-        op.f("ix_webhook_deliveries_team_id"), "webhook_deliveries", ["team_id"]
-    )
+    op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["state", "next_attempt_at"])
+    op.create_index(op.f("ix_webhook_deliveries_team_id"), "webhook_deliveries", ["team_id"])
     with op.batch_alter_table("teams") as batch:
         batch.add_column(sa.Column("webhook_secret", sa.String(length=128), nullable=True))
     # Datasets stored before this revision were validated in full at upload: ready.
@@ -55,9 +51,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("state", sa.String(length=16), server_default="ready", nullable=False)
         )
-        batch.add_column(
-            sa.Column("state_reason", sa.Text(), server_default="", nullable=False)
-        )
+        batch.add_column(sa.Column("state_reason", sa.Text(), server_default="", nullable=False))
 
 
 def downgrade() -> None:

@@ -86,9 +86,7 @@ async def upload_artifact(
     token = bearer_token(request)
     # Checked before the body is read, so a stale worker does not upload gigabytes for nothing;
     # no transaction stays open during the upload.
-    await run_in_threadpool(
-        _check_lease, context, token, job_id, name, x_attempt, x_lease_token
-    )
+    await run_in_threadpool(_check_lease, context, token, job_id, name, x_attempt, x_lease_token)
     directory = service.job_directory(settings, job_id)
     upload = await storage.receive_to_temp(
         request.stream(), directory, max_bytes=settings.max_upload_bytes
@@ -122,9 +120,7 @@ async def upload_artifact(
                 now=context.now(),
             )
             if tensorboard.is_part(name):
-                service.rebuild_tensorboard(
-                    session, settings, job_id, now=context.now()
-                )
+                service.rebuild_tensorboard(session, settings, job_id, now=context.now())
 
     await run_in_threadpool(keep)
     return ArtifactStored(name=name, size=upload.size, sha256=upload.sha256)

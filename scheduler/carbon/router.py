@@ -99,9 +99,7 @@ def preview_plan(
     """Where a job would be planned now, its expected kg CO2e and the saving; nothing is saved."""
     if principal.team is None:
         raise InvalidInput("previews use a team's key (its datasets)", field="Authorization")
-    job, _, _ = draft(
-        session, team=principal.team, spec=body, now=now, scheduling=scheduling
-    )
+    job, _, _ = draft(session, team=principal.team, spec=body, now=now, scheduling=scheduling)
     saving = job.run_now_kg_co2e - job.estimated_kg_co2e
     # Validated from a dict: the planned intervals are stored as ISO strings.
     return PlanPreview.model_validate(

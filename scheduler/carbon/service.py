@@ -442,8 +442,14 @@ def _fill_from_trace(
             continue
         index = int((slot - series.start) / timedelta(minutes=series.step_minutes))
         slots[slot] = PricedSlot(
-            slot, step, float(series.values[index]), labels[index], series.source,
-            series.signal_type, basis, None,
+            slot,
+            step,
+            float(series.values[index]),
+            labels[index],
+            series.source,
+            series.signal_type,
+            basis,
+            None,
         )
     notes.append(f"bundled trace {series.source} replayed onto these dates")
 

@@ -102,7 +102,9 @@ _in_progress_lock = threading.Lock()
 
 
 def validate_audio(
-    factory: sessionmaker[Session], settings: Settings, dataset_id: str,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    dataset_id: str,
     limits: Limits | None = None,
 ) -> str | None:
     """Decode a `validating` dataset's audio with no transaction open, then mark it `ready`
@@ -148,9 +150,11 @@ def validate_audio(
 def stale_validations(session: Session, *, before: datetime) -> list[str]:
     """Datasets still `validating` that were uploaded before ``before`` (e.g. the process
     that was decoding them stopped)."""
-    return list(session.scalars(
-        select(Dataset.id).where(Dataset.state == VALIDATING, Dataset.created_at < before)
-    ))
+    return list(
+        session.scalars(
+            select(Dataset.id).where(Dataset.state == VALIDATING, Dataset.created_at < before)
+        )
+    )
 
 
 def list_datasets(session: Session, team_id: str | None) -> list[Dataset]:

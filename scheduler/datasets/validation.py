@@ -282,8 +282,13 @@ def _duration(
 ) -> float:
     try:
         frames, samplerate = probe_audio(archive.read(member))
-    except (RuntimeError, soundfile.LibsndfileError, zipfile.BadZipFile, zlib.error,
-            EOFError) as exc:
+    except (
+        RuntimeError,
+        soundfile.LibsndfileError,
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+    ) as exc:
         raise DatasetInvalid(
             f"{list_name} line {line}: '{member.filename}' is not decodable audio ({exc})",
             field="list",

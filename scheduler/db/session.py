@@ -128,6 +128,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     event.listen(engine, "commit", lambda connection: _release(connection.info))
     event.listen(engine, "rollback", lambda connection: _release(connection.info))
+
     # A connection returned to the pool mid-transaction must not keep the lock.
     @event.listens_for(engine.pool, "reset")
     def _on_reset(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:

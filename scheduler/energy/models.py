@@ -68,9 +68,7 @@ class JobEfficiency(Base):
 
     __tablename__ = "job_efficiency"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     team_id: Mapped[str] = mapped_column(String(26), index=True)
     signature: Mapped[str] = mapped_column(String(32), index=True)
     gpu_model: Mapped[str] = mapped_column(String(64))

@@ -268,9 +268,7 @@ def charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetime
     job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + row.kg_co2e
 
 
-def settle(
-    session: Session, job: Job, *, now: datetime, scheduling: energy.EnergyContext
-) -> None:
+def settle(session: Session, job: Job, *, now: datetime, scheduling: energy.EnergyContext) -> None:
     """At a job's end: release what is left of its reservation; its actual totals are the sum
     of its attempts, each charged when it was measured. A success teaches the estimator."""
     rows = energy.attempts(session, job.id)

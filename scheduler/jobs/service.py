@@ -54,9 +54,7 @@ def draft(
             raise InvalidInput("not_before must be before the deadline", field="not_before")
     if spec.deadline is not None and spec.deadline > now + MAX_HORIZON:
         # The same bound as max_delay_minutes: the planner looks no further ahead.
-        raise InvalidInput(
-            f"deadline is more than {MAX_HORIZON.days} days ahead", field="deadline"
-        )
+        raise InvalidInput(f"deadline is more than {MAX_HORIZON.days} days ahead", field="deadline")
     not_before = spec.earliest_start(now)
     job = Job(
         team_id=team.id,
@@ -230,7 +228,5 @@ def cancel(
         job.cancel_requested = True
         job.state_reason = "cancel requested; the worker is stopping the job"
         job.updated_at = now
-        lifecycle.record_event(
-            session, job, to_state=job.state, reason=job.state_reason, now=now
-        )
+        lifecycle.record_event(session, job, to_state=job.state, reason=job.state_reason, now=now)
     return job

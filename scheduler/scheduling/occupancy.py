@@ -319,9 +319,7 @@ class ZoneCaches:
                     )
                     if known and entry.version == version - 1:
                         added = tuple(changes.added.get(zone, ()))
-                        self.occupancy[zone] = Occupancy(
-                            version, entry.read_at, entry.jobs + added
-                        )
+                        self.occupancy[zone] = Occupancy(version, entry.read_at, entry.jobs + added)
                     else:
                         del self.occupancy[zone]
                 for store in (self.signals, self.tariffs):
@@ -400,8 +398,10 @@ def _signal(
         cached = caches.signals.get(zone)
     if cached is not None and cached[0] == signal_version:
         signal, series = cached[1], cached[1].series
-        if signal.origin == "provider" and series.start <= now and (
-            series.end >= now + timedelta(hours=hours + 1)
+        if (
+            signal.origin == "provider"
+            and series.start <= now
+            and (series.end >= now + timedelta(hours=hours + 1))
         ):
             return signal
         if signal.origin == "stored_forecast" and (
@@ -410,9 +410,7 @@ def _signal(
             return signal
     trace = scheduling.provider.name == "trace"
     fetch_hours = hours + 1 + (SIGNAL_MARGIN_HOURS if trace else 0.0)
-    signal = carbon.planning_signal(
-        session, scheduling.provider, zone, now=now, hours=fetch_hours
-    )
+    signal = carbon.planning_signal(session, scheduling.provider, zone, now=now, hours=fetch_hours)
     if signal_version is not None and signal.origin in ("provider", "stored_forecast"):
         with caches.lock:
             caches.signals[zone] = (signal_version, signal)
@@ -541,9 +539,7 @@ def replan_has_nothing_to_do(
     Two small reads instead of loading and planning the whole queue after every
     completion."""
     pairs = session.execute(
-        select(Job.state, Job.base)
-        .where(Job.zone == zone, Job.state.in_(WAITING))
-        .distinct()
+        select(Job.state, Job.base).where(Job.zone == zone, Job.state.in_(WAITING)).distinct()
     ).all()
     if any(state != JobState.READY.value for state, _ in pairs):
         return False

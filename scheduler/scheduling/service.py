@@ -386,8 +386,7 @@ class Scheduling:
             session.scalars(
                 select(Job).where(
                     Job.zone == zone,
-                    Job.state.in_(QUEUED)
-                    | ((Job.state == JobState.RUNNING) & Job.interruptible),
+                    Job.state.in_(QUEUED) | ((Job.state == JobState.RUNNING) & Job.interruptible),
                 )
             )
         )
@@ -461,6 +460,7 @@ class Scheduling:
                     if 0 <= slot < grid.n_slots:
                         used[slot] += job.gpus
         return plans, unheld
+
     def replan_now(self, session: Session, zone: str, *, now: datetime) -> bool:
         """Re-plan a zone at once after a change that frees or adds capacity (a job ended,
         was cancelled or released, a worker joined), instead of at the next tick.
@@ -485,9 +485,7 @@ class Scheduling:
         """Zones with jobs waiting or running, plus the default zone."""
         zones = set(
             session.scalars(
-                select(Job.zone)
-                .where(Job.state.in_((*QUEUED, JobState.RUNNING)))
-                .distinct()
+                select(Job.zone).where(Job.state.in_((*QUEUED, JobState.RUNNING))).distinct()
             )
         )
         return zones | {self.settings.zone}

@@ -82,9 +82,7 @@ class ShowInstead(Exception):
         self.response = response
 
 
-def _viewer(
-    request: Request, session: SessionDep, now: NowDep, settings: SettingsDep
-) -> Principal:
+def _viewer(request: Request, session: SessionDep, now: NowDep, settings: SettingsDep) -> Principal:
     """The principal behind the session cookie (else the login page or a redirect)."""
     if "token" in request.query_params:
         # Addresses end up in access logs, proxies and browser history: keys never go there.
@@ -227,9 +225,7 @@ def overview_page(
 
 
 @router.get("/budgets", response_class=HTMLResponse)
-def budgets_page(
-    request: Request, session: SessionDep, now: NowDep, viewer: ViewerDep
-) -> Response:
+def budgets_page(request: Request, session: SessionDep, now: NowDep, viewer: ViewerDep) -> Response:
     """Each team's budget burn: actual, committed and forecast against the limit."""
     view = data.budget_overview(session, viewer, now=now)
     return _page(

@@ -139,9 +139,7 @@ class _Outgoing:
     event: str
 
 
-def _claim_due(
-    session: Session, *, now: datetime, hold: timedelta, limit: int
-) -> list[_Outgoing]:
+def _claim_due(session: Session, *, now: datetime, hold: timedelta, limit: int) -> list[_Outgoing]:
     query = (
         select(WebhookDelivery)
         .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
@@ -169,9 +167,7 @@ async def _post(item: _Outgoing, settings: Settings) -> str | None:
     deadline = settings.webhook_deadline_seconds
 
     async def attempt() -> httpx.Response:
-        await asyncio.to_thread(
-            check_url, item.url, allow_internal=settings.webhook_allow_internal
-        )
+        await asyncio.to_thread(check_url, item.url, allow_internal=settings.webhook_allow_internal)
         # No redirects: a 3xx to an internal address would walk around the check.
         async with httpx.AsyncClient(timeout=deadline, follow_redirects=False) as client:
             return await client.post(item.url, content=item.body, headers=headers)
@@ -225,10 +221,20 @@ def deliver_due(
             row.last_error = error
             if row.attempts >= settings.webhook_max_attempts:
                 row.state = "failed"
-                log.warning("webhook %s to team %s given up after %d attempts: %s",
-                            row.id, row.team_id, row.attempts, error)
+                log.warning(
+                    "webhook %s to team %s given up after %d attempts: %s",
+                    row.id,
+                    row.team_id,
+                    row.attempts,
+                    error,
+                )
             else:
                 row.next_attempt_at = now + retry_gap(settings, row.attempts)
-                log.info("webhook %s attempt %d failed (%s); retry at %s",
-                         row.id, row.attempts, error, row.next_attempt_at.isoformat())
+                log.info(
+                    "webhook %s attempt %d failed (%s); retry at %s",
+                    row.id,
+                    row.attempts,
+                    error,
+                    row.next_attempt_at.isoformat(),
+                )
     return delivered

@@ -252,8 +252,12 @@ def check_energy_plausible(
         f"over the attempt's {seconds:.0f} s, {job.gpus} GPU(s) at {per_gpu:g} W and the "
         f"host at {settings.max_host_watts:g} W"
     )
-    caps = {"gpu_kwh": gpu_kwh, "cpu_kwh": host_kwh, "ram_kwh": host_kwh,
-            "kwh_so_far": gpu_kwh + host_kwh}
+    caps = {
+        "gpu_kwh": gpu_kwh,
+        "cpu_kwh": host_kwh,
+        "ram_kwh": host_kwh,
+        "kwh_so_far": gpu_kwh + host_kwh,
+    }
     for key, cap in caps.items():
         value = report.get(key)
         if value is not None and float(value) > cap:

@@ -55,15 +55,29 @@ def session(database_url: str) -> Iterator[Session]:
 
 
 def add(
-    session: Session, kind: str, start: datetime, count: int, value: float, *,
-    made: datetime, step: int = 15, provenance: str | None = None, signal: str = "average",
+    session: Session,
+    kind: str,
+    start: datetime,
+    count: int,
+    value: float,
+    *,
+    made: datetime,
+    step: int = 15,
+    provenance: str | None = None,
+    signal: str = "average",
     source: str = "electricitymaps",
 ) -> None:
     for i in range(count):
         session.add(
             IntensityPoint(
-                zone="DE", kind=kind, source=source, signal_type=signal, generated_at=made,
-                time=start + timedelta(minutes=step * i), step_minutes=step, g_per_kwh=value,
+                zone="DE",
+                kind=kind,
+                source=source,
+                signal_type=signal,
+                generated_at=made,
+                time=start + timedelta(minutes=step * i),
+                step_minutes=step,
+                g_per_kwh=value,
                 provenance=provenance,
             )
         )
@@ -79,7 +93,11 @@ def labels(pricing: carbon.SlotPricing) -> list[tuple[str, float, str]]:
 
 def price(session: Session, provider: SilentProvider, minutes: int = 60) -> carbon.SlotPricing:
     return carbon.price_slots(
-        session, provider, "DE", start=T, end=T + timedelta(minutes=minutes),
+        session,
+        provider,
+        "DE",
+        start=T,
+        end=T + timedelta(minutes=minutes),
         now=T + timedelta(hours=3),
     )
 
@@ -88,8 +106,15 @@ def test_observed_then_provider_estimated_then_forecast_made_before_the_slot(
     session: Session,
 ) -> None:
     add(session, "history", T, 2, 100.0, made=T + timedelta(minutes=40))
-    add(session, "history", T + timedelta(minutes=30), 1, 150.0, made=T + timedelta(minutes=50),
-        provenance="estimated")
+    add(
+        session,
+        "history",
+        T + timedelta(minutes=30),
+        1,
+        150.0,
+        made=T + timedelta(minutes=50),
+        provenance="estimated",
+    )
     add(session, "forecast", T - timedelta(hours=1), 8, 400.0, made=T - timedelta(hours=1))
     add(session, "forecast", T, 4, 900.0, made=T + timedelta(minutes=46))  # made too late
     pricing = price(session, SilentProvider())
@@ -137,7 +162,9 @@ def test_marginal_values_never_price_a_charge(session: Session) -> None:
 
 def test_refresh_stores_the_providers_own_labels_and_basis(session: Session) -> None:
     series = IntensitySeries(
-        start=T - timedelta(hours=1), step_minutes=60, values=np.array([100.0, 120.0]),
+        start=T - timedelta(hours=1),
+        step_minutes=60,
+        values=np.array([100.0, 120.0]),
         source="electricitymaps",
     )
     # The provider marks its second slot as its own estimate (Electricity Maps' isEstimated).
@@ -147,7 +174,8 @@ def test_refresh_stores_the_providers_own_labels_and_basis(session: Session) -> 
         select(IntensityPoint).where(IntensityPoint.kind == "history").order_by(IntensityPoint.time)
     ).all()
     assert [(p.provenance, p.basis) for p in stored] == [
-        ("observed", "lifecycle"), ("estimated", "lifecycle")
+        ("observed", "lifecycle"),
+        ("estimated", "lifecycle"),
     ]
 
 
@@ -155,7 +183,9 @@ def test_a_stored_trace_replay_is_labelled_replayed_and_never_restated_as_observ
     session: Session,
 ) -> None:
     series = IntensitySeries(
-        start=T - timedelta(hours=1), step_minutes=60, values=np.array([100.0, 120.0]),
+        start=T - timedelta(hours=1),
+        step_minutes=60,
+        values=np.array([100.0, 120.0]),
         source="trace:DE",
     )
     assert carbon.refresh_zone(session, SilentProvider(series), "DE", now=T + timedelta(hours=1))

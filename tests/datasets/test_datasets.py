@@ -28,9 +28,7 @@ def test_good_zip_is_stored_and_readable(client: TestClient, team_key: str) -> N
     response = upload_raw(client, team_key, data)
     assert response.status_code == 201, response.text
     assert response.json()["state"] == "validating"  # the audio is decoded off the request
-    dataset = client.get(
-        f"/v1/datasets/{response.json()['id']}", headers=bearer(team_key)
-    ).json()
+    dataset = client.get(f"/v1/datasets/{response.json()['id']}", headers=bearer(team_key)).json()
     assert dataset["state"] == "ready" and dataset["state_reason"] == ""
     assert dataset["utterances"] == 3 and dataset["audio_seconds"] == pytest.approx(1.5)
     assert dataset["languages"] == ["en"] and dataset["speakers"] == 1

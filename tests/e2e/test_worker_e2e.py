@@ -123,8 +123,9 @@ def get(url: str, key: str, path: str) -> Any:
 
 def checkpoint_step(url: str, key: str, job_id: str) -> int:
     """The burn-in step inside the job's current checkpoint.tar."""
-    response = httpx.get(f"{url}/v1/jobs/{job_id}/artifacts/checkpoint.tar",
-                         headers=bearer(key), timeout=30)
+    response = httpx.get(
+        f"{url}/v1/jobs/{job_id}/artifacts/checkpoint.tar", headers=bearer(key), timeout=30
+    )
     assert response.status_code == 200, response.text
     with tarfile.open(fileobj=io.BytesIO(response.content)) as bundle:
         assert bundle.getnames() == ["checkpoints/burnin.pt"]

@@ -257,9 +257,7 @@ def test_promotion_of_due_jobs_goes_through_the_state_machine(
         job = session.get(Job, job_id)
         assert job is not None
         job.state, job.planned_start = JobState.SCHEDULED, now
-    monkeypatch.setitem(
-        ALLOWED, JobState.SCHEDULED, ALLOWED[JobState.SCHEDULED] - {JobState.READY}
-    )
+    monkeypatch.setitem(ALLOWED, JobState.SCHEDULED, ALLOWED[JobState.SCHEDULED] - {JobState.READY})
     with pytest.raises(IllegalTransition):
         with session_scope(app.state.session_factory) as session:
             promote_due(session, "ES", now=now)

@@ -154,7 +154,9 @@ def _finish(world: World, rng: random.Random) -> None:
         ]
     )
     response = world.client.post(
-        f"{path}/jobs/{job_id}/{how}", json={**fence, **extra}, headers=headers  # type: ignore[arg-type]
+        f"{path}/jobs/{job_id}/{how}",
+        json={**fence, **extra},
+        headers=headers,  # type: ignore[arg-type]
     )
     assert response.status_code in (200, 409), response.text
 

@@ -103,9 +103,7 @@ def test_too_many_lines_are_refused_at_upload(tmp_path: Path, sqlite_template: P
         assert upload(client, team["api_key"], one_wav_many_lines(100)).status_code == 201
 
 
-def test_too_much_audio_makes_the_dataset_invalid(
-    tmp_path: Path, sqlite_template: Path
-) -> None:
+def test_too_much_audio_makes_the_dataset_invalid(tmp_path: Path, sqlite_template: Path) -> None:
     for client in client_with(tmp_path, sqlite_template, dataset_max_audio_seconds=60):
         team = client.post("/v1/teams", json={"name": "alpha"}, headers=admin_headers()).json()
         response = upload(client, team["api_key"], one_wav_many_lines(121, seconds=0.5))
@@ -146,8 +144,13 @@ def test_jobs_and_previews_need_a_ready_dataset(client: TestClient, key: str) ->
 def test_a_validation_cut_short_is_picked_up_again(client: TestClient, key: str) -> None:
     dataset_id = upload(client, key, one_wav_many_lines(4)).json()["id"]
     clock: FakeClock = client.app.state.clock  # type: ignore[attr-defined]
-    _set_state(client, dataset_id, state="validating", audio_seconds=0.0,
-               created_at=clock.now - timedelta(minutes=1))
+    _set_state(
+        client,
+        dataset_id,
+        state="validating",
+        audio_seconds=0.0,
+        created_at=clock.now - timedelta(minutes=1),
+    )
     assert resume_dataset_validation(client.app) == 0  # too recent: maybe still running
     _set_state(client, dataset_id, created_at=clock.now - timedelta(hours=1))
     assert resume_dataset_validation(client.app) == 1  # type: ignore[arg-type]

@@ -47,7 +47,8 @@ def running(sqlite_client: TestClient) -> dict[str, Any]:
     team = sqlite_client.post("/v1/teams", json={"name": "alpha"}, headers=admin_headers())
     key = team.json()["api_key"]
     sqlite_client.put(
-        "/v1/teams/alpha/budget", json={"period": "month", "limit_kg_co2e": 10.0},
+        "/v1/teams/alpha/budget",
+        json={"period": "month", "limit_kg_co2e": 10.0},
         headers=admin_headers(),
     )
     job = sqlite_client.post("/v1/jobs", json=burn_in_job(), headers=bearer(key)).json()["id"]
@@ -57,8 +58,13 @@ def running(sqlite_client: TestClient) -> dict[str, Any]:
     assert claim.status_code == 200, claim.text
     clock: FakeClock = sqlite_client.app.state.clock  # type: ignore[attr-defined]
     clock.advance(minutes=10)
-    return {"key": key, "job": job, "worker_id": worker_id, "token": token,
-            "lease": {k: claim.json()[k] for k in ("attempt", "lease_token")}}
+    return {
+        "key": key,
+        "job": job,
+        "worker_id": worker_id,
+        "token": token,
+        "lease": {k: claim.json()[k] for k in ("attempt", "lease_token")},
+    }
 
 
 def call(client: TestClient, w: dict[str, Any], verb: str, content: str) -> Any:
@@ -83,8 +89,10 @@ def body(w: dict[str, Any], energy: dict[str, Any]) -> str:
         (report(ram_kwh=-0.5), "energy.ram_kwh"),
         (report(duration_s=float("inf")), "energy.duration_s"),
         (report(gpus=[{"index": 0, "kwh": -1}]), "energy.gpus.0.kwh"),
-        (report(timeline=[{"t": "2026-03-02T09:00:00Z", "watts": float("inf")}]),
-         "energy.timeline.0.watts"),
+        (
+            report(timeline=[{"t": "2026-03-02T09:00:00Z", "watts": float("inf")}]),
+            "energy.timeline.0.watts",
+        ),
         # 10 minutes of one GPU at 1.5 kW, with the margin, is well under 1 kWh.
         (report(gpu_kwh=1.0), "energy.gpu_kwh"),
         (report(gpus=[{"index": 0, "kwh": 0.9}]), "energy.gpus.0.kwh"),
@@ -127,8 +135,11 @@ def test_the_largest_possible_report_keeps_budgets_and_dashboards_answering(
     done = call(sqlite_client, running, "complete", body(running, most))
     assert done.status_code == 200, done.text
     for headers in (bearer(running["key"]), admin_headers()):
-        for path in ("/v1/teams/alpha/budget", "/v1/teams/alpha/usage",
-                     f"/v1/jobs/{running['job']}/energy"):
+        for path in (
+            "/v1/teams/alpha/budget",
+            "/v1/teams/alpha/usage",
+            f"/v1/jobs/{running['job']}/energy",
+        ):
             answer = sqlite_client.get(path, headers=headers)
             assert answer.status_code == 200, (path, answer.text)
     app = sqlite_client.app

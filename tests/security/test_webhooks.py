@@ -149,12 +149,14 @@ class RecordingReceiver:
 
 @pytest.fixture
 def webhook_app(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[Any, FakeClock]]:
-    settings = sqlite_settings_in(tmp_path, sqlite_template).model_copy(update={
-        "webhook_allow_internal": True,  # the receivers of these tests are on 127.0.0.1
-        "webhook_deadline_seconds": 2.0,
-        "webhook_retry_seconds": 30.0,
-        "webhook_max_attempts": 3,
-    })
+    settings = sqlite_settings_in(tmp_path, sqlite_template).model_copy(
+        update={
+            "webhook_allow_internal": True,  # the receivers of these tests are on 127.0.0.1
+            "webhook_deadline_seconds": 2.0,
+            "webhook_retry_seconds": 30.0,
+            "webhook_max_attempts": 3,
+        }
+    )
     clock = FakeClock()
     yield create_app(settings, clock=clock, run_ticks=False), clock
 
@@ -170,8 +172,12 @@ def team_over_its_notify_threshold(client: TestClient | httpx.Client, url: str) 
     assert secret
     budget = client.put(
         "/v1/teams/loud/budget",
-        json={"period": "month", "limit_kg_co2e": 1e-6, "mode": "soft",
-              "thresholds": [{"percent": 50, "action": "notify"}]},
+        json={
+            "period": "month",
+            "limit_kg_co2e": 1e-6,
+            "mode": "soft",
+            "thresholds": [{"percent": 50, "action": "notify"}],
+        },
         headers=admin_headers(),
     )
     assert budget.status_code == 200, budget.text

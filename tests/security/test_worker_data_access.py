@@ -59,13 +59,24 @@ def _setup(client: TestClient) -> dict[str, Any]:
     stored = client.put(
         f"/v1/jobs/{job}/artifacts/s1_lora.safetensors",
         content=data,
-        headers={**bearer(token), "X-Attempt": str(lease["attempt"]),
-                 "X-Lease-Token": lease["lease_token"],
-                 "X-Content-SHA256": hashlib.sha256(data).hexdigest()},
+        headers={
+            **bearer(token),
+            "X-Attempt": str(lease["attempt"]),
+            "X-Lease-Token": lease["lease_token"],
+            "X-Content-SHA256": hashlib.sha256(data).hexdigest(),
+        },
     )
     assert stored.status_code == 201, stored.text
-    return {"keys": keys, "own": own, "unused": unused, "other": other, "job": job,
-            "worker_id": worker_id, "token": token, "lease": lease}
+    return {
+        "keys": keys,
+        "own": own,
+        "unused": unused,
+        "other": other,
+        "job": job,
+        "worker_id": worker_id,
+        "token": token,
+        "lease": lease,
+    }
 
 
 def _reads(client: TestClient, w: dict[str, Any]) -> dict[str, int]:
@@ -83,7 +94,11 @@ def _reads(client: TestClient, w: dict[str, Any]) -> dict[str, int]:
 def test_a_worker_reads_only_what_its_live_lease_needs(sqlite_client: TestClient) -> None:
     w = _setup(sqlite_client)
     assert _reads(sqlite_client, w) == {
-        "own": 200, "unused": 404, "other": 404, "artifacts": 200, "artifact": 200,
+        "own": 200,
+        "unused": 404,
+        "other": 404,
+        "artifacts": 200,
+        "artifact": 200,
     }
 
 

@@ -114,12 +114,16 @@ def test_worker_unpacks_only_the_list_and_the_clips_it_names(tmp_path: Path) -> 
     secret.parent.mkdir()
     secret.write_bytes(b"another job's clip")
     archive = tmp_path / "dataset.zip"
-    archive.write_bytes(_with_members({
-        "weights/base_s1.ckpt": b"pickle",
-        "notes/run.py": "print('x')",
-        "wavs/unlisted.wav": b"not listed",
-        "voice.list": f"/home/someone/data/u0.wav|spk|en|hello\n{secret}|spk|en|stolen\n",
-    }))
+    archive.write_bytes(
+        _with_members(
+            {
+                "weights/base_s1.ckpt": b"pickle",
+                "notes/run.py": "print('x')",
+                "wavs/unlisted.wav": b"not listed",
+                "voice.list": f"/home/someone/data/u0.wav|spk|en|hello\n{secret}|spk|en|stolen\n",
+            }
+        )
+    )
     dest = unpack_zip(archive, tmp_path / "dataset")
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert files == ["u0.wav", "voice.list"]

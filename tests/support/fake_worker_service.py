@@ -60,7 +60,8 @@ class FakeJob:
     def steps_seen(self, attempt: int | None = None) -> list[int]:
         """Progress steps reported in heartbeats (optionally of one attempt)."""
         return [
-            beat["progress"]["step"] for beat in self.heartbeats
+            beat["progress"]["step"]
+            for beat in self.heartbeats
             if "step" in beat.get("progress", {})
             and (attempt is None or beat["attempt"] == attempt)
         ]
@@ -147,10 +148,15 @@ class FakeService:
         worker_id = f"worker-{len(self.worker_tokens) + 1}"
         self.worker_tokens[worker_id] = f"token-{worker_id}"
         self.registrations.append(body)
-        return httpx.Response(201, json={
-            "worker_id": worker_id, "token": self.worker_tokens[worker_id],
-            "heartbeat_seconds": self.heartbeat_seconds, "lease_seconds": 90,
-        })
+        return httpx.Response(
+            201,
+            json={
+                "worker_id": worker_id,
+                "token": self.worker_tokens[worker_id],
+                "heartbeat_seconds": self.heartbeat_seconds,
+                "lease_seconds": 90,
+            },
+        )
 
     def _claim(self) -> httpx.Response:
         if self.server_errors_before_claim > 0:
@@ -163,17 +169,27 @@ class FakeService:
         job.attempt += 1
         job.lease_token = f"lease-{job.id}-{job.attempt}"
         body: dict[str, Any] = {
-            "job": {"id": job.id, "name": job.id, "kind": job.kind, "config": job.config,
-                    "dataset": {"id": job.dataset_id} if job.dataset_id else None,
-                    "gpus": job.gpus, "interruptible": True, "zone": job.zone},
-            "attempt": job.attempt, "lease_token": job.lease_token,
+            "job": {
+                "id": job.id,
+                "name": job.id,
+                "kind": job.kind,
+                "config": job.config,
+                "dataset": {"id": job.dataset_id} if job.dataset_id else None,
+                "gpus": job.gpus,
+                "interruptible": True,
+                "zone": job.zone,
+            },
+            "attempt": job.attempt,
+            "lease_token": job.lease_token,
             "lease_expires_at": "2030-01-01T00:00:00Z",
         }
         stored = self.artifacts.get(job.id, {}).get(CHECKPOINT)
         if stored is not None:
             digest = hashlib.sha256(stored).hexdigest()
-            body["resume_from"] = {"artifact": CHECKPOINT,
-                                   "sha256": "0" * 64 if job.corrupt_resume else digest}
+            body["resume_from"] = {
+                "artifact": CHECKPOINT,
+                "sha256": "0" * 64 if job.corrupt_resume else digest,
+            }
         job.claims.append(body)
         return httpx.Response(200, json=body)
 
@@ -192,8 +208,9 @@ class FakeService:
         if verb == "heartbeat":
             job.heartbeats.append(body)
             action = job.action_rule(job, body) if job.action_rule else "continue"
-            return httpx.Response(200, json={"action": action,
-                                             "lease_expires_at": "2030-01-01T00:00:00Z"})
+            return httpx.Response(
+                200, json={"action": action, "lease_expires_at": "2030-01-01T00:00:00Z"}
+            )
         if verb not in ("complete", "fail", "release"):
             raise _Reply(404, {"detail": f"no verb {verb}"})
         job.finishes.append((verb, body))

@@ -65,8 +65,9 @@ def write_dataset(root: Path, seconds: float = 1.5) -> Path:
     for index, (language, text) in enumerate(LINES):
         t = np.arange(int(32_000 * seconds)) / 32_000
         wave = 0.3 * np.sin(2 * np.pi * (150 + 30 * index) * t * (1 + 0.2 * np.sin(3 * t)))
-        soundfile.write(root / f"wavs/c{index}.wav", wave + 0.02 * rng.standard_normal(t.size),
-                        32_000)
+        soundfile.write(
+            root / f"wavs/c{index}.wav", wave + 0.02 * rng.standard_normal(t.size), 32_000
+        )
         lines.append(f"wavs/c{index}.wav|speaker|{language}|{text}")
     (root / "voice.list").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
@@ -241,8 +242,10 @@ def test_worker_with_models_runs_a_v2_job_with_upstream_features(
     workers = httpx.get(f"{url}/v1/workers", headers=admin_headers()).json()
     assert workers[0]["bases"] == ["none", "v2"]
 
-    names = {a["name"] for a in httpx.get(f"{url}/v1/jobs/{job_id}/artifacts",
-                                           headers=bearer(key)).json()}
+    names = {
+        a["name"]
+        for a in httpx.get(f"{url}/v1/jobs/{job_id}/artifacts", headers=bearer(key)).json()
+    }
     assert {"s1_lora.safetensors", "s2_lora.safetensors", "adapter_config.json"} <= names
     adapter_config = httpx.get(
         f"{url}/v1/jobs/{job_id}/artifacts/adapter_config.json", headers=bearer(key)

@@ -210,7 +210,11 @@ def test_two_cpu_ranks_train_with_gloo_ddp(
     # An injected memory limit: rank 1 cannot afford any batch, rank 0 any it is offered.
     budget = SavedTensorBudget(cap_mib=1e6, rank_caps_mib={1: 0.0})
     result = run_finetune(
-        _config(stage="s1", max_steps=2), sample_dataset[0], work, gpus=2, report=events.append,
+        _config(stage="s1", max_steps=2),
+        sample_dataset[0],
+        work,
+        gpus=2,
+        report=events.append,
         memory_budget=budget,
     )
     assert result.status == "succeeded" and result.steps == {"s1": 2}

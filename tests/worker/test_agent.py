@@ -232,8 +232,9 @@ def test_finetune_job_trains_and_uploads_adapters(tmp_path: Path) -> None:
     assert (dataset_dir / "voice.list").exists()  # the zip was fetched and unpacked
     verb, body = finish(job)
     assert verb == "complete", body.get("error")
-    telemetry = [b["progress"]["telemetry"] for b in job.heartbeats
-                 if "telemetry" in b.get("progress", {})]
+    telemetry = [
+        b["progress"]["telemetry"] for b in job.heartbeats if "telemetry" in b.get("progress", {})
+    ]
     assert telemetry, job.heartbeats
     [reading] = telemetry[-1]["gpus"]
     assert (reading["rank"], reading["util_pct"], reading["temp_c"]) == (0, 88.0, 67.0)

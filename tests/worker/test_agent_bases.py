@@ -20,16 +20,22 @@ TINY_S1 = {"stage": "s1", "model_size": "tiny", "batch_size": 2, "lora_rank": 4}
 
 def run_one(service: FakeService, work: Path) -> None:
     client = WorkerClient("http://service", FLEET_TOKEN, transport=service.transport())
-    options = AgentOptions(work_dir=work, zone="ES", cpu_only=True, poll_seconds=0.05,
-                           max_jobs=1, sample_seconds=0.1, codecarbon=False)
+    options = AgentOptions(
+        work_dir=work,
+        zone="ES",
+        cpu_only=True,
+        poll_seconds=0.05,
+        max_jobs=1,
+        sample_seconds=0.1,
+        codecarbon=False,
+    )
     Agent(client, options, nvml=Nvml(None, error="no driver"), gpus=[]).run()
 
 
 def test_a_continuation_downloads_and_trains_on_the_earlier_adapters(tmp_path: Path) -> None:
     service = FakeService(heartbeat_seconds=0.5)
     service.datasets["ds-1"] = tiny_dataset_zip()
-    parent = service.add_job("gpt-sovits-finetune", {**TINY_S1, "max_steps": 2},
-                             dataset_id="ds-1")
+    parent = service.add_job("gpt-sovits-finetune", {**TINY_S1, "max_steps": 2}, dataset_id="ds-1")
     # Service job ids are ULIDs (letters and digits).
     del service.jobs[parent.id]
     parent.id = "01PARENTJOB"
@@ -73,7 +79,8 @@ def test_a_continuation_whose_earlier_result_is_gone_fails(tmp_path: Path) -> No
     service = FakeService(heartbeat_seconds=0.5)
     service.datasets["ds-1"] = tiny_dataset_zip()
     child = service.add_job(
-        "gpt-sovits-finetune", {**TINY_S1, "max_steps": 1, "base": "job:01GONE"},
+        "gpt-sovits-finetune",
+        {**TINY_S1, "max_steps": 1, "base": "job:01GONE"},
         dataset_id="ds-1",
     )
     run_one(service, tmp_path)

@@ -56,9 +56,17 @@ def test_agent_resuming_a_malicious_checkpoint_fails_cleanly(
     nvml = Nvml(None, error="no driver")
     agent = Agent(
         WorkerClient("http://service", FLEET_TOKEN, transport=service.transport()),
-        AgentOptions(work_dir=work_dir, zone="ES", cpu_only=True, poll_seconds=0.05,
-                     max_jobs=1, sample_seconds=0.1, codecarbon=False),
-        nvml=nvml, gpus=[],
+        AgentOptions(
+            work_dir=work_dir,
+            zone="ES",
+            cpu_only=True,
+            poll_seconds=0.05,
+            max_jobs=1,
+            sample_seconds=0.1,
+            codecarbon=False,
+        ),
+        nvml=nvml,
+        gpus=[],
     )
     with caplog.at_level(logging.ERROR, logger="greenwindow.worker"):
         agent.run()
@@ -72,5 +80,3 @@ def test_agent_resuming_a_malicious_checkpoint_fails_cleanly(
     # The worker's own log keeps the whole story.
     assert any("Traceback" in record.getMessage() for record in caplog.records)
     assert not any((work_dir / "jobs").iterdir())  # the attempt directory is gone
-
-

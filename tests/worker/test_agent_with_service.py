@@ -57,9 +57,16 @@ def set_job(app: Any, job_id: str, **values: Any) -> None:
 
 def agent_for(url: str, work_dir: Path, max_jobs: int = 1, codecarbon: bool = False) -> Agent:
     client = WorkerClient(url, WORKER_TOKEN)
-    options = AgentOptions(work_dir=work_dir, zone="ES", cpu_only=True, poll_seconds=0.1,
-                           max_jobs=max_jobs, sample_seconds=0.2, codecarbon=codecarbon,
-                           keep_job_dirs=True)
+    options = AgentOptions(
+        work_dir=work_dir,
+        zone="ES",
+        cpu_only=True,
+        poll_seconds=0.1,
+        max_jobs=max_jobs,
+        sample_seconds=0.2,
+        codecarbon=codecarbon,
+        keep_job_dirs=True,
+    )
     agent = Agent(client, options, nvml=Nvml(None, error="CPU-only"), gpus=[])
     return agent
 
@@ -82,8 +89,7 @@ def test_burnin_completes_with_energy_and_artifacts(
 ) -> None:
     app, url = service
     key = team_key(url)
-    job_id = submit_ready(app, url, key, config={"steps": 20, "size": 8,
-                                                 "checkpoint_every": 5})
+    job_id = submit_ready(app, url, key, config={"steps": 20, "size": 8, "checkpoint_every": 5})
     agent = agent_for(url, tmp_path, codecarbon=True)
     agent.run()
     assert job(url, key, job_id)["state"] == "succeeded"
@@ -103,9 +109,13 @@ def test_burnin_completes_with_energy_and_artifacts(
 def test_pause_release_and_resume(service: tuple[Any, str], tmp_path: Path) -> None:
     app, url = service
     key = team_key(url)
-    job_id = submit_ready(app, url, key, interruptible=True,
-                          config={"steps": 120, "size": 8, "checkpoint_every": 5,
-                                  "step_sleep_s": 0.05})
+    job_id = submit_ready(
+        app,
+        url,
+        key,
+        interruptible=True,
+        config={"steps": 120, "size": 8, "checkpoint_every": 5, "step_sleep_s": 0.05},
+    )
     agent = agent_for(url, tmp_path, max_jobs=2)
     runner = threading.Thread(target=agent.run, daemon=True)
     runner.start()
@@ -125,8 +135,7 @@ def test_pause_release_and_resume(service: tuple[Any, str], tmp_path: Path) -> N
 def test_cancel_through_the_api(service: tuple[Any, str], tmp_path: Path) -> None:
     app, url = service
     key = team_key(url)
-    job_id = submit_ready(app, url, key, config={"steps": 100_000, "size": 8,
-                                                 "step_sleep_s": 0.01})
+    job_id = submit_ready(app, url, key, config={"steps": 100_000, "size": 8, "step_sleep_s": 0.01})
     agent = agent_for(url, tmp_path)
     runner = threading.Thread(target=agent.run, daemon=True)
     runner.start()

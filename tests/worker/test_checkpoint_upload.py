@@ -29,12 +29,20 @@ def burnin(steps: int, sleep: float, **extra: Any) -> dict[str, Any]:
     return {"steps": steps, "size": 8, "checkpoint_every": 5, "step_sleep_s": sleep, **extra}
 
 
-def make_agent(service: FakeService, tmp_path: Path, *, upload_every: float,
-               max_jobs: int = 1) -> Agent:
+def make_agent(
+    service: FakeService, tmp_path: Path, *, upload_every: float, max_jobs: int = 1
+) -> Agent:
     client = WorkerClient("http://service", FLEET_TOKEN, transport=service.transport())
-    options = AgentOptions(work_dir=tmp_path, zone="ES", cpu_only=True, poll_seconds=0.05,
-                           max_jobs=max_jobs, sample_seconds=0.1, codecarbon=False,
-                           checkpoint_upload_seconds=upload_every)
+    options = AgentOptions(
+        work_dir=tmp_path,
+        zone="ES",
+        cpu_only=True,
+        poll_seconds=0.05,
+        max_jobs=max_jobs,
+        sample_seconds=0.1,
+        codecarbon=False,
+        checkpoint_upload_seconds=upload_every,
+    )
     return Agent(client, options, nvml=Nvml(None, error="no driver"), gpus=[])
 
 
@@ -63,14 +71,23 @@ def checkpoint_step(archive: bytes) -> int:
 
 
 def checkpoint_uploads(service: FakeService, job: FakeJob, attempt: int) -> list[Upload]:
-    return [u for u in service.uploads
-            if u.job_id == job.id and u.name == CHECKPOINT and u.attempt == attempt]
+    return [
+        u
+        for u in service.uploads
+        if u.job_id == job.id and u.name == CHECKPOINT and u.attempt == attempt
+    ]
 
 
 def test_newest_checkpoint_ignores_partial_and_hidden_files(tmp_path: Path) -> None:
     assert newest_checkpoint(tmp_path / "missing") is None
-    for index, name in enumerate(["ckpt-000001-s1-step5.pt", "ckpt-000002-s1-step10.pt",
-                                  "ckpt-000003-s1-step15.partial", ".tmp"]):
+    for index, name in enumerate(
+        [
+            "ckpt-000001-s1-step5.pt",
+            "ckpt-000002-s1-step10.pt",
+            "ckpt-000003-s1-step15.partial",
+            ".tmp",
+        ]
+    ):
         path = tmp_path / name
         path.write_bytes(b"x")
         os.utime(path, ns=(10**18 + index, 10**18 + index))
@@ -124,10 +141,14 @@ def test_an_attempt_lost_mid_run_is_resumed_from_its_last_uploaded_checkpoint(
             job.state, job.lease_token = "scheduled", None
         return "continue"
 
-    job = service.add_job("burn-in", burnin(steps=60, sleep=0.05),
-                          action_rule=expire_once_a_checkpoint_is_up)
-    run_until(make_agent(service, tmp_path, upload_every=0.2, max_jobs=2),
-              lambda: len(job.claims) == 2 and job.state == "succeeded", seconds=90)
+    job = service.add_job(
+        "burn-in", burnin(steps=60, sleep=0.05), action_rule=expire_once_a_checkpoint_is_up
+    )
+    run_until(
+        make_agent(service, tmp_path, upload_every=0.2, max_jobs=2),
+        lambda: len(job.claims) == 2 and job.state == "succeeded",
+        seconds=90,
+    )
 
     assert [verb for verb, _ in job.finishes] == ["complete"]  # attempt 1 wrote nothing more
     assert job.finishes[0][1]["energy"]["attempt"] == 2
@@ -160,7 +181,7 @@ def test_a_409_on_a_checkpoint_upload_stops_the_job(tmp_path: Path) -> None:
     calls = [path for _, path in service.requests]
     first_put = next(i for i, path in enumerate(calls) if "/artifacts/" in path)
     # After the lease is lost only the energy report goes out (kept as unattributed).
-    after = [p for p in calls[first_put + 1:] if f"/jobs/{job.id}/" in p]
+    after = [p for p in calls[first_put + 1 :] if f"/jobs/{job.id}/" in p]
     assert after in ([], [f"/v1/workers/worker-1/jobs/{job.id}/orphan-energy"]), calls
 
 

@@ -31,8 +31,14 @@ def test_progress_is_throttled_but_events_are_not(monkeypatch: pytest.MonkeyPatc
 
 
 def test_run_workload_returns_plain_data(tmp_path: Path) -> None:
-    spec = ChildSpec(kind="burn-in", config={"steps": 4, "size": 4, "checkpoint_every": 2},
-                     work_dir=str(tmp_path), dataset_dir=None, gpus=1, cuda_visible_devices="")
+    spec = ChildSpec(
+        kind="burn-in",
+        config={"steps": 4, "size": 4, "checkpoint_every": 2},
+        work_dir=str(tmp_path),
+        dataset_dir=None,
+        gpus=1,
+        cuda_visible_devices="",
+    )
     result = run_workload(spec, report=lambda m: None, stop_requested=lambda: None)
     assert result["type"] == "result" and result["status"] == "succeeded"
     assert result["steps"] == 4
@@ -41,8 +47,14 @@ def test_run_workload_returns_plain_data(tmp_path: Path) -> None:
 
 
 def test_finetune_without_dataset_is_refused(tmp_path: Path) -> None:
-    spec = ChildSpec(kind="gpt-sovits-finetune", config={}, work_dir=str(tmp_path),
-                     dataset_dir=None, gpus=1, cuda_visible_devices="")
+    spec = ChildSpec(
+        kind="gpt-sovits-finetune",
+        config={},
+        work_dir=str(tmp_path),
+        dataset_dir=None,
+        gpus=1,
+        cuda_visible_devices="",
+    )
     with pytest.raises(ValueError, match="needs a dataset"):
         run_workload(spec, report=lambda m: None, stop_requested=lambda: None)
 
@@ -73,7 +85,9 @@ def test_kill_9_of_the_agent_takes_the_training_child_with_it(tmp_path: Path) ->
     # A real agent stand-in process starts a real child, then is killed with SIGKILL.
     agent = subprocess.Popen(
         [sys.executable, "-c", _AGENT_STANDIN, str(tmp_path)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ},
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
     )
     try:
         assert agent.stdout is not None

@@ -78,8 +78,16 @@ def test_tracker_that_cannot_start_is_reported() -> None:
 
 @pytest.mark.parametrize(
     ("zone", "expected"),
-    [("ES", "ESP"), ("DE", "DEU"), ("GB", "GBR"), ("DK-DK1", "DNK"), ("US-CAL-CISO", "USA"),
-     ("FRA", "FRA"), (None, "USA"), ("ZZ", "USA")],
+    [
+        ("ES", "ESP"),
+        ("DE", "DEU"),
+        ("GB", "GBR"),
+        ("DK-DK1", "DNK"),
+        ("US-CAL-CISO", "USA"),
+        ("FRA", "FRA"),
+        (None, "USA"),
+        ("ZZ", "USA"),
+    ],
 )
 def test_country_for_zone(zone: str | None, expected: str) -> None:
     assert country_for_zone(zone) == expected

@@ -110,8 +110,9 @@ def test_two_agents_on_one_host_split_it_through_the_registry(tmp_path: Path) ->
         registry = HostRegistry.open(directory, name)
         assert registry is not None
         meters.append(
-            HostEnergyMeter(host.read, cpu_seconds=host.cpu_seconds, clock=host.clock,
-                            registry=registry)
+            HostEnergyMeter(
+                host.read, cpu_seconds=host.cpu_seconds, clock=host.clock, registry=registry
+            )
         )
     a, b = meters[0].join(), meters[1].join()
     host.cpu_s = {11: 0.0, 22: 0.0}

@@ -145,7 +145,9 @@ def test_failed_gpu_power_reads_report_null_not_zero() -> None:
     )
     nvml = Nvml.open(fake)
     session = MeteringSession(
-        attempt=1, gpu_meter=NvmlMeter(nvml, nvml.visible_gpus(None)), cpu_meter=None,
+        attempt=1,
+        gpu_meter=NvmlMeter(nvml, nvml.visible_gpus(None)),
+        cpu_meter=None,
         sample_seconds=0.05,
     )
     session.start()
@@ -177,8 +179,12 @@ def test_energy_is_split_between_phases_by_time_at_a_fixed_clock() -> None:
     fake = FakeNvml([FakeGpu(UUID, power_mw=100_000)], clock=clocks.monotonic)
     nvml = Nvml.open(fake)
     session = MeteringSession(
-        attempt=2, gpu_meter=NvmlMeter(nvml, nvml.visible_gpus(None), clock=clocks.monotonic),
-        cpu_meter=None, sample_seconds=3600, clock=clocks.monotonic, wall_clock=clocks.wall,
+        attempt=2,
+        gpu_meter=NvmlMeter(nvml, nvml.visible_gpus(None), clock=clocks.monotonic),
+        cpu_meter=None,
+        sample_seconds=3600,
+        clock=clocks.monotonic,
+        wall_clock=clocks.wall,
     )
     session.start()
     session.start_phase("prepare")
@@ -192,9 +198,14 @@ def test_energy_is_split_between_phases_by_time_at_a_fixed_clock() -> None:
     total = report["gpu_kwh"]
     assert total == pytest.approx(100.0 * 40 / 3.6e6)
     prepare, s1 = report["phases"]
-    assert prepare == {"name": "prepare", "started_at": "2026-12-01T05:00:00Z",
-                       "ended_at": "2026-12-01T05:00:10Z", "kwh": pytest.approx(total / 4),
-                       "optimizer_steps": 0, "samples": 0}
+    assert prepare == {
+        "name": "prepare",
+        "started_at": "2026-12-01T05:00:00Z",
+        "ended_at": "2026-12-01T05:00:10Z",
+        "kwh": pytest.approx(total / 4),
+        "optimizer_steps": 0,
+        "samples": 0,
+    }
     assert s1["name"] == "s1" and s1["ended_at"] == "2026-12-01T05:00:40Z"
     assert s1["kwh"] == pytest.approx(total * 3 / 4)
     assert (s1["optimizer_steps"], s1["samples"]) == (40, 160)

@@ -130,7 +130,10 @@ def test_gpu_description() -> None:
     nvml = Nvml.open(three_gpus())
     [(info, _)] = nvml.visible_gpus("1")
     assert info.to_json() == {
-        "index": 1, "uuid": UUID_B, "name": "NVIDIA A100", "memory_mib": 40960,
+        "index": 1,
+        "uuid": UUID_B,
+        "name": "NVIDIA A100",
+        "memory_mib": 40960,
     }
     assert nvml.driver_version == "550.54.15"
 
@@ -163,6 +166,7 @@ def test_heartbeat_watts_and_running_total() -> None:
     fake.gpus[1].energy_mj += 2_600_000
     meter.sample()
     assert meter.watts_by_gpu() == [
-        {"uuid": UUID_A, "watts": 250.5}, {"uuid": UUID_B, "watts": 100.0},
+        {"uuid": UUID_A, "watts": 250.5},
+        {"uuid": UUID_B, "watts": 100.0},
     ]
     assert meter.kwh_so_far() == pytest.approx(0.001)

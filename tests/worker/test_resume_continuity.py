@@ -73,27 +73,48 @@ def test_a_paused_job_keeps_one_tensorboard_run_and_its_prepared_data(
     service: tuple[Any, str], tmp_path: Path
 ) -> None:
     app, url = service
-    key = httpx.post(f"{url}/v1/teams", json={"name": "alpha"},
-                     headers=admin_headers()).json()["api_key"]
-    uploaded = httpx.post(f"{url}/v1/datasets", content=tiny_dataset_zip(utterances=4),
-                          headers={**bearer(key), "content-type": "application/zip"})
+    key = httpx.post(f"{url}/v1/teams", json={"name": "alpha"}, headers=admin_headers()).json()[
+        "api_key"
+    ]
+    uploaded = httpx.post(
+        f"{url}/v1/datasets",
+        content=tiny_dataset_zip(utterances=4),
+        headers={**bearer(key), "content-type": "application/zip"},
+    )
     assert uploaded.status_code == 201, uploaded.text
-    submitted = httpx.post(f"{url}/v1/jobs", headers=bearer(key), json={
-        "name": "voice",
-        "dataset": {"id": uploaded.json()["id"]},
-        "interruptible": True,
-        "config": {"stage": "s1", "model_size": "tiny", "max_steps": STEPS, "batch_size": 1,
-                   "save_every_steps": 1000},
-        "max_delay_minutes": 0,
-    })
+    submitted = httpx.post(
+        f"{url}/v1/jobs",
+        headers=bearer(key),
+        json={
+            "name": "voice",
+            "dataset": {"id": uploaded.json()["id"]},
+            "interruptible": True,
+            "config": {
+                "stage": "s1",
+                "model_size": "tiny",
+                "max_steps": STEPS,
+                "batch_size": 1,
+                "save_every_steps": 1000,
+            },
+            "max_delay_minutes": 0,
+        },
+    )
     assert submitted.status_code == 201, submitted.text
     job_id = submitted.json()["id"]
     set_job(app, job_id, state="ready")
 
-    options = AgentOptions(work_dir=tmp_path, zone="ES", cpu_only=True, poll_seconds=0.1,
-                           max_jobs=2, sample_seconds=0.2, codecarbon=False)
-    agent = Agent(WorkerClient(url, WORKER_TOKEN), options, nvml=Nvml(None, error="CPU-only"),
-                  gpus=[])
+    options = AgentOptions(
+        work_dir=tmp_path,
+        zone="ES",
+        cpu_only=True,
+        poll_seconds=0.1,
+        max_jobs=2,
+        sample_seconds=0.2,
+        codecarbon=False,
+    )
+    agent = Agent(
+        WorkerClient(url, WORKER_TOKEN), options, nvml=Nvml(None, error="CPU-only"), gpus=[]
+    )
     runner = threading.Thread(target=agent.run, daemon=True)
     runner.start()
 
@@ -112,12 +133,15 @@ def test_a_paused_job_keeps_one_tensorboard_run_and_its_prepared_data(
     wait_until(lambda: state() == "running")
     wait_until(lambda: step() >= 3, about=lambda: get(url, key, f"/v1/jobs/{job_id}").json())
     set_job(app, job_id, pause_requested=True)
-    wait_until(lambda: attempt() == 2 and state() == "running",
-               about=lambda: get(url, key, f"/v1/jobs/{job_id}").json())
+    wait_until(
+        lambda: attempt() == 2 and state() == "running",
+        about=lambda: get(url, key, f"/v1/jobs/{job_id}").json(),
+    )
     resumed_at = step()
     # Attempt 2 resumes, trains a few more steps and is released when its worker shuts down.
-    wait_until(lambda: step() >= resumed_at + 3,
-               about=lambda: get(url, key, f"/v1/jobs/{job_id}").json())
+    wait_until(
+        lambda: step() >= resumed_at + 3, about=lambda: get(url, key, f"/v1/jobs/{job_id}").json()
+    )
     agent.request_shutdown()
     runner.join(timeout=300)
     assert not runner.is_alive()

@@ -24,15 +24,22 @@ def part(path: Path, members: dict[str, bytes], *, link: str | None = None) -> P
 
 
 def test_event_files_of_every_attempt_land_in_one_directory(tmp_path: Path) -> None:
-    first = part(tmp_path / "tensorboard-1.tar", {
-        "tensorboard/events.out.tfevents.100.host.1.0": b"attempt one",
-        "tensorboard/notes.txt": b"not an event file",
-    })
-    second = part(tmp_path / "tensorboard-2.tar", {
-        "tensorboard/events.out.tfevents.200.host.2.0": b"attempt two",
-        "../../events.out.tfevents.300.escape": b"a path out of the run",
-        "tensorboard/events.out.tfevents.100.host.1.0": b"a duplicate name",
-    }, link="tensorboard/events.out.tfevents.400.link")
+    first = part(
+        tmp_path / "tensorboard-1.tar",
+        {
+            "tensorboard/events.out.tfevents.100.host.1.0": b"attempt one",
+            "tensorboard/notes.txt": b"not an event file",
+        },
+    )
+    second = part(
+        tmp_path / "tensorboard-2.tar",
+        {
+            "tensorboard/events.out.tfevents.200.host.2.0": b"attempt two",
+            "../../events.out.tfevents.300.escape": b"a path out of the run",
+            "tensorboard/events.out.tfevents.100.host.1.0": b"a duplicate name",
+        },
+        link="tensorboard/events.out.tfevents.400.link",
+    )
     broken = tmp_path / "tensorboard-3.tar"
     broken.write_bytes(b"not a tar at all" * 100)
 

@@ -13,8 +13,9 @@ from worker.client import ChecksumMismatch, LeaseLost, ProtocolError, WorkerClie
 
 
 def client_for(transport: httpx.BaseTransport, **kwargs: object) -> WorkerClient:
-    return WorkerClient("http://service", FLEET_TOKEN, transport=transport,
-                        sleep=lambda _: None, **kwargs)
+    return WorkerClient(
+        "http://service", FLEET_TOKEN, transport=transport, sleep=lambda _: None, **kwargs
+    )
 
 
 def registered(service: FakeService) -> WorkerClient:
@@ -26,8 +27,9 @@ def registered(service: FakeService) -> WorkerClient:
 def test_register_then_claim_uses_the_worker_token() -> None:
     service = FakeService(heartbeat_seconds=7)
     client = client_for(service.transport())
-    registration = client.register(host="gpu-01", zone="ES", gpus=[], cpu_only=True,
-                                   version="0.1.0")
+    registration = client.register(
+        host="gpu-01", zone="ES", gpus=[], cpu_only=True, version="0.1.0"
+    )
     assert registration.heartbeat_seconds == 7 and client.worker_id == "worker-1"
     assert service.registrations[0]["host"] == "gpu-01"
     assert client.claim() is None  # 204: nothing queued
@@ -82,8 +84,9 @@ def with_worker(client: WorkerClient) -> WorkerClient:
 
 
 def test_idempotent_calls_retry_on_5xx_and_transport_errors() -> None:
-    transport = Scripted([503, httpx.ReadTimeout("slow"), 502],
-                         httpx.Response(200, json={"ok": True}))
+    transport = Scripted(
+        [503, httpx.ReadTimeout("slow"), 502], httpx.Response(200, json={"ok": True})
+    )
     with_worker(client_for(transport)).heartbeat([])
     assert transport.calls == 4
 
@@ -123,12 +126,14 @@ def test_artifact_round_trip_with_checksums(tmp_path: Path) -> None:
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     assert stored["sha256"] == digest
     assert service.artifacts[job.id]["adapter.bin"] == source.read_bytes()
-    copy = client.download_artifact(job.id, "adapter.bin", tmp_path / "copy.bin",
-                                    expected_sha256=digest)
+    copy = client.download_artifact(
+        job.id, "adapter.bin", tmp_path / "copy.bin", expected_sha256=digest
+    )
     assert copy.read_bytes() == source.read_bytes()
     with pytest.raises(ChecksumMismatch):
-        client.download_artifact(job.id, "adapter.bin", tmp_path / "bad.bin",
-                                 expected_sha256="0" * 64)
+        client.download_artifact(
+            job.id, "adapter.bin", tmp_path / "bad.bin", expected_sha256="0" * 64
+        )
     assert not (tmp_path / "bad.bin").exists()
     assert not (tmp_path / "bad.bin.partial").exists()
 

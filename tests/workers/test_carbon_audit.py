@@ -191,11 +191,24 @@ def test_a_failed_gpu_read_is_charged_as_an_estimate_not_zero(
     # gpu_kwh null; the service charges the GPU's enforced power limit over the attempt.
     store_points(client, "history", at(10), at(13), 200.0, generated_at=at(13))
     job_id = run_attempt(
-        client, team_key, clock, start=at(11), minutes=60, watts=100.0,
+        client,
+        team_key,
+        clock,
+        start=at(11),
+        minutes=60,
+        watts=100.0,
         change={
             "gpu_kwh": None,
-            "gpus": [{"index": 0, "uuid": "GPU-x", "name": "T4", "kwh": None,
-                      "method": "nvml_power_integration", "power_limit_w": 300.0}],
+            "gpus": [
+                {
+                    "index": 0,
+                    "uuid": "GPU-x",
+                    "name": "T4",
+                    "kwh": None,
+                    "method": "nvml_power_integration",
+                    "power_limit_w": 300.0,
+                }
+            ],
             "methods": {"gpu": "failed", "cpu": "estimated", "ram": "estimated"},
             "measurement_ok": False,
         },
@@ -214,7 +227,12 @@ def test_failed_cpu_ram_measurement_is_estimated_and_a_measured_zero_stays_zero(
 ) -> None:
     store_points(client, "history", at(10), at(13), 200.0, generated_at=at(13))
     job_id = run_attempt(
-        client, team_key, clock, start=at(11), minutes=60, watts=100.0,
+        client,
+        team_key,
+        clock,
+        start=at(11),
+        minutes=60,
+        watts=100.0,
         change={"gpu_kwh": 0.0, "cpu_kwh": None, "ram_kwh": None},
     )
     body = energy_of(client, team_key, job_id)
@@ -297,8 +315,9 @@ def test_a_run_across_a_month_boundary_is_priced_per_slot_on_each_side(
     march_end = datetime(2026, 4, 1, tzinfo=UTC)
     hour = timedelta(hours=1)
     store_points(client, "history", march_end - hour, march_end, 300.0, generated_at=march_end)
-    store_points(client, "history", march_end, march_end + hour, 100.0,
-                 generated_at=march_end + hour)
+    store_points(
+        client, "history", march_end, march_end + hour, 100.0, generated_at=march_end + hour
+    )
     job_id = run_attempt(
         client, team_key, clock, start=march_end - hour / 2, minutes=60, watts=1000.0
     )

@@ -153,12 +153,14 @@ def test_job_base_continues_a_succeeded_job_of_the_same_team_only(
         session.execute(update(Job).where(Job.id == parent).values(state="succeeded"))
 
     changed = client.post(
-        "/v1/jobs", json=finetune(dataset, base=f"job:{parent}", lora_rank=16),
+        "/v1/jobs",
+        json=finetune(dataset, base=f"job:{parent}", lora_rank=16),
         headers=bearer(team_key),
     )
     assert changed.status_code == 422 and "lora_rank" in changed.json()["detail"]
     more_stages = client.post(
-        "/v1/jobs", json=finetune(dataset, base=f"job:{parent}", lora_rank=8, stage="both"),
+        "/v1/jobs",
+        json=finetune(dataset, base=f"job:{parent}", lora_rank=8, stage="both"),
         headers=bearer(team_key),
     )
     assert more_stages.status_code == 422 and "s2" in more_stages.json()["detail"]
@@ -173,7 +175,8 @@ def test_job_base_continues_a_succeeded_job_of_the_same_team_only(
     other_key = other.json()["api_key"]
     other_dataset = upload_dataset(client, other_key)
     foreign = client.post(
-        "/v1/jobs", json=finetune(other_dataset, base=f"job:{parent}", lora_rank=8),
+        "/v1/jobs",
+        json=finetune(other_dataset, base=f"job:{parent}", lora_rank=8),
         headers=bearer(other_key),
     )
     assert foreign.status_code == 422 and foreign.json()["field"] == "config.base"

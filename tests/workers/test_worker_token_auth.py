@@ -43,9 +43,7 @@ def test_a_changed_token_hash_refuses_the_old_token_at_once(client: TestClient) 
     assert _claim(client, registration).status_code == 204
     with session_scope(client.app.state.session_factory) as session:
         session.execute(
-            update(Worker)
-            .where(Worker.id == registration["worker_id"])
-            .values(token_hash="0" * 64)
+            update(Worker).where(Worker.id == registration["worker_id"]).values(token_hash="0" * 64)
         )
     assert _claim(client, registration).status_code == 401
 

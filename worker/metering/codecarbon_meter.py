@@ -100,9 +100,7 @@ def offline_tracker(*, country_iso_code: str, tracking_mode: str, measure_power_
 
 
 def _cpu_hardware(tracker: Any) -> Any | None:
-    return next(
-        (h for h in getattr(tracker, "_hardware", []) if type(h).__name__ == "CPU"), None
-    )
+    return next((h for h in getattr(tracker, "_hardware", []) if type(h).__name__ == "CPU"), None)
 
 
 class CodeCarbonMeter:

@@ -120,8 +120,10 @@ class Nvml:
         if self.module is None:
             return []
         nvml = self.module
-        return [self._describe(nvml.nvmlDeviceGetHandleByIndex(i))
-                for i in range(nvml.nvmlDeviceGetCount())]
+        return [
+            self._describe(nvml.nvmlDeviceGetHandleByIndex(i))
+            for i in range(nvml.nvmlDeviceGetCount())
+        ]
 
     def _describe(self, handle: Any) -> tuple[GpuInfo, Any]:
         nvml = self.module
@@ -166,7 +168,7 @@ class Nvml:
     ) -> tuple[GpuInfo, Any] | None:
         # Energy and power exist only for the physical GPU, so a MIG slice maps to its parent.
         if entry.startswith("MIG-GPU-"):  # legacy form MIG-GPU-<uuid>/<gi>/<ci>
-            parent_uuid = entry[len("MIG-"):].split("/")[0]
+            parent_uuid = entry[len("MIG-") :].split("/")[0]
             return next((pair for pair in every if pair[0].uuid == parent_uuid), None)
         nvml = self.module
         try:

@@ -37,10 +37,8 @@ def downsample(points: list[tuple[float, float]], max_points: int) -> list[tuple
     if len(points) <= max_points:
         return list(points)
     size = -(-len(points) // max_points)  # ceiling division
-    buckets = [points[i:i + size] for i in range(0, len(points), size)]
-    return [
-        (bucket[0][0], sum(watts for _, watts in bucket) / len(bucket)) for bucket in buckets
-    ]
+    buckets = [points[i : i + size] for i in range(0, len(points), size)]
+    return [(bucket[0][0], sum(watts for _, watts in bucket) / len(bucket)) for bucket in buckets]
 
 
 # Phases of a fine-tune, in the energy report's `phases` (docs/worker-protocol.md).
@@ -57,8 +55,9 @@ class _Phase:
     samples: int = 0
 
 
-def energy_between(series: list[tuple[float, float]], end_t: float, start: float,
-                   stop: float) -> float:
+def energy_between(
+    series: list[tuple[float, float]], end_t: float, start: float, stop: float
+) -> float:
     """Joules of a (t, watts) step series (each point holds until the next) in [start, stop)."""
     joules = 0.0
     for i, (t, watts) in enumerate(series):
@@ -172,9 +171,7 @@ class MeteringSession:
         self._start_t = self._clock()
         self._gpu.start()
         self._record()
-        self._thread = threading.Thread(
-            target=self._run, name="metering-sampler", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="metering-sampler", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -225,7 +222,8 @@ class MeteringSession:
             self._thread.join(timeout=10)
         gpus = self._gpu.stop()
         cpu_ram = (
-            self._cpu.stop() if self._cpu is not None
+            self._cpu.stop()
+            if self._cpu is not None
             else CpuRamEnergy(ok=False, error="CPU/RAM metering disabled")
         )
         self._record()
@@ -259,7 +257,8 @@ class MeteringSession:
             "gpus": [gpu.to_json() for gpu in gpus],
             # None when any GPU's reads failed: the service estimates it and says so.
             "gpu_kwh": (
-                None if any(gpu.kwh is None for gpu in gpus)
+                None
+                if any(gpu.kwh is None for gpu in gpus)
                 else sum(gpu.kwh or 0.0 for gpu in gpus)
             ),
             # None, never 0, when CodeCarbon gave no measurement.
@@ -267,8 +266,10 @@ class MeteringSession:
             "ram_kwh": cpu_ram.ram_kwh,
             "methods": {
                 "gpu": (
-                    METHOD_NONE if not gpus
-                    else "failed" if any(gpu.kwh is None for gpu in gpus)
+                    METHOD_NONE
+                    if not gpus
+                    else "failed"
+                    if any(gpu.kwh is None for gpu in gpus)
                     else "measured"
                 ),
                 "cpu": cpu_ram.cpu_method if cpu_ram.ok else METHOD_NONE,
@@ -291,9 +292,14 @@ class MeteringSession:
             report["audio_seconds"] = round(float(self.audio_seconds), 3)
         return report
 
-    def _phase_report(self, series: list[tuple[float, float]], duration_s: float,
-                      started_at: datetime, ended_at: datetime,
-                      measured_kwh: float) -> list[dict[str, Any]]:
+    def _phase_report(
+        self,
+        series: list[tuple[float, float]],
+        duration_s: float,
+        started_at: datetime,
+        ended_at: datetime,
+        measured_kwh: float,
+    ) -> list[dict[str, Any]]:
         """The measured energy split between the phases by the power samples in each."""
         with self._lock:
             phases = list(self._phases)
@@ -305,16 +311,20 @@ class MeteringSession:
             start = min(max(phase.started_at, started_at), ended_at)
             end = min(max(phase.ended_at or ended_at, start), ended_at)
             joules = energy_between(
-                series, duration_s,
-                (start - started_at).total_seconds(), (end - started_at).total_seconds(),
+                series,
+                duration_s,
+                (start - started_at).total_seconds(),
+                (end - started_at).total_seconds(),
             )
-            out.append({
-                "name": phase.name,
-                "started_at": rfc3339(start),
-                "ended_at": rfc3339(end),
-                # The samples say how the energy spread over time; the meters say how much.
-                "kwh": measured_kwh * joules / whole if whole > 0 else 0.0,
-                "optimizer_steps": phase.optimizer_steps,
-                "samples": phase.samples,
-            })
+            out.append(
+                {
+                    "name": phase.name,
+                    "started_at": rfc3339(start),
+                    "ended_at": rfc3339(end),
+                    # The samples say how the energy spread over time; the meters say how much.
+                    "kwh": measured_kwh * joules / whole if whole > 0 else 0.0,
+                    "optimizer_steps": phase.optimizer_steps,
+                    "samples": phase.samples,
+                }
+            )
         return out

@@ -97,9 +97,7 @@ def check_v2(models_dir: Path) -> BaseFiles | list[str]:
         if not path.is_file() or path.stat().st_size == 0:
             problems.append(f"{path} is missing or empty")
     problems += _hf_problems(models_dir / HUBERT_DIR, ("hubert",), needs_vocab=False)
-    problems += _hf_problems(
-        models_dir / ROBERTA_DIR, ("bert", "roberta"), needs_vocab=True
-    )
+    problems += _hf_problems(models_dir / ROBERTA_DIR, ("bert", "roberta"), needs_vocab=True)
     if problems:
         return problems
     assert isinstance(s1, Path)

@@ -94,13 +94,15 @@ def restore_rng(state: dict[str, Any]) -> None:
     """Put back RNG states captured by capture_rng."""
     torch.set_rng_state(state["torch"])
     saved = state["numpy"]
-    np.random.set_state((
-        saved["algorithm"],
-        saved["keys"].numpy().astype(np.uint32),
-        saved["position"],
-        saved["has_gauss"],
-        saved["cached_gaussian"],
-    ))
+    np.random.set_state(
+        (
+            saved["algorithm"],
+            saved["keys"].numpy().astype(np.uint32),
+            saved["position"],
+            saved["has_gauss"],
+            saved["cached_gaussian"],
+        )
+    )
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -88,9 +88,7 @@ class SavedTensorBudget:
         def pack(tensor: torch.Tensor) -> torch.Tensor:
             used[0] += tensor.numel() * tensor.element_size()
             if used[0] > cap:
-                raise torch.OutOfMemoryError(
-                    f"saved tensors passed the {cap_mib} MiB cap"
-                )
+                raise torch.OutOfMemoryError(f"saved tensors passed the {cap_mib} MiB cap")
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -181,4 +179,3 @@ def probe_micro_batch(
                 for param in model.parameters():
                     param.grad = None
     return 1
-

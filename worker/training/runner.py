@@ -112,9 +112,7 @@ def run_finetune(
     if parent_job_id(base_name) is not None:
         raise ValueError(f"base {base_name!r} must be resolved to the base the worker holds")
     files = base_files(Path(models_dir) if models_dir else None, base_name)
-    start = StartingPoint(
-        files, {k: Path(v) for k, v in (continued_from or {}).items()}, base_name
-    )
+    start = StartingPoint(files, {k: Path(v) for k, v in (continued_from or {}).items()}, base_name)
     features = _load_features(files)
     described = feature_path(base_name)
     report(
@@ -147,7 +145,13 @@ def run_finetune(
             _run_rank,
             args=(config, prepared_root, names, work_dir, start, None, None, memory_budget),
             main_args=(
-                config, prepared_root, names, work_dir, start, report, stop_requested,
+                config,
+                prepared_root,
+                names,
+                work_dir,
+                start,
+                report,
+                stop_requested,
                 memory_budget,
             ),
         )
@@ -248,6 +252,7 @@ def _run_rank(
                 seed=config.seed,
                 precision=config.precision,
             )
+
             def save_stage(state: dict[str, Any], stage_name: str = name) -> Path:
                 return save(stage_name, state["step"], state)
 

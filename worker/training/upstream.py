@@ -61,6 +61,8 @@ SOVITS_HEADERS = {
 }
 ZIP_MAGIC = b"PK"
 V2_HEADER = b"01"
+
+
 class _FixedS2(TypedDict):
     posterior_layers: int
     flow_steps: int

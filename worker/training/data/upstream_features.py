@@ -68,9 +68,7 @@ class BertFeatures:
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-            self.model = AutoModelForMaskedLM.from_pretrained(
-                str(directory), local_files_only=True
-            )
+            self.model = AutoModelForMaskedLM.from_pretrained(str(directory), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise FeatureError(f"cannot load RoBERTa from {directory}: {exc}") from exc
         self.model.eval()
