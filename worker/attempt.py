@@ -213,25 +213,17 @@ class AttemptRunner:
 
     def _restore_prepared(self, run: JobRun, job_dir: Path, prepared: dict[str, Any]) -> None:
         """Reuse an earlier attempt's prepared dataset, verified by its SHA-256."""
-        archive = job_dir / "prepared.tar"
-        target = run.run_dir / PREPARED_DIR
-        try:
-            self.client.download_artifact(
-                run.claim.job_id, PREPARED_ARTIFACT, archive, expected_sha256=prepared.get("sha256")
-            )
-            unpack_tar(archive, run.run_dir)
-        except (ChecksumMismatch, tarfile.TarError, OSError, ProtocolError) as exc:
-            if isinstance(exc, ProtocolError) and exc.status_code != 404:
-                raise
-            shutil.rmtree(target, ignore_errors=True)
+        refused = self._unpack_artifact(
+            run, PREPARED_ARTIFACT, job_dir / "prepared.tar", prepared.get("sha256")
+        )
+        if refused is not None:
+            shutil.rmtree(run.run_dir / PREPARED_DIR, ignore_errors=True)
             run.add_event(
                 "prepared_rejected",
-                f"prepared dataset refused, preparing again: {public_error(str(exc))}",
+                f"prepared dataset refused, preparing again: {public_error(str(refused))}",
             )
-            log.warning("prepared dataset refused for job %s: %s", run.claim.job_id, exc)
+            log.warning("prepared dataset refused for job %s: %s", run.claim.job_id, refused)
             return
-        finally:
-            archive.unlink(missing_ok=True)
         run.prepared_restored = True
         run.add_event(
             "prepared_reused", f"reused the prepared dataset of attempt {prepared.get('attempt')}"
@@ -250,28 +242,36 @@ class AttemptRunner:
 
     def _restore_checkpoint(self, run: JobRun, job_dir: Path, resume: dict[str, Any]) -> None:
         name = str(resume.get("artifact") or CHECKPOINT_ARTIFACT)
-        archive = job_dir / "resume.tar"
-        try:
-            self.client.download_artifact(
-                run.claim.job_id, name, archive, expected_sha256=resume.get("sha256")
-            )
-            unpack_tar(archive, run.run_dir)
-        except (ChecksumMismatch, tarfile.TarError, OSError, ProtocolError) as exc:
-            if isinstance(exc, ProtocolError) and exc.status_code != 404:
-                raise
+        refused = self._unpack_artifact(run, name, job_dir / "resume.tar", resume.get("sha256"))
+        if refused is not None:
             # Never train on a damaged (or vanished) checkpoint: start over and say so.
             shutil.rmtree(run.run_dir, ignore_errors=True)
             run.run_dir.mkdir(parents=True)
             # The team reads job events: the reason without this host's paths.
             run.add_event(
                 "checkpoint_rejected",
-                f"checkpoint {name} refused, restarting from scratch: {public_error(str(exc))}",
+                f"checkpoint {name} refused, restarting from scratch: {public_error(str(refused))}",
             )
-            log.warning("checkpoint refused for job %s: %s", run.claim.job_id, exc)
+            log.warning("checkpoint refused for job %s: %s", run.claim.job_id, refused)
             return
+        run.add_event("resumed", f"restored checkpoint {name}")
+
+    def _unpack_artifact(
+        self, run: JobRun, name: str, archive: Path, sha256: str | None
+    ) -> Exception | None:
+        """Download the job's tar artifact `name`, check its SHA-256 and unpack it into the run
+        directory; returns why it was refused (damaged, vanished) or None. Any other protocol
+        error propagates."""
+        try:
+            self.client.download_artifact(run.claim.job_id, name, archive, expected_sha256=sha256)
+            unpack_tar(archive, run.run_dir)
+        except (ChecksumMismatch, tarfile.TarError, OSError, ProtocolError) as exc:
+            if isinstance(exc, ProtocolError) and exc.status_code != 404:
+                raise
+            return exc
         finally:
             archive.unlink(missing_ok=True)
-        run.add_event("resumed", f"restored checkpoint {name}")
+        return None
 
     def _supervise(
         self, run: JobRun, child: ChildJob, session: MeteringSession, uploader: CheckpointUploader

@@ -9,6 +9,7 @@ Figures are IT energy (what the hardware drew, before PUE), like the phases they
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -127,36 +128,32 @@ def efficiency(
     )
 
 
-def median_figures(figure_sets: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Per stage and figure, the median over jobs that have it."""
+def _per_figure(
+    figure_sets: list[dict[str, Any]], reduce: Callable[[list[float]], float]
+) -> dict[str, dict[str, float | None]]:
+    """Per stage and figure, `reduce` over the jobs that have it (None where none does)."""
     result: dict[str, dict[str, float | None]] = {}
     stages = sorted({stage for figures in figure_sets for stage in figures})
     for stage in stages:
         result[stage] = {}
         for name in FIGURES:
             values = [
-                value
+                float(value)
                 for figures in figure_sets
                 if isinstance(value := (figures.get(stage) or {}).get(name), int | float)
             ]
-            result[stage][name] = statistics.median(values) if values else None
+            result[stage][name] = reduce(values) if values else None
     return result
+
+
+def median_figures(figure_sets: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per stage and figure, the median over jobs that have it."""
+    return _per_figure(figure_sets, statistics.median)
 
 
 def mean_figures(figure_sets: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """Per stage and figure, the mean over jobs that have it (what an estimate learns)."""
-    result: dict[str, dict[str, float | None]] = {}
-    stages = sorted({stage for figures in figure_sets for stage in figures})
-    for stage in stages:
-        result[stage] = {}
-        for name in FIGURES:
-            values = [
-                value
-                for figures in figure_sets
-                if isinstance(value := (figures.get(stage) or {}).get(name), int | float)
-            ]
-            result[stage][name] = statistics.fmean(values) if values else None
-    return result
+    return _per_figure(figure_sets, statistics.fmean)
 
 
 # -- the service side -----------------------------------------------------------------------
