@@ -20,12 +20,16 @@ How they stay correct, on any number of replicas, with no TTL:
   together.
 - An entry records the version it was built at and is used only while the database holds
   the same version (one primary-key read per submission). The version is read before the
-  rows: an entry may hold rows newer than its version (then it simply never matches again)
-  but never older ones.
-- Nothing is written to the caches before a commit. After it, an occupancy entry at R-1 is
-  advanced to R with the jobs this transaction inserted, when that is all it changed in the
-  zone: the counter's row lock orders the bumps, so R-1 -> R is exactly this transaction.
-  Any other change drops the entry. A rollback leaves the caches as they were.
+  rows: an entry may hold rows newer than its version (advancing it never counts a job
+  twice) but never older ones.
+- The counter's row lock orders a zone's bumps, so version R is exactly one transaction.
+  Just before it commits, that transaction leaves what it did to the queue (the jobs it
+  inserted, or "something else") under R. Once R is known to have committed (a reader read
+  R, or the transaction reported its commit) an entry at R-1 advances to R with those jobs;
+  "something else" drops it. Without this, every commit reported late by its thread (32
+  submissions in flight) made the next readers miss and re-read the whole queue.
+- A transaction that rolls back before bumping leaves the caches as they were; one that
+  fails to commit after bumping takes its delta back and drops the zone's entry.
 
 Changes made outside the service's sessions (hand-written SQL against `jobs`) must bump
 `zone_versions` themselves, or restart the service.
@@ -35,9 +39,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -51,10 +56,12 @@ from scheduler.carbon.models import IntensityPoint, Tariff, ZoneSignalStatus
 from scheduler.db.base import new_id
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
+from scheduler.planning.memory import worker_memory_mib
 from scheduler.planning.planner import plan
 from scheduler.planning.tariff import TariffSchedule, prices_for_slots
-from scheduler.planning.types import RunningJob, SlotGrid
+from scheduler.planning.types import RunningJob, SlotGrid, to_utc
 from scheduler.scheduling.models import ZoneVersion
+from scheduler.telemetry.memory import fitting_floor, holds_memory, job_need
 from scheduler.workers.models import Worker
 from worker.training.config import BASE_NONE
 
@@ -195,6 +202,7 @@ def _before_commit(session: Session) -> None:
     changes = session.info.get(_CHANGES)
     if changes:
         changes.bumped = _bump(session.connection(), changes)
+        caches_for(session.get_bind()).prepared(changes)
 
 
 def _after_commit(session: Session) -> None:
@@ -208,7 +216,9 @@ def _after_commit(session: Session) -> None:
 def _after_transaction_end(session: Session, transaction: Any) -> None:
     # The outermost transaction ended without a commit: nothing it noted happened.
     if transaction.parent is None:
-        session.info.pop(_CHANGES, None)
+        changes = session.info.pop(_CHANGES, None)
+        if changes and changes.bumped:
+            caches_for(session.get_bind()).abandoned(changes)
 
 
 def _bump(connection: Connection, changes: _Changes) -> dict[str, tuple[int, int]]:
@@ -264,28 +274,103 @@ event.listen(Session, "after_transaction_end", _after_transaction_end)
 # -- the caches ----------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# How far before its reader's clock an entry is complete (see `occupancy`).
+READ_MARGIN = timedelta(minutes=10)
+# How many committed versions a zone may run ahead of its entry before the gap is given up.
+MAX_PENDING_VERSIONS = 256
+
+
+def _microseconds(moment: datetime) -> int:
+    return (to_utc(moment) - _EPOCH) // _MICROSECOND
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """The waiting jobs' planned windows as arrays (microseconds since the epoch), so that the
+    free GPUs per slot take a few vector operations instead of a loop over the queue."""
+
+    owner: np.ndarray  # the job id of each window
+    start: np.ndarray
+    end: np.ndarray
+    planned_end: np.ndarray  # the owning job's planned end
+    gpus: np.ndarray
+
+    @classmethod
+    def of(cls, jobs: Iterable[Held]) -> _Windows:
+        rows = [
+            (
+                held.job_id,
+                _microseconds(a),
+                _microseconds(b),
+                _microseconds(held.planned_end),
+                held.gpus,
+            )
+            for held in jobs
+            if held.state in WAITING and held.planned_end is not None
+            for a, b in held.intervals
+        ]
+        owner, start, end, planned_end, gpus = zip(*rows, strict=True) if rows else ([],) * 5
+        return cls(
+            np.array(owner, dtype=str),
+            np.array(start, dtype=np.int64),
+            np.array(end, dtype=np.int64),
+            np.array(planned_end, dtype=np.int64),
+            np.array(gpus, dtype=np.int64),
+        )
+
+    def __add__(self, other: _Windows) -> _Windows:
+        return _Windows(
+            *(
+                np.concatenate((mine, theirs))
+                for mine, theirs in zip(self.arrays(), other.arrays(), strict=True)
+            )
+        )
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.owner, self.start, self.end, self.planned_end, self.gpus)
+
+
 @dataclass(frozen=True)
 class Occupancy:
-    """A zone's waiting and running jobs at `version`, read at `read_at` (jobs whose
-    windows had ended by then were left out)."""
+    """A zone's waiting and running jobs at `version`; waiting jobs whose windows had ended
+    by `complete_from` were left out, so it serves requests whose clock is at or after it."""
 
     version: int
-    read_at: datetime
+    complete_from: datetime
     jobs: tuple[Held, ...]
+    windows: _Windows = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, version: int, complete_from: datetime, jobs: tuple[Held, ...]) -> Occupancy:
+        return cls(version, complete_from, jobs, _Windows.of(jobs))
+
+    def plus(self, version: int, added: tuple[Held, ...]) -> Occupancy:
+        """This entry advanced to `version` by a transaction that only inserted `added`. An
+        entry read while that transaction committed may already hold its jobs: they are
+        not counted twice."""
+        known = {held.job_id for held in self.jobs}
+        new = tuple(held for held in added if held.job_id not in known)
+        return Occupancy(
+            version, self.complete_from, self.jobs + new, self.windows + _Windows.of(new)
+        )
 
     def free(self, grid: SlotGrid, capacity: int, *, exclude: str) -> np.ndarray:
-        """GPUs per slot left by the other waiting jobs (may go below zero)."""
-        free = np.full(grid.n_slots, capacity, dtype=np.int64)
-        for held in self.jobs:
-            if held.state not in WAITING or held.job_id == exclude:
-                continue
-            if held.planned_end is None or held.planned_end <= grid.start:
-                continue
-            for start, end in held.intervals:
-                first = max(grid.floor_index(start), 0)
-                last = min(grid.ceil_index(end), grid.n_slots)
-                free[first:last] -= held.gpus
-        return free
+        """GPUs per slot left by the other waiting jobs (may go below zero): the same
+        figures as Scheduling.place_new_job's loop over the rows, window by window."""
+        windows = self.windows
+        origin = _microseconds(grid.start)
+        keep = (windows.planned_end > origin) & (windows.owner != exclude)
+        step = grid.step_minutes * 60_000_000
+        # As SlotGrid.floor_index and ceil_index: int64 / int divides exactly as timedeltas do.
+        first = np.maximum(np.floor((windows.start[keep] - origin) / step + 1e-9), 0)
+        last = np.minimum(np.ceil((windows.end[keep] - origin) / step - 1e-9), grid.n_slots)
+        used = first < last
+        change = np.zeros(grid.n_slots + 1, dtype=np.int64)
+        np.add.at(change, first[used].astype(np.int64), windows.gpus[keep][used])
+        np.add.at(change, last[used].astype(np.int64), -windows.gpus[keep][used])
+        return capacity - np.cumsum(change[:-1])
 
     def running(self, now: datetime) -> list[RunningJob]:
         until_at_least = now + timedelta(minutes=SLOT_MINUTES)
@@ -296,36 +381,107 @@ class Occupancy:
         ]
 
 
+# What a transaction did to a zone's queue: the jobs it inserted, or None when it changed
+# anything else (an entry cannot be advanced past it).
+_Delta = tuple[Held, ...] | None
+
+
 @dataclass
 class ZoneCaches:
-    """One database's caches (shared by every session on its engine)."""
+    """One database's caches (shared by every session on its engine).
+
+    Entries advance through consecutive queue versions. The counter's row lock numbers a
+    zone's transactions in commit order, so a transaction knows its version just before it
+    commits (`prepared`) and leaves its delta here. Once the database shows that version
+    (a reader reads it, or the transaction reports its commit), every version up to it has
+    committed and the entry may take their deltas, whichever thread reports first. A
+    transaction that fails to commit takes its delta back and drops the entry
+    (`abandoned`).
+    """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     occupancy: dict[str, Occupancy] = field(default_factory=dict)
+    # zone -> version -> (the transaction's changes, its delta)
+    pending: dict[str, dict[int, tuple[_Changes, _Delta]]] = field(default_factory=dict)
+    # zone -> the highest queue version known to have committed
+    committed_upto: dict[str, int] = field(default_factory=dict)
     # zone -> (signal_version, value)
     signals: dict[str, tuple[int, carbon.Signal]] = field(default_factory=dict)
     tariffs: dict[str, tuple[int, TariffSchedule | None]] = field(default_factory=dict)
 
+    def prepared(self, changes: _Changes) -> None:
+        """A transaction has bumped its zones and is about to commit."""
+        with self.lock:
+            for zone, (version, _) in changes.bumped.items():
+                if changes.all_queue or zone in changes.queue:
+                    known = zone not in changes.unknown and not changes.all_queue
+                    delta = tuple(changes.added.get(zone, ())) if known else None
+                    pending = self.pending.setdefault(zone, {})
+                    if len(pending) >= MAX_PENDING_VERSIONS:
+                        # A gap that never closes (another replica's commit, a write outside
+                        # the service): what waits behind it is stale for good.
+                        pending.clear()
+                    pending[version] = (changes, delta)
+
     def committed(self, changes: _Changes) -> None:
-        """Bring entries up to the versions a transaction just committed."""
+        """A transaction committed: bring entries up to its versions."""
         with self.lock:
             for zone, (version, signal_version) in changes.bumped.items():
-                entry = self.occupancy.get(zone)
-                if entry is not None and entry.version != version:
-                    known = (
-                        zone in changes.queue
-                        and zone not in changes.unknown
-                        and not changes.all_queue
-                    )
-                    if known and entry.version == version - 1:
-                        added = tuple(changes.added.get(zone, ()))
-                        self.occupancy[zone] = Occupancy(version, entry.read_at, entry.jobs + added)
-                    else:
-                        del self.occupancy[zone]
+                if changes.all_queue or zone in changes.queue:
+                    self._seen(zone, version)
                 for store in (self.signals, self.tariffs):
                     cached = store.get(zone)
                     if cached is not None and cached[0] != signal_version:
                         del store[zone]
+
+    def abandoned(self, changes: _Changes) -> None:
+        """A transaction bumped its zones but did not commit: its delta never happened. A
+        reader may already have taken it, so the entry goes too."""
+        with self.lock:
+            for zone, (version, _) in changes.bumped.items():
+                pending = self.pending.get(zone, {})
+                if pending.get(version, (None, None))[0] is changes:
+                    del pending[version]
+                    self.occupancy.pop(zone, None)
+
+    def current(self, zone: str, version: int) -> Occupancy | None:
+        """The zone's entry at `version`, just read from the database (so committed), or
+        at a later version: commits since the read are what a cold read of the rows, a
+        statement later, would see too."""
+        with self.lock:
+            self._seen(zone, version)
+            entry = self.occupancy.get(zone)
+            return entry if entry is not None and entry.version >= version else None
+
+    def store(self, zone: str, fresh: Occupancy) -> None:
+        """Keep an entry read at its version, and bring it up to the commits seen since."""
+        with self.lock:
+            current = self.occupancy.get(zone)
+            if current is None or current.version <= fresh.version:
+                self.occupancy[zone] = fresh
+                self._advance(zone)
+
+    def _seen(self, zone: str, version: int) -> None:
+        if version > self.committed_upto.get(zone, -1):
+            self.committed_upto[zone] = version
+        self._advance(zone)
+
+    def _advance(self, zone: str) -> None:
+        """Apply the committed deltas that follow the entry's version; drop the entry at a
+        change it cannot replay. Called with the lock held."""
+        pending = self.pending.get(zone, {})
+        upto = self.committed_upto.get(zone, -1)
+        entry = self.occupancy.get(zone)
+        while entry is not None and entry.version < upto and entry.version + 1 in pending:
+            _, delta = pending.pop(entry.version + 1)
+            if delta is None:
+                del self.occupancy[zone]
+                entry = None
+            else:
+                entry = self.occupancy[zone] = entry.plus(entry.version + 1, delta)
+        if entry is not None:
+            for version in [v for v in pending if v <= entry.version]:
+                del pending[version]
 
 
 _caches: WeakKeyDictionary[Engine, ZoneCaches] = WeakKeyDictionary()
@@ -353,26 +509,25 @@ def occupancy(
     session: Session, caches: ZoneCaches, zone: str, version: int | None, now: datetime
 ) -> Occupancy:
     """The zone's occupancy: cached at `version`, else read (and cached when versioned)."""
-    with caches.lock:
-        entry = caches.occupancy.get(zone)
-    if entry is not None and entry.version == version and entry.read_at <= now:
+    entry = caches.current(zone, version) if version is not None else None
+    if entry is not None and entry.complete_from <= now:
         return entry
+    # Read a little into the past: requests in flight took their clocks a moment before this
+    # one, and an entry that left out jobs ending since then could not serve them.
+    complete_from = now - READ_MARGIN
     rows = session.execute(
         select(Job.id, Job.state, Job.gpus, Job.planned_end, Job.planned_intervals).where(
             Job.zone == zone,
-            (Job.state == RUNNING) | (Job.state.in_(WAITING) & (Job.planned_end > now)),
+            (Job.state == RUNNING) | (Job.state.in_(WAITING) & (Job.planned_end > complete_from)),
         )
     )
-    fresh = Occupancy(
+    fresh = Occupancy.of(
         version if version is not None else -1,
-        now,
+        complete_from,
         tuple(_held(i, s, g, e, intervals) for i, s, g, e, intervals in rows),
     )
     if version is not None:
-        with caches.lock:
-            current = caches.occupancy.get(zone)
-            if current is None or current.version <= version:
-                caches.occupancy[zone] = fresh
+        caches.store(zone, fresh)
     return fresh
 
 
@@ -459,23 +614,41 @@ def clamp_hours(hours: float) -> float:
 # -- capacity --------------------------------------------------------------------------
 
 
+class FleetWorker(NamedTuple):
+    """What placement needs of one live worker."""
+
+    slots: int
+    bases: tuple[str, ...]
+    memory_mib: int | None  # its smallest GPU's memory (None: CPU-only or not registered)
+
+
 @dataclass(frozen=True)
 class ZoneFleet:
     """The zone's live workers, read once per submission (liveness moves with every
     heartbeat, so this is read, not cached)."""
 
-    workers: tuple[tuple[int, tuple[str, ...]], ...]  # (slots, bases) per live worker
+    workers: tuple[FleetWorker, ...]
 
     def capacity(self, default: int) -> int:
         """As Scheduling.capacity: GPUs of live workers, or the default when none count."""
-        return sum(slots for slots, _ in self.workers) or default
+        return sum(worker.slots for worker in self.workers) or default
 
-    def capacity_for_base(self, base: str, default: int) -> int:
-        """As Scheduling.capacity_for_base: GPUs of live workers holding `base`; with no
-        live worker at all, the zone's capacity."""
+    def capacity_for_base(self, base: str, default: int, memory_floor: int = 0) -> int:
+        """As Scheduling.capacity_for_base: GPUs of live workers holding `base` (and GPUs of
+        at least `memory_floor` MiB); with no live worker at all, the zone's capacity."""
         if not self.workers:
             return self.capacity(default)
-        return sum(slots for slots, bases in self.workers if base in bases)
+        return sum(
+            worker.slots
+            for worker in self.workers
+            if base in worker.bases and holds_memory(worker.memory_mib, memory_floor)
+        )
+
+    def memory_floor(self, session: Session, job: Job) -> int:
+        """As Scheduling.memory_floor; the job's need is only worked out (a read of the
+        memory model) when some live worker's GPU memory is known."""
+        sizes = [worker.memory_mib for worker in self.workers if worker.memory_mib is not None]
+        return fitting_floor(sizes, job_need(session, job)) if sizes else 0
 
 
 def zone_fleet(session: Session, zone: str, now: datetime) -> ZoneFleet:
@@ -483,14 +656,19 @@ def zone_fleet(session: Session, zone: str, now: datetime) -> ZoneFleet:
         select(
             Worker.gpu_count,
             Worker.cpu_only,
+            Worker.gpus,
             Worker.bases,
             Worker.last_seen_at,
             Worker.heartbeat_seconds,
         ).where(Worker.zone == zone)
     )
     live = tuple(
-        (1 if cpu_only else gpu_count, tuple(bases or [BASE_NONE]))
-        for gpu_count, cpu_only, bases, seen, beat in rows
+        FleetWorker(
+            1 if cpu_only else gpu_count,
+            tuple(bases or [BASE_NONE]),
+            worker_memory_mib(gpus, cpu_only),
+        )
+        for gpu_count, cpu_only, gpus, bases, seen, beat in rows
         if now - seen <= timedelta(seconds=MISSED_BEATS * beat)
     )
     return ZoneFleet(live)
@@ -500,19 +678,14 @@ def zone_fleet(session: Session, zone: str, now: datetime) -> ZoneFleet:
 
 
 def place_new_job(
-    scheduling: Scheduling, session: Session, job: Job, *, now: datetime, memory_floor: int = 0
+    scheduling: Scheduling, session: Session, job: Job, *, now: datetime
 ) -> tuple[State, str]:
     """Scheduling.place_new_job from the caches: the same plan, fewer reads. A job that
-    needs more GPU memory than some live worker has counts only the workers that fit
-    (`memory_floor`, read uncached like the fleet)."""
+    needs more GPU memory than some live worker has counts only the workers that fit."""
     default = scheduling.settings.default_capacity_gpus
     fleet = zone_fleet(session, job.zone, now)
-    if memory_floor:
-        held = scheduling.capacity_for_base(
-            session, job.zone, job.base or "none", now, memory_floor
-        )
-    else:
-        held = fleet.capacity_for_base(job.base or "none", default)
+    memory_floor = fleet.memory_floor(session, job)
+    held = fleet.capacity_for_base(job.base or "none", default, memory_floor)
     if held == 0:
         return scheduling._wait_for_base(job, memory_floor), job.state_reason
     caches = caches_for(session.get_bind())

@@ -35,7 +35,7 @@ from scheduler.planning.tariff import TariffSchedule, spain_2_0td_example
 from scheduler.planning.types import JobPlan, PlanJob, RunningJob, SlotGrid
 from scheduler.scheduling import occupancy
 from scheduler.settings import Settings
-from scheduler.telemetry.memory import fitting_floor, job_need, memory_model
+from scheduler.telemetry.memory import fitting_floor, job_need, memory_model, worker_mib
 from scheduler.workers import fleet
 from worker.training.config import FinetuneConfig
 
@@ -232,7 +232,7 @@ class Scheduling:
         every worker does); see scheduler/telemetry/memory.py."""
         if workers is None:
             workers = [w for w in fleet.alive_workers(session, now) if w.zone == job.zone]
-        return fitting_floor(workers, job_need(session, job, model))
+        return fitting_floor(map(worker_mib, workers), job_need(session, job, model))
 
     def _wait_for_base(self, job: Job, memory_floor: int = 0) -> JobState:
         """No live worker holds the job's base (or its memory need): no plan, and the
@@ -316,9 +316,9 @@ class Scheduling:
 
     def place_new_job(self, session: Session, job: Job, *, now: datetime) -> tuple[JobState, str]:
         """Plan one new job around what is already planned; returns its state and reason."""
-        floor = self.memory_floor(session, job, now)
         if self.use_caches:
-            return occupancy.place_new_job(self, session, job, now=now, memory_floor=floor)
+            return occupancy.place_new_job(self, session, job, now=now)
+        floor = self.memory_floor(session, job, now)
         held = self.capacity_for_base(session, job.zone, job.base or "none", now, floor)
         if held == 0:
             return self._wait_for_base(job, floor), job.state_reason
@@ -339,7 +339,8 @@ class Scheduling:
             for start, end in intervals or []:
                 first = max(grid.floor_index(datetime.fromisoformat(start)), 0)
                 last = min(grid.ceil_index(datetime.fromisoformat(end)), grid.n_slots)
-                free[first:last] -= gpus
+                if first < last:  # a window that ended before the grid would index from the back
+                    free[first:last] -= gpus
         result = plan(
             grid,
             [self._plan_job(job, now)],

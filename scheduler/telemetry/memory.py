@@ -4,6 +4,7 @@ which workers' GPUs can hold it. Used by claims and by the planner's capacity.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,8 +50,11 @@ def memory_model(session: Session) -> MemoryModel:
 
 
 def job_need(session: Session, job: Job, model: MemoryModel | None = None) -> MemoryNeed | None:
-    """The job's per-device memory need (None when it cannot be told)."""
-    return (model or memory_model(session)).need(job.kind, job.config or {})
+    """The job's per-device memory need (None when it cannot be told). Only fine-tunes learn
+    from measured peaks, so a burn-in's need is worked out without reading them."""
+    if model is None:
+        model = MemoryModel() if job.kind == "burn-in" else memory_model(session)
+    return model.need(job.kind, job.config or {})
 
 
 def worker_mib(worker: Any) -> int | None:
@@ -79,22 +83,27 @@ def unfit_job_ids(session: Session, worker: Any) -> list[str]:
     ]
 
 
-def fitting_floor(workers: list[Any], need: MemoryNeed | None) -> int:
-    """The smallest registered GPU memory among `workers` that holds `need` (0: every
-    worker, when the need or no worker's memory is known); jobs with one floor can share
-    the same GPUs. A need no known worker holds gives the need itself."""
+def fitting_floor(sizes: Iterable[int | None], need: MemoryNeed | None) -> int:
+    """The smallest GPU memory among the workers' `sizes` (None: not known) that holds
+    `need` (0: every worker, when the need or no worker's memory is known); jobs with one
+    floor can share the same GPUs. A need no known worker holds gives the need itself."""
     if need is None:
         return 0
-    sizes = sorted({m for w in workers if (m := worker_mib(w)) is not None})
-    if not sizes:
+    known = sorted({size for size in sizes if size is not None})
+    if not known:
         return 0
-    holding = [size for size in sizes if size >= need.mib]
-    if len(holding) == len(sizes):
+    holding = [size for size in known if size >= need.mib]
+    if len(holding) == len(known):
         return 0
     return holding[0] if holding else int(need.mib + 0.999)
 
 
+def holds_memory(memory_mib: int | None, memory_floor: int) -> bool:
+    """Whether a worker with GPUs of `memory_mib` counts for jobs of this floor (memory
+    not known: it does)."""
+    return memory_floor <= 0 or memory_mib is None or memory_mib >= memory_floor
+
+
 def holds(worker: Any, memory_floor: int) -> bool:
-    """Whether the worker counts for jobs of this floor (memory not known: it does)."""
-    memory = worker_mib(worker)
-    return memory_floor <= 0 or memory is None or memory >= memory_floor
+    """holds_memory for a registered worker."""
+    return holds_memory(worker_mib(worker), memory_floor)
