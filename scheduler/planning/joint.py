@@ -509,7 +509,10 @@ def plan_queue(
     probe = _Queue(jobs, intensity, price, capacity, defer_penalty)
     by_slack = sorted(range(len(jobs)), key=probe._order_key)
     orders = [by_slack]
-    if len(jobs) * intensity.shape[0] <= _MULTI_ORDER_LIMIT and improve_budget_s > 0:
+    # Every move below re-places other jobs: a job planned alone (a submission around a
+    # fixed queue) has its best plan from the greedy pass.
+    alone = len(jobs) == 1
+    if not alone and len(jobs) * intensity.shape[0] <= _MULTI_ORDER_LIMIT and improve_budget_s > 0:
         # Heavy jobs first, then the tightest: they lose most when pushed out of a window.
         orders.append(
             sorted(
@@ -531,9 +534,9 @@ def plan_queue(
         # Repair: make room before their deadlines for jobs that did not fit.
         still_unplaced = []
         for index in unplaced:
-            if not _repair(queue, index, stop_at):
+            if alone or not _repair(queue, index, stop_at):
                 still_unplaced.append(index)
-        while time.perf_counter() < stop_at and _improve(queue, order, stop_at):
+        while not alone and time.perf_counter() < stop_at and _improve(queue, order, stop_at):
             pass
         score = (len(still_unplaced), float(queue.cost.sum()))
         if best is None or score < (len(best[1]), float(best[0].cost.sum())):
@@ -556,7 +559,7 @@ def plan_queue(
             status[index] = UNPLACED
             continue
         queue.place(index, chosen)
-        if not queue.on_time(index) and time.perf_counter() < stop_at:
+        if not alone and not queue.on_time(index) and time.perf_counter() < stop_at:
             # Pull it forward past jobs that can move without turning late.
             kept = queue.free
             queue.free = queue.capacity

@@ -137,3 +137,32 @@ def test_joint_repair_keeps_deadlines_that_greedy_order_would_break() -> None:
     result = plan_queue(jobs, intensity, None, np.full(8, 1))
     assert misses(jobs, result.slots) == 0
     assert result.slots[1].tolist() == [2, 3]
+
+
+def test_a_job_planned_alone_takes_its_cheapest_on_time_window() -> None:
+    """A submission is planned alone around a fixed queue (capacity per slot), where no move
+    of the search applies: the greedy pass must already give the cheapest window that has
+    the GPUs, found here by trying every start."""
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n_slots = int(rng.integers(8, 60))
+        intensity = rng.uniform(50, 500, n_slots)
+        capacity = rng.integers(0, 4, n_slots)
+        duration = int(rng.integers(1, 6))
+        gpus = int(rng.integers(1, 3))
+        release = int(rng.integers(0, 4))
+        deadline = int(rng.integers(release + duration, n_slots + 1))
+        job = SlotJob("solo", duration, 1.0, gpus, release, deadline)
+        starts = [
+            start
+            for start in range(release, deadline - duration + 1)
+            if np.all(capacity[start : start + duration] >= gpus)
+        ]
+        result = plan_queue([job], intensity, None, capacity.copy(), improve_budget_s=0.5)
+        slots = result.slots[0]
+        if not starts:
+            assert result.status[0] != "on_time", trial
+            continue
+        best = min(float(intensity[s : s + duration].sum()) for s in starts)
+        assert result.status[0] == "on_time", trial
+        assert float(intensity[slots].sum()) == pytest.approx(best), trial
