@@ -181,20 +181,27 @@ def reserve(
 ) -> None:
     """Reserve `kg` (default: the job's estimate) in the period of `counts_at` (default: its
     planned start), and remember both on the job."""
-    kg = job.estimated_kg_co2e if kg is None else kg
-    counts_at = counts_at or job.planned_start or now
+    note_reservation(job, now=now, kg=kg, counts_at=counts_at)
     budgets.reserve(
         session,
         team_id=job.team_id,
         job_id=job.id,
-        kg=kg,
+        kg=job.reserved_kg_co2e,
         kwh=job.estimated_kwh,
         now=now,
-        counts_at=counts_at,
+        counts_at=job.reserved_counts_at or now,
         note=note,
     )
-    job.reserved_kg_co2e = kg
-    job.reserved_counts_at = counts_at
+
+
+def note_reservation(
+    job: Job, *, now: datetime, kg: float | None = None, counts_at: datetime | None = None
+) -> None:
+    """Set on the job the reservation `reserve` makes (its defaults as there). A submission
+    sets it before the job's INSERT, so that `reserve` after it changes nothing on the row
+    and no UPDATE follows."""
+    job.reserved_kg_co2e = job.estimated_kg_co2e if kg is None else kg
+    job.reserved_counts_at = counts_at or job.planned_start or now
 
 
 def move_reservation(session: Session, job: Job, *, now: datetime) -> None:

@@ -115,15 +115,15 @@ def submit(
     if admission.decision == "hold":
         state, reason = JobState.HELD, admission.reason
     job.state, job.state_reason = state, reason
+    if state != JobState.HELD:
+        lifecycle.note_reservation(job, now=now)  # in the INSERT, not an UPDATE after it
+    session.add(job)
     if idempotency_key is None:
-        # No race to lose, so no savepoint (two statements fewer).
-        session.add(job)
-        session.flush()
+        session.flush()  # no race to lose, so no savepoint (two statements fewer)
     else:
         try:
             # A savepoint, so that losing an idempotency race leaves the session usable.
             with session.begin_nested():
-                session.add(job)
                 session.flush()
         except IntegrityError:
             existing = _existing_for_key(session, team, idempotency_key, request_hash)
