@@ -157,7 +157,20 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     session = factory()
     try:
         yield session
-        session.commit()
+    except BaseException:
+        finish(session, commit=False)
+        raise
+    finish(session, commit=True)
+
+
+def finish(session: Session, *, commit: bool) -> None:
+    """End a unit of work: commit it (rolled back when the commit fails) or roll it back;
+    then close the session."""
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     except BaseException:
         session.rollback()
         raise
