@@ -10,6 +10,7 @@ of every queued job), and the two plans must be identical.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -272,3 +273,48 @@ def test_a_committed_submission_advances_the_cache_by_exactly_its_job(world: Wor
     # A claim is a change the cache cannot replay: the entry is dropped, not advanced.
     _claim(world, rng)
     assert zone not in caches.occupancy
+
+
+def test_concurrent_submissions_leave_the_cache_equal_to_a_cold_read(world: World) -> None:
+    """Threads commit in one order and report their commits in another; entries advance
+    by the deltas noted before each commit. Afterwards the entry holds exactly the queue a
+    cold read finds, and plans from it equal cold plans."""
+    rng = random.Random(3)
+    _probe(world, rng)  # an entry to advance
+    zone = world.scheduling.default_zone
+    errors: list[BaseException] = []
+
+    def submit_some(seed: int) -> None:
+        local = random.Random(seed)
+        try:
+            for _ in range(6):
+                with world.session() as session:
+                    jobs_service.submit(
+                        session,
+                        team=session.get(Team, world.team_id),
+                        spec=JobCreate.model_validate(
+                            burn_in_job(gpus=local.choice([1, 2]), max_delay_minutes=600)
+                        ),
+                        idempotency_key=None,
+                        now=world.clock(),
+                        scheduling=world.scheduling,
+                    )
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=submit_some, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with world.session() as session:
+        version = occupancy.zone_versions(session, zone)
+        assert version is not None
+        cached = occupancy.caches_for(world.app.state.engine).current(zone, version[0])
+        cold = occupancy.occupancy(session, occupancy.ZoneCaches(), zone, None, world.clock())
+    assert cached is not None, "the entry fell behind the commits"
+    assert sorted(job.job_id for job in cached.jobs) == sorted(job.job_id for job in cold.jobs)
+    assert sorted(_waiting_ids(world)) == sorted(job.job_id for job in cold.jobs)
+    cold_plan, cached_plan = _probe(world, rng)
+    assert cached_plan == cold_plan
