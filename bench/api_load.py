@@ -20,7 +20,9 @@ hits both alike:
 2. the claim -> heartbeat -> complete cycle with --workers HTTP workers (httpx async) on
    --claim-jobs ready jobs: jobs/s, double claims (a job with more than one transition
    to running, from the job events) and jobs never run;
-3. SQL statements per call (submit, claim, heartbeat, complete), counted with a
+3. what the service's PostgreSQL connections do meanwhile (pg_stat_activity every 100 ms):
+   running, waiting on a lock (and on which table's statement), idle inside a transaction;
+4. SQL statements per call (submit, claim, heartbeat, complete), counted with a
    SQLAlchemy `before_cursor_execute` listener on an in-process copy of the service on
    the same database.
 """
@@ -29,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -281,6 +285,72 @@ def double_claims(database_url: str) -> tuple[int, int]:
     return sum(1 for _, n in rows if n > 1), sum(1 for _, n in rows if n == 0)
 
 
+# -- where connections wait -------------------------------------------------------------
+
+
+class ConnectionStates:
+    """Samples pg_stat_activity for the scratch database every 100 ms while in use: what the
+    service's connections are doing (running, waiting on a lock, idle inside a transaction
+    while the application works, idle). Locks held across the application's own work show
+    up as `lock` waits of the others."""
+
+    def __init__(self, admin_url: str, database_url: str) -> None:
+        self.admin_url = _sqlalchemy_url(admin_url)
+        self.database = database_url.rsplit("/", 1)[1]
+        self.counts: dict[str, int] = {}
+        self.waiting_on: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ConnectionStates:
+        """Sample until the block ends (re-entered blocks add to the same counts)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+
+    def _sample(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.admin_url)
+        query = text(
+            "SELECT state, wait_event_type, left(query, 40) FROM pg_stat_activity "
+            "WHERE datname = :name AND pid <> pg_backend_pid()"
+        )
+        with engine.connect() as conn:
+            while not self._stop.wait(0.1):
+                for state, wait_type, statement in conn.execute(query, {"name": self.database}):
+                    if state == "active" and wait_type == "Lock":
+                        kind = "lock"
+                        words = (statement or "").split()
+                        table = next((w for w in words if w in ("zone_versions", "jobs")), "?")
+                        self.waiting_on[table] = self.waiting_on.get(table, 0) + 1
+                    elif state == "idle in transaction":
+                        kind = "idle in transaction"
+                    else:
+                        kind = state or "?"
+                    self.counts[kind] = self.counts.get(kind, 0) + 1
+                conn.rollback()
+        engine.dispose()
+
+    def summary(self) -> str:
+        """Shares of the samples of connections inside a transaction (idle pooled ones
+        left out)."""
+        busy = {kind: n for kind, n in self.counts.items() if kind != "idle"}
+        total = sum(busy.values()) or 1
+        shares = ", ".join(
+            f"{kind} {100 * n / total:.0f} %"
+            for kind, n in sorted(busy.items(), key=lambda item: -item[1])
+        )
+        locks = ", ".join(f"{table} {n}" for table, n in self.waiting_on.items())
+        return f"{shares} (lock waits by statement: {locks or 'none'})"
+
+
 # -- statements per call --------------------------------------------------------------
 
 
@@ -395,12 +465,16 @@ def main() -> None:
             # Warm-up: first-request costs (imports, connections, history) are not measured.
             asyncio.run(submit_load(service_url, key, 64, args.concurrency))
             asyncio.run(submit_load(floor_url, None, 64, args.concurrency))
+            submit_states = ConnectionStates(args.postgres_admin_url, db)
             for round_ in range(args.rounds):
                 for label, url, auth in (
                     ("greenwindow", service_url, key),
                     ("floor", floor_url, None),
                 ):
-                    figures = asyncio.run(submit_load(url, auth, args.requests, args.concurrency))
+                    with submit_states if label == "greenwindow" else contextlib.nullcontext():
+                        figures = asyncio.run(
+                            submit_load(url, auth, args.requests, args.concurrency)
+                        )
                     rows.append((f"{label} (round {round_ + 1})", figures))
                     print(f"  {rows[-1][0]}: {figures}", flush=True)
             # Claim cycle: a fresh batch of ready jobs.
@@ -409,7 +483,8 @@ def main() -> None:
             claim_key = new_team(service_url)
             asyncio.run(submit_load(service_url, claim_key, args.claim_jobs, 16))
             ready = make_ready(db)
-            done, seconds, claim_errors = asyncio.run(claim_cycle(service_url, args.workers))
+            with ConnectionStates(args.postgres_admin_url, db) as claim_states:
+                done, seconds, claim_errors = asyncio.run(claim_cycle(service_url, args.workers))
             print(f"  claim cycle: {done} jobs in {seconds:.1f} s", flush=True)
         twice, never = double_claims(db)
         statements = statements_per_call(db)
@@ -430,6 +505,11 @@ def main() -> None:
         f"\nclaim -> heartbeat -> complete, {args.workers} HTTP workers, {ready} ready jobs: "
         f"{done} done in {seconds:.1f} s = {done / seconds:.1f} jobs/s (goal >= 150); "
         f"errors {claim_errors}; double claims {twice} (must be 0); never run {never}"
+    )
+    print(
+        "\nThe service's PostgreSQL connections inside a transaction, sampled every 100 ms:\n"
+        f"  during submissions: {submit_states.summary()}\n"
+        f"  during the claim cycle: {claim_states.summary()}"
     )
     print(
         "\nSQL statements per call: "
