@@ -268,10 +268,24 @@ def charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetime
     job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + row.kg_co2e
 
 
-def settle(session: Session, job: Job, *, now: datetime, scheduling: energy.EnergyContext) -> None:
+def settle(
+    session: Session,
+    job: Job,
+    *,
+    now: datetime,
+    scheduling: energy.EnergyContext,
+    last: JobAttempt | None = None,
+) -> None:
     """At a job's end: release what is left of its reservation; its actual totals are the sum
-    of its attempts, each charged when it was measured. A success teaches the estimator."""
-    rows = energy.attempts(session, job.id)
+    of its attempts, each charged when it was measured. A success teaches the estimator.
+
+    `last` is the record of the attempt that just ended, when the caller has it: a job on
+    its first attempt has no other record (attempts are numbered from 1 by the claim), so
+    none is read."""
+    if last is not None and job.attempt == 1 and last.attempt == 1:
+        rows = [last]
+    else:
+        rows = energy.attempts(session, job.id)
     job.actual_kwh = sum(row.total_kwh * energy.attempt_pue(row) for row in rows)
     job.actual_kg_co2e = sum(row.kg_co2e for row in rows)
     release_reservation(session, job, now=now, note=f"job {job.state}: reservation released")
@@ -368,20 +382,22 @@ def end_attempt(
     error: str = "",
     paused: bool = False,
     result: dict[str, Any] | None = None,
+    row: JobAttempt | None = None,
 ) -> Decision:
     """End the running job's current attempt: measure and charge its energy, drop the
     lease, move the job where `decide` says, and settle the budget if the job ended.
 
     `max_infra_restarts` bounds the retries of failures and lost workers; `error` is a
     failure's one-line public message (the caller cleans what a worker sent); `result` is
-    stored on a success's event. The caller replans the zone afterwards.
+    stored on a success's event; `row` is the current attempt's record when the caller
+    has it (else it is read). The caller replans the zone afterwards.
     """
     lost = "worker lost"
     if outcome is Outcome.LOST and job.lease_expires_at is not None:
         expired = job.lease_expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         lost = f"worker lost (lease expired at {expired})"
     row = energy.close_attempt(
-        session, job, outcome=outcome.value, report=report, now=now, scheduling=scheduling
+        session, job, outcome=outcome.value, report=report, now=now, scheduling=scheduling, row=row
     )
     charge_attempt(session, job, row, now=now)
     job.lease_token = None
@@ -412,5 +428,5 @@ def end_attempt(
         data=(result or None) if outcome is Outcome.SUCCEEDED else None,
     )
     if decision.target in TERMINAL:
-        settle(session, job, now=now, scheduling=scheduling)
+        settle(session, job, now=now, scheduling=scheduling, last=row)
     return decision

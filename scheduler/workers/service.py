@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from scheduler.artifacts.models import Artifact
 from scheduler.datasets.models import Dataset
 from scheduler.energy import service as energy
+from scheduler.energy.models import JobAttempt
 from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs import lifecycle
 from scheduler.jobs.lifecycle import Outcome
@@ -178,18 +179,35 @@ def latest_checkpoint(session: Session, job_id: str, *, before_attempt: int) -> 
     )
 
 
-def fenced_job(
+@dataclass(frozen=True)
+class Lease:
+    """A running job the calling worker holds, with the record of the held attempt (None
+    only for a job whose attempt has no record), both loaded by the fence's one read."""
+
+    worker: Worker
+    job: Job
+    attempt: JobAttempt | None
+
+
+def fenced_lease(
     session: Session, worker: Worker, job_id: str, *, attempt: int, lease_token: str
-) -> Job:
-    """The running job this worker holds under (attempt, lease token), locked; else 409."""
-    job = session.scalar(
-        select(Job)
+) -> Lease:
+    """The running job this worker holds under (attempt, lease token), locked, with its
+    current attempt's record; else 404 (unknown job) or 409 (lease lost).
+
+    One read: every lease-holding call (heartbeat, complete, fail, release) needs the
+    attempt's record too, so it is joined here instead of read again by each of them.
+    """
+    found = session.execute(
+        select(Job, JobAttempt)
+        .outerjoin(JobAttempt, (JobAttempt.job_id == Job.id) & (JobAttempt.attempt == Job.attempt))
         .where(Job.id == job_id)
         .with_for_update(of=Job)
         .execution_options(populate_existing=True)
-    )
-    if job is None:
+    ).one_or_none()
+    if found is None:
         raise NotFound(f"unknown job '{job_id}'", field="job_id")
+    job, row = found
     holds = (
         job.state == JobState.RUNNING
         and job.attempt == attempt
@@ -203,7 +221,14 @@ def fenced_job(
             f"(job is {job.state}, attempt {job.attempt})",
             field="lease_token",
         )
-    return job
+    return Lease(worker, job, row)
+
+
+def fenced_job(
+    session: Session, worker: Worker, job_id: str, *, attempt: int, lease_token: str
+) -> Job:
+    """The running job this worker holds under (attempt, lease token), locked; else 409."""
+    return fenced_lease(session, worker, job_id, attempt=attempt, lease_token=lease_token).job
 
 
 # A report may exceed full power over the server-side wall time by this factor plus the
@@ -235,13 +260,15 @@ def check_energy_plausible(
     *,
     now: datetime,
     settings: Settings,
+    attempt_row: JobAttempt | None = None,
 ) -> None:
     """Refuse (422 naming the field) energy no hardware could have used: more than the
     job's GPUs at their power limit, or the host at its cap, over the attempt's wall time
-    (measured by the service, from the claim) with a margin."""
+    (measured by the service, from the claim) with a margin. `attempt_row` is the current
+    attempt's record when the caller has it (else it is read)."""
     if not report:
         return
-    attempt = energy.get_attempt(session, job.id, job.attempt)
+    attempt = attempt_row or energy.get_attempt(session, job.id, job.attempt)
     started = attempt.started_at if attempt is not None else (job.started_at or now)
     seconds = max((now - started).total_seconds(), 0.0)
     hours = (seconds * ENERGY_MARGIN + ENERGY_GRACE_SECONDS) / 3600.0
@@ -312,8 +339,10 @@ def job_heartbeat(
     now: datetime,
     lease_seconds: int,
     events: list[dict[str, str]] | None = None,
+    attempt_row: JobAttempt | None = None,
 ) -> str:
-    """Renew the lease, keep progress, energy and the worker's events; returns the action."""
+    """Renew the lease, keep progress, energy and the worker's events; returns the action.
+    `attempt_row` is the current attempt's record when the caller has it (else it is read)."""
     worker.last_seen_at = now
     for event in events or []:
         lifecycle.record_event(
@@ -328,7 +357,7 @@ def job_heartbeat(
     job.updated_at = now
     if progress is not None:
         job.progress = telemetry.record_heartbeat(session, job, progress, now=now)
-    energy.note_heartbeat(session, job, energy_so_far, now=now)
+    energy.note_heartbeat(session, job, energy_so_far, now=now, row=attempt_row)
     if job.cancel_requested:
         return "cancel"
     if job.pause_requested and job.interruptible:
@@ -344,6 +373,7 @@ def complete(
     result: dict[str, Any] | None,
     now: datetime,
     scheduling: Scheduling,
+    attempt_row: JobAttempt | None = None,
 ) -> Job:
     """The attempt succeeded: account its energy, settle the budget."""
     lifecycle.end_attempt(
@@ -354,6 +384,7 @@ def complete(
         result=result,
         now=now,
         scheduling=scheduling,
+        row=attempt_row,
     )
     # Its GPUs are free now, maybe earlier than estimated: the zone's queue moves up.
     scheduling.replan_now(session, job.zone, now=now)
@@ -371,6 +402,7 @@ def fail(
     now: datetime,
     scheduling: Scheduling,
     max_infra_restarts: int,
+    attempt_row: JobAttempt | None = None,
 ) -> Job:
     """The attempt failed (or stopped on cancel); `lifecycle.decide` says whether it is
     retried, cancelled or failed."""
@@ -386,6 +418,7 @@ def fail(
         now=now,
         scheduling=scheduling,
         max_infra_restarts=max_infra_restarts,
+        row=attempt_row,
     )
     scheduling.replan_now(session, job.zone, now=now)
     return job
@@ -399,6 +432,7 @@ def release(
     reason: str,
     now: datetime,
     scheduling: Scheduling,
+    attempt_row: JobAttempt | None = None,
 ) -> Job:
     """The worker checkpointed and let go (pause or shutdown): back to scheduled (or
     cancelled, when a cancel was requested meanwhile)."""
@@ -410,6 +444,7 @@ def release(
         paused=reason == "paused",
         now=now,
         scheduling=scheduling,
+        row=attempt_row,
     )
     scheduling.replan_now(session, job.zone, now=now)
     return job
