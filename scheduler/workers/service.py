@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler.artifacts.models import Artifact
@@ -179,6 +179,16 @@ def latest_checkpoint(session: Session, job_id: str, *, before_attempt: int) -> 
     )
 
 
+# Built once: every lease-holding call runs it.
+_FENCE = (
+    select(Job, JobAttempt)
+    .outerjoin(JobAttempt, (JobAttempt.job_id == Job.id) & (JobAttempt.attempt == Job.attempt))
+    .where(Job.id == bindparam("job_id"))
+    .with_for_update(of=Job)
+    .execution_options(populate_existing=True)
+)
+
+
 @dataclass(frozen=True)
 class Lease:
     """A running job the calling worker holds, with the record of the held attempt (None
@@ -198,13 +208,7 @@ def fenced_lease(
     One read: every lease-holding call (heartbeat, complete, fail, release) needs the
     attempt's record too, so it is joined here instead of read again by each of them.
     """
-    found = session.execute(
-        select(Job, JobAttempt)
-        .outerjoin(JobAttempt, (JobAttempt.job_id == Job.id) & (JobAttempt.attempt == Job.attempt))
-        .where(Job.id == job_id)
-        .with_for_update(of=Job)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    found = session.execute(_FENCE, {"job_id": job_id}).one_or_none()
     if found is None:
         raise NotFound(f"unknown job '{job_id}'", field="job_id")
     job, row = found
