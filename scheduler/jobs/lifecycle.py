@@ -4,8 +4,9 @@ Everything that moves a job between states comes through here, so the state mach
 (`states.py`) is checked on every change and each change leaves a `JobEvent`:
 
 - `transition` moves one loaded job; `transition_where` moves whichever jobs match a
-  condition in one conditional UPDATE (the claim, promotion of due jobs), race-safe because
-  the source state is part of the WHERE.
+  condition in one conditional UPDATE (promotion of due jobs), and `start_attempt` the one
+  job a claim selects (its UPDATE built once by `start_statement`); both are race-safe
+  because the source state is part of the WHERE.
 - The reservation ledger: `reserve` at admission, `move_reservation` when a replan moves the
   job to another budget period, `charge_attempt` when an attempt is measured (it releases
   as much of the reservation), and `release_reservation` when the job ends. The ledger rows
@@ -21,13 +22,13 @@ service, which call it. It never replans; its callers do, once their change is m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, func, update
 from sqlalchemy.orm import Session
 
 from scheduler.budgets import service as budgets
@@ -130,39 +131,78 @@ def transition_where(
     return moved
 
 
+def start_statement(candidate: ColumnElement[Any]) -> Update:
+    """The UPDATE that starts an attempt of the ready job `candidate` selects (ready ->
+    running, checked against the state machine here), for `start_attempt`.
+
+    Everything that varies per claim is a bound parameter (`b_reason`, `b_now`, `b_token`,
+    `b_expires`, `b_worker`, plus whatever `candidate` binds), so a claim can build the
+    statement once and run it many times: building it, and its cache key, is a good part
+    of a claim's cost."""
+    check_transition(JobState.READY, JobState.RUNNING)
+    jobs = cast(Table, Job.__table__)
+    now = bindparam("b_now", type_=jobs.c.updated_at.type)
+    return (
+        update(Job)
+        .where(Job.state == JobState.READY, Job.id == candidate)
+        .values(
+            state=JobState.RUNNING,
+            state_reason=bindparam("b_reason", type_=jobs.c.state_reason.type),
+            updated_at=now,
+            attempt=Job.attempt + 1,
+            lease_token=bindparam("b_token", type_=jobs.c.lease_token.type),
+            lease_expires_at=bindparam("b_expires", type_=jobs.c.lease_expires_at.type),
+            worker_id=bindparam("b_worker", type_=jobs.c.worker_id.type),
+            started_at=func.coalesce(Job.started_at, now),
+            pause_requested=False,
+        )
+        # The whole row comes back: no second read of the started job.
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
 def start_attempt(
     session: Session,
     worker: Worker,
-    candidate: ColumnElement[Any],
+    statement: Update,
     *,
     token: str,
     now: datetime,
     lease_seconds: int,
+    params: Mapping[str, Any] | None = None,
 ) -> Job | None:
-    """Start a new attempt of the ready job `candidate` selects, leased to `worker` under
-    `token`: ready -> running through the state machine, and its energy record opened.
-    None when the candidate is gone (none left, or another claim took it first)."""
-    moved = transition_where(
-        session,
-        source=JobState.READY,
-        target=JobState.RUNNING,
-        where=[Job.id == candidate],
-        reason=f"running on {worker.host}",
-        now=now,
-        values={
-            "attempt": Job.attempt + 1,
-            "lease_token": token,
-            "lease_expires_at": now + timedelta(seconds=lease_seconds),
-            "worker_id": worker.id,
-            "started_at": func.coalesce(Job.started_at, now),
-            "pause_requested": False,
+    """Start a new attempt of the ready job `statement` (from `start_statement`) selects,
+    leased to `worker` under `token`: ready -> running, with its event, and its energy
+    record opened. `params` binds the candidate query's own parameters. None when the
+    candidate is gone (none left, or another claim took it first).
+
+    Of concurrent claims each job moves once: its state is part of the WHERE."""
+    reason = f"running on {worker.host}"
+    job = session.scalars(
+        statement,
+        {
+            **(params or {}),
+            "b_reason": reason,
+            "b_now": now,
+            "b_token": token,
+            "b_expires": now + timedelta(seconds=lease_seconds),
+            "b_worker": worker.id,
         },
-        data={"worker_id": worker.id, "host": worker.host},
-        zone=worker.zone,
-    )
-    if not moved:
+        # The queue whose version the claim bumps (scheduling/occupancy.py).
+        execution_options={"queue_zone": worker.zone},
+    ).one_or_none()
+    if job is None:
         return None
-    job = moved[0]
+    record_event(
+        session,
+        job,
+        from_state=JobState.READY,
+        to_state=JobState.RUNNING,
+        reason=reason,
+        now=now,
+        data={"worker_id": worker.id, "host": worker.host},
+    )
     energy.open_attempt(session, job, worker_id=worker.id, now=now)
     return job
 

@@ -7,6 +7,7 @@ liveness and capacity reads are the fleet's (`scheduler/workers/fleet.py`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, exists, or_, select
+from sqlalchemy import Update, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler.artifacts.models import Artifact
@@ -113,6 +114,33 @@ class Claim:
     resume_from: Artifact | None
 
 
+@functools.cache
+def _claim_statement(postgresql: bool) -> Update:
+    """The claim's UPDATE, built once (per dialect) and bound per claim: the best ready job
+    of the worker's zone that fits its slots and bases, outside its unfit jobs."""
+    dataset_id = Job.dataset["id"].as_string()
+    candidate = (
+        select(Job.id)
+        .where(
+            Job.state == JobState.READY,
+            Job.gpus <= bindparam("b_slots"),
+            Job.zone == bindparam("b_zone"),
+            # Only jobs whose dataset (if any) passed validation.
+            or_(
+                dataset_id.is_(None),
+                exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
+            ),
+            Job.base.in_(bindparam("b_bases", expanding=True)),
+            Job.id.not_in(bindparam("b_unfit", expanding=True)),
+        )
+        .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
+        .limit(1)
+    )
+    if postgresql:
+        candidate = candidate.with_for_update(skip_locked=True, of=Job)
+    return lifecycle.start_statement(candidate.scalar_subquery())
+
+
 def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int) -> Claim | None:
     """Claim the best ready job that fits the worker, as one fenced UPDATE (ready -> running
     through the life cycle's state machine); None if none fits.
@@ -121,37 +149,25 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
     different jobs instead of waiting; SQLite serialises writers with BEGIN IMMEDIATE.
     """
     worker.last_seen_at = now
-    dataset_id = Job.dataset["id"].as_string()
-    candidate = (
-        select(Job.id)
-        .where(
-            Job.state == JobState.READY,
-            Job.gpus <= worker.slots,
-            Job.zone == worker.zone,
-            # Only jobs whose dataset (if any) passed validation.
-            or_(
-                dataset_id.is_(None),
-                exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
-            ),
-            Job.base.in_(worker.bases or [BASE_NONE]),
-            # Never a job whose memory need this worker's GPUs cannot hold.
-            Job.id.not_in(memory.unfit_job_ids(session, worker)),
-        )
-        .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True, of=Job)
+    statement = _claim_statement(session.get_bind().dialect.name == "postgresql")
+    params = {
+        "b_slots": worker.slots,
+        "b_zone": worker.zone,
+        "b_bases": worker.bases or [BASE_NONE],
+        # Never a job whose memory need this worker's GPUs cannot hold.
+        "b_unfit": memory.unfit_job_ids(session, worker),
+    }
     token = secrets.token_hex(32)
 
     def start() -> Job | None:
         return lifecycle.start_attempt(
             session,
             worker,
-            candidate.scalar_subquery(),
+            statement,
             token=token,
             now=now,
             lease_seconds=lease_seconds,
+            params=params,
         )
 
     job = start()
