@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Update, bindparam, exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from scheduler.artifacts.models import Artifact
 from scheduler.datasets.models import Dataset
@@ -195,11 +195,13 @@ def latest_checkpoint(session: Session, job_id: str, *, before_attempt: int) -> 
     )
 
 
-# Built once: every lease-holding call runs it.
+# Built once: every lease-holding call runs it. The job's team (joined by default) is
+# left to load on first use: nothing on the worker protocol's path reads it.
 _FENCE = (
     select(Job, JobAttempt)
     .outerjoin(JobAttempt, (JobAttempt.job_id == Job.id) & (JobAttempt.attempt == Job.attempt))
     .where(Job.id == bindparam("job_id"))
+    .options(lazyload(Job.team))
     .with_for_update(of=Job)
     .execution_options(populate_existing=True)
 )
