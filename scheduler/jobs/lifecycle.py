@@ -179,7 +179,7 @@ def start_attempt(
 
     Of concurrent claims each job moves once: its state is part of the WHERE."""
     reason = f"running on {worker.host}"
-    job = session.scalars(
+    job: Job | None = session.scalars(
         statement,
         {
             **(params or {}),
