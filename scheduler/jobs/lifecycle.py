@@ -133,13 +133,12 @@ def transition_where(
 
 def start_statement(candidate: ColumnElement[Any]) -> Update:
     """The UPDATE that starts an attempt of the ready job `candidate` selects (ready ->
-    running, checked against the state machine here), for `start_attempt`.
+    running), for `start_attempt`.
 
     Everything that varies per claim is a bound parameter (`b_reason`, `b_now`, `b_token`,
     `b_expires`, `b_worker`, plus whatever `candidate` binds), so a claim can build the
     statement once and run it many times: building it, and its cache key, is a good part
-    of a claim's cost."""
-    check_transition(JobState.READY, JobState.RUNNING)
+    of a claim's cost. `start_attempt` checks the transition on every run."""
     jobs = cast(Table, Job.__table__)
     now = bindparam("b_now", type_=jobs.c.updated_at.type)
     return (
@@ -178,6 +177,8 @@ def start_attempt(
     candidate is gone (none left, or another claim took it first).
 
     Of concurrent claims each job moves once: its state is part of the WHERE."""
+    # Checked on every claim, not only when the statement was built.
+    check_transition(JobState.READY, JobState.RUNNING)
     reason = f"running on {worker.host}"
     job: Job | None = session.scalars(
         statement,
