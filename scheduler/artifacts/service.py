@@ -99,6 +99,8 @@ def rebuild_tensorboard(
 
 def prepared_data(session: Session, job_id: str, *, before_attempt: int) -> Artifact | None:
     """The prepared dataset an earlier attempt of the job uploaded, if any."""
+    if before_attempt <= 1:
+        return None  # uploads carry their (fenced) attempt, which starts at 1
     return session.scalar(
         select(Artifact).where(
             Artifact.job_id == job_id,

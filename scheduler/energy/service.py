@@ -137,10 +137,17 @@ def get_attempt(session: Session, job_id: str, attempt: int) -> JobAttempt | Non
 
 
 def note_heartbeat(
-    session: Session, job: Job, energy: dict[str, Any] | None, *, now: datetime
+    session: Session,
+    job: Job,
+    energy: dict[str, Any] | None,
+    *,
+    now: datetime,
+    row: JobAttempt | None = None,
 ) -> None:
-    """Keep the attempt's energy and power so far, which is all that survives a lost worker."""
-    row = get_attempt(session, job.id, job.attempt)
+    """Keep the attempt's energy and power so far, which is all that survives a lost worker.
+    `row` is the current attempt's record when the caller has it (else it is read)."""
+    if row is None:
+        row = get_attempt(session, job.id, job.attempt)
     if row is None:
         return
     row.last_heartbeat_at = now
@@ -252,14 +259,20 @@ def close_attempt(
     report: dict[str, Any] | None,
     now: datetime,
     scheduling: EnergyContext,
+    row: JobAttempt | None = None,
 ) -> JobAttempt:
     """Store the attempt's report and account its emissions slot by slot (the life cycle
-    charges the result to the ledger)."""
-    row = get_attempt(session, job.id, job.attempt)
+    charges the result to the ledger). `row` is the current attempt's record when the
+    caller has it (else it is read).
+
+    The figures are worked out and priced before the record is changed: pricing reads
+    intensity, and a record changed before that read would be flushed by it and then
+    written a second time with its price."""
+    if row is None:
+        row = get_attempt(session, job.id, job.attempt)
     if row is None:
         row = open_attempt(session, job, worker_id=job.worker_id or "", now=now)
     settings = scheduling.settings
-    row.outcome = outcome
     notes = dict(row.accounting or {})
     if report:
         started = _time_or(report.get("started_at"), row.started_at) or row.started_at
@@ -292,13 +305,27 @@ def close_attempt(
         unattributed = row.kwh_so_far + extra
         notes["last_interval"] = {"seconds": interval, "watts": watts, "kwh": extra, "basis": basis}
         report = {"measurement_ok": False, "errors": [LOST_ERROR], "kwh_so_far": row.kwh_so_far}
+    total_kwh = gpu + cpu + ram + unattributed
+    notes["pue"] = settings.pue(job.zone)
+    pue = float(notes["pue"])
+    buckets, kg, signal = _priced(
+        session,
+        scheduling,
+        job,
+        facility_kwh=total_kwh * pue,
+        pue=pue,
+        report=report,
+        started=started,
+        ended=ended,
+        now=now,
+    )
+    row.outcome = outcome
     row.report = report
     row.ended_at = ended
     row.gpu_kwh, row.cpu_kwh, row.ram_kwh = gpu, cpu, ram
-    row.total_kwh = gpu + cpu + ram + unattributed
-    notes["pue"] = settings.pue(job.zone)
+    row.total_kwh = total_kwh
     row.accounting = notes
-    _price(session, scheduling, job, row, started=started, now=now)
+    row.buckets, row.kg_co2e, row.signal = buckets, kg, signal
     return row
 
 
@@ -312,11 +339,36 @@ def _price(
     now: datetime,
 ) -> None:
     """(Re)compute the attempt's slots, kg and signal summary from its stored energy."""
-    ended = row.ended_at or started
     pue = attempt_pue(row)
-    facility_kwh = row.total_kwh * pue
+    row.buckets, row.kg_co2e, row.signal = _priced(
+        session,
+        scheduling,
+        job,
+        facility_kwh=row.total_kwh * pue,
+        pue=pue,
+        report=row.report,
+        started=started,
+        ended=row.ended_at or started,
+        now=now,
+    )
+
+
+def _priced(
+    session: Session,
+    scheduling: EnergyContext,
+    job: Job,
+    *,
+    facility_kwh: float,
+    pue: float,
+    report: dict[str, Any] | None,
+    started: datetime,
+    ended: datetime,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], float, dict[str, Any]]:
+    """An attempt's slots, kg CO2e and signal summary: `facility_kwh` spread over
+    [started, ended] (along the report's power timeline, if any) and priced slot by slot."""
     pricing = _pricing(scheduling, session, job.zone, started, ended, now)
-    timeline = accounting.parse_timeline((row.report or {}).get("timeline") or [])
+    timeline = accounting.parse_timeline((report or {}).get("timeline") or [])
     energy = accounting.energy_by_bucket(
         total_kwh=facility_kwh,
         started_at=started,
@@ -329,9 +381,9 @@ def _price(
         slot = pricing.at(start) if pricing else None
         bucket = accounting.Bucket(start, kwh, slot.g_per_kwh if slot else FALLBACK_G_PER_KWH)
         buckets.append({**(slot.to_json() if slot else _FALLBACK_SLOT), **bucket.to_json()})
-    row.buckets = buckets
-    row.kg_co2e = sum(b["kwh"] * b["g_per_kwh"] / 1000.0 for b in buckets)
-    row.signal = signal_summary(job.zone, buckets, pue=pue, notes=pricing.notes if pricing else ())
+    kg = sum(b["kwh"] * b["g_per_kwh"] / 1000.0 for b in buckets)
+    signal = signal_summary(job.zone, buckets, pue=pue, notes=pricing.notes if pricing else ())
+    return buckets, kg, signal
 
 
 _FALLBACK_SLOT: dict[str, Any] = {

@@ -4,8 +4,9 @@ Everything that moves a job between states comes through here, so the state mach
 (`states.py`) is checked on every change and each change leaves a `JobEvent`:
 
 - `transition` moves one loaded job; `transition_where` moves whichever jobs match a
-  condition in one conditional UPDATE (the claim, promotion of due jobs), race-safe because
-  the source state is part of the WHERE.
+  condition in one conditional UPDATE (promotion of due jobs), and `start_attempt` the one
+  job a claim selects (its UPDATE built once by `start_statement`); both are race-safe
+  because the source state is part of the WHERE.
 - The reservation ledger: `reserve` at admission, `move_reservation` when a replan moves the
   job to another budget period, `charge_attempt` when an attempt is measured (it releases
   as much of the reservation), and `release_reservation` when the job ends. The ledger rows
@@ -21,13 +22,13 @@ service, which call it. It never replans; its callers do, once their change is m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, func, update
 from sqlalchemy.orm import Session
 
 from scheduler.budgets import service as budgets
@@ -130,39 +131,79 @@ def transition_where(
     return moved
 
 
+def start_statement(candidate: ColumnElement[Any]) -> Update:
+    """The UPDATE that starts an attempt of the ready job `candidate` selects (ready ->
+    running), for `start_attempt`.
+
+    Everything that varies per claim is a bound parameter (`b_reason`, `b_now`, `b_token`,
+    `b_expires`, `b_worker`, plus whatever `candidate` binds), so a claim can build the
+    statement once and run it many times: building it, and its cache key, is a good part
+    of a claim's cost. `start_attempt` checks the transition on every run."""
+    jobs = cast(Table, Job.__table__)
+    now = bindparam("b_now", type_=jobs.c.updated_at.type)
+    return (
+        update(Job)
+        .where(Job.state == JobState.READY, Job.id == candidate)
+        .values(
+            state=JobState.RUNNING,
+            state_reason=bindparam("b_reason", type_=jobs.c.state_reason.type),
+            updated_at=now,
+            attempt=Job.attempt + 1,
+            lease_token=bindparam("b_token", type_=jobs.c.lease_token.type),
+            lease_expires_at=bindparam("b_expires", type_=jobs.c.lease_expires_at.type),
+            worker_id=bindparam("b_worker", type_=jobs.c.worker_id.type),
+            started_at=func.coalesce(Job.started_at, now),
+            pause_requested=False,
+        )
+        # The whole row comes back: no second read of the started job.
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
 def start_attempt(
     session: Session,
     worker: Worker,
-    candidate: ColumnElement[Any],
+    statement: Update,
     *,
     token: str,
     now: datetime,
     lease_seconds: int,
+    params: Mapping[str, Any] | None = None,
 ) -> Job | None:
-    """Start a new attempt of the ready job `candidate` selects, leased to `worker` under
-    `token`: ready -> running through the state machine, and its energy record opened.
-    None when the candidate is gone (none left, or another claim took it first)."""
-    moved = transition_where(
-        session,
-        source=JobState.READY,
-        target=JobState.RUNNING,
-        where=[Job.id == candidate],
-        reason=f"running on {worker.host}",
-        now=now,
-        values={
-            "attempt": Job.attempt + 1,
-            "lease_token": token,
-            "lease_expires_at": now + timedelta(seconds=lease_seconds),
-            "worker_id": worker.id,
-            "started_at": func.coalesce(Job.started_at, now),
-            "pause_requested": False,
+    """Start a new attempt of the ready job `statement` (from `start_statement`) selects,
+    leased to `worker` under `token`: ready -> running, with its event, and its energy
+    record opened. `params` binds the candidate query's own parameters. None when the
+    candidate is gone (none left, or another claim took it first).
+
+    Of concurrent claims each job moves once: its state is part of the WHERE."""
+    # Checked on every claim, not only when the statement was built.
+    check_transition(JobState.READY, JobState.RUNNING)
+    reason = f"running on {worker.host}"
+    job: Job | None = session.scalars(
+        statement,
+        {
+            **(params or {}),
+            "b_reason": reason,
+            "b_now": now,
+            "b_token": token,
+            "b_expires": now + timedelta(seconds=lease_seconds),
+            "b_worker": worker.id,
         },
-        data={"worker_id": worker.id, "host": worker.host},
-        zone=worker.zone,
-    )
-    if not moved:
+        # The queue whose version the claim bumps (scheduling/occupancy.py).
+        execution_options={"queue_zone": worker.zone},
+    ).one_or_none()
+    if job is None:
         return None
-    job = moved[0]
+    record_event(
+        session,
+        job,
+        from_state=JobState.READY,
+        to_state=JobState.RUNNING,
+        reason=reason,
+        now=now,
+        data={"worker_id": worker.id, "host": worker.host},
+    )
     energy.open_attempt(session, job, worker_id=worker.id, now=now)
     return job
 
@@ -275,10 +316,24 @@ def charge_attempt(session: Session, job: Job, row: JobAttempt, *, now: datetime
     job.actual_kg_co2e = (job.actual_kg_co2e or 0.0) + row.kg_co2e
 
 
-def settle(session: Session, job: Job, *, now: datetime, scheduling: energy.EnergyContext) -> None:
+def settle(
+    session: Session,
+    job: Job,
+    *,
+    now: datetime,
+    scheduling: energy.EnergyContext,
+    last: JobAttempt | None = None,
+) -> None:
     """At a job's end: release what is left of its reservation; its actual totals are the sum
-    of its attempts, each charged when it was measured. A success teaches the estimator."""
-    rows = energy.attempts(session, job.id)
+    of its attempts, each charged when it was measured. A success teaches the estimator.
+
+    `last` is the record of the attempt that just ended, when the caller has it: a job on
+    its first attempt has no other record (attempts are numbered from 1 by the claim), so
+    none is read."""
+    if last is not None and job.attempt == 1 and last.attempt == 1:
+        rows = [last]
+    else:
+        rows = energy.attempts(session, job.id)
     job.actual_kwh = sum(row.total_kwh * energy.attempt_pue(row) for row in rows)
     job.actual_kg_co2e = sum(row.kg_co2e for row in rows)
     release_reservation(session, job, now=now, note=f"job {job.state}: reservation released")
@@ -375,20 +430,22 @@ def end_attempt(
     error: str = "",
     paused: bool = False,
     result: dict[str, Any] | None = None,
+    row: JobAttempt | None = None,
 ) -> Decision:
     """End the running job's current attempt: measure and charge its energy, drop the
     lease, move the job where `decide` says, and settle the budget if the job ended.
 
     `max_infra_restarts` bounds the retries of failures and lost workers; `error` is a
     failure's one-line public message (the caller cleans what a worker sent); `result` is
-    stored on a success's event. The caller replans the zone afterwards.
+    stored on a success's event; `row` is the current attempt's record when the caller
+    has it (else it is read). The caller replans the zone afterwards.
     """
     lost = "worker lost"
     if outcome is Outcome.LOST and job.lease_expires_at is not None:
         expired = job.lease_expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         lost = f"worker lost (lease expired at {expired})"
     row = energy.close_attempt(
-        session, job, outcome=outcome.value, report=report, now=now, scheduling=scheduling
+        session, job, outcome=outcome.value, report=report, now=now, scheduling=scheduling, row=row
     )
     charge_attempt(session, job, row, now=now)
     job.lease_token = None
@@ -419,5 +476,5 @@ def end_attempt(
         data=(result or None) if outcome is Outcome.SUCCEEDED else None,
     )
     if decision.target in TERMINAL:
-        settle(session, job, now=now, scheduling=scheduling)
+        settle(session, job, now=now, scheduling=scheduling, last=row)
     return decision

@@ -15,7 +15,6 @@ from scheduler.jobs.models import Job
 from scheduler.settings import Settings
 from scheduler.workers import fleet, service
 from scheduler.workers.auth import CurrentWorker, FleetDep
-from scheduler.workers.models import Worker
 from scheduler.workers.schemas import (
     ClaimedJob,
     ClaimResponse,
@@ -38,17 +37,20 @@ from scheduler.workers.schemas import (
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
 
-def _fenced_job(job_id: str, body: Fence, session: SessionDep, worker: CurrentWorker) -> Job:
+def _lease(job_id: str, body: Fence, session: SessionDep, worker: CurrentWorker) -> service.Lease:
     # `body` is the route's own body (every lease-holding call extends Fence): FastAPI
-    # parses it once and validates it as both.
-    return service.fenced_job(
+    # parses it once and validates it as both. The worker is its own dependency, one that
+    # does not need the body, so a caller that is not this worker gets its 401/403 even
+    # when the body is invalid too.
+    return service.fenced_lease(
         session, worker, job_id, attempt=body.attempt, lease_token=body.lease_token
     )
 
 
-# The running job the calling worker holds under the body's (attempt, lease_token), locked
-# for this transaction; 404 for an unknown job, 409 once the lease is lost.
-FencedJobDep = Annotated[Job, Depends(_fenced_job)]
+# The calling worker and the running job it holds under the body's (attempt, lease_token),
+# locked for this transaction, with the attempt's record; 404 for an unknown job, 409 once
+# the lease is lost.
+LeaseDep = Annotated[service.Lease, Depends(_lease)]
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=WorkerRegistered)
@@ -164,21 +166,24 @@ def job_heartbeat(
     session: SessionDep,
     now: NowDep,
     settings: SettingsDep,
-    worker: CurrentWorker,
-    job: FencedJobDep,
+    lease: LeaseDep,
 ) -> JobHeartbeatResponse:
     """Renew the job's lease and report progress; the answer says continue, cancel or pause."""
+    job = lease.job
     energy = body.energy.as_dict() if body.energy else None
-    service.check_energy_plausible(session, job, worker, energy, now=now, settings=settings)
+    service.check_energy_plausible(
+        session, job, lease.worker, energy, now=now, settings=settings, attempt_row=lease.attempt
+    )
     action = service.job_heartbeat(
         session,
-        worker,
+        lease.worker,
         job,
         progress=body.progress,
         energy_so_far=energy,
         now=now,
         lease_seconds=settings.lease_seconds,
         events=[event.model_dump() for event in body.events],
+        attempt_row=lease.attempt,
     )
     assert job.lease_expires_at is not None
     return JobHeartbeatResponse(action=action, lease_expires_at=job.lease_expires_at)  # type: ignore[arg-type]
@@ -193,19 +198,19 @@ def complete(
     now: NowDep,
     settings: SettingsDep,
     scheduling: SchedulingDep,
-    worker: CurrentWorker,
-    job: FencedJobDep,
+    lease: LeaseDep,
 ) -> JobFinished:
     """The job succeeded; its energy report is accounted and charged."""
     service.complete(
         session,
-        job,
-        report=_checked_report(session, job, worker, body.energy, now, settings),
+        lease.job,
+        report=_checked_report(session, lease, body.energy, now, settings),
         result=body.result,
         now=now,
         scheduling=scheduling,
+        attempt_row=lease.attempt,
     )
-    return _finished(job)
+    return _finished(lease.job)
 
 
 @router.post("/{worker_id}/jobs/{job_id}/fail", response_model=JobFinished)
@@ -217,22 +222,22 @@ def fail(
     now: NowDep,
     settings: SettingsDep,
     scheduling: SchedulingDep,
-    worker: CurrentWorker,
-    job: FencedJobDep,
+    lease: LeaseDep,
 ) -> JobFinished:
     """The attempt failed or stopped on cancel; retryable failures are requeued."""
     service.fail(
         session,
-        job,
-        report=_checked_report(session, job, worker, body.energy, now, settings),
+        lease.job,
+        report=_checked_report(session, lease, body.energy, now, settings),
         error=body.error,
         retryable=body.retryable,
         cancelled=body.cancelled,
         now=now,
         scheduling=scheduling,
         max_infra_restarts=settings.max_infra_restarts,
+        attempt_row=lease.attempt,
     )
-    return _finished(job)
+    return _finished(lease.job)
 
 
 @router.post("/{worker_id}/jobs/{job_id}/release", response_model=JobFinished)
@@ -244,19 +249,19 @@ def release(
     now: NowDep,
     settings: SettingsDep,
     scheduling: SchedulingDep,
-    worker: CurrentWorker,
-    job: FencedJobDep,
+    lease: LeaseDep,
 ) -> JobFinished:
     """The worker checkpointed and let the job go (pause or shutdown)."""
     service.release(
         session,
-        job,
-        report=_checked_report(session, job, worker, body.energy, now, settings),
+        lease.job,
+        report=_checked_report(session, lease, body.energy, now, settings),
         reason=body.reason,
         now=now,
         scheduling=scheduling,
+        attempt_row=lease.attempt,
     )
-    return _finished(job)
+    return _finished(lease.job)
 
 
 @router.post("/{worker_id}/jobs/{job_id}/orphan-energy", status_code=status.HTTP_202_ACCEPTED)
@@ -285,15 +290,22 @@ def orphan_energy(
 
 def _checked_report(
     session: Session,
-    job: Job,
-    worker: Worker,
+    lease: service.Lease,
     report: EnergyReport | None,
     now: datetime,
     settings: Settings,
 ) -> dict[str, Any] | None:
     """The attempt report as a dict, once its figures are physically possible (else 422)."""
     plain = report.as_dict() if report is not None else None
-    service.check_energy_plausible(session, job, worker, plain, now=now, settings=settings)
+    service.check_energy_plausible(
+        session,
+        lease.job,
+        lease.worker,
+        plain,
+        now=now,
+        settings=settings,
+        attempt_row=lease.attempt,
+    )
     return plain
 
 

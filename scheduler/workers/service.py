@@ -7,6 +7,7 @@ liveness and capacity reads are the fleet's (`scheduler/workers/fleet.py`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Update, bindparam, exists, or_, select
+from sqlalchemy.orm import Session, lazyload
 
 from scheduler.artifacts.models import Artifact
 from scheduler.datasets.models import Dataset
 from scheduler.energy import service as energy
+from scheduler.energy.models import JobAttempt
 from scheduler.errors import Conflict, InvalidInput, NotFound
 from scheduler.jobs import lifecycle
 from scheduler.jobs.lifecycle import Outcome
@@ -112,6 +114,33 @@ class Claim:
     resume_from: Artifact | None
 
 
+@functools.cache
+def _claim_statement(postgresql: bool) -> Update:
+    """The claim's UPDATE, built once (per dialect) and bound per claim: the best ready job
+    of the worker's zone that fits its slots and bases, outside its unfit jobs."""
+    dataset_id = Job.dataset["id"].as_string()
+    candidate = (
+        select(Job.id)
+        .where(
+            Job.state == JobState.READY,
+            Job.gpus <= bindparam("b_slots"),
+            Job.zone == bindparam("b_zone"),
+            # Only jobs whose dataset (if any) passed validation.
+            or_(
+                dataset_id.is_(None),
+                exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
+            ),
+            Job.base.in_(bindparam("b_bases", expanding=True)),
+            Job.id.not_in(bindparam("b_unfit", expanding=True)),
+        )
+        .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
+        .limit(1)
+    )
+    if postgresql:
+        candidate = candidate.with_for_update(skip_locked=True, of=Job)
+    return lifecycle.start_statement(candidate.scalar_subquery())
+
+
 def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int) -> Claim | None:
     """Claim the best ready job that fits the worker, as one fenced UPDATE (ready -> running
     through the life cycle's state machine); None if none fits.
@@ -120,37 +149,25 @@ def claim(session: Session, worker: Worker, *, now: datetime, lease_seconds: int
     different jobs instead of waiting; SQLite serialises writers with BEGIN IMMEDIATE.
     """
     worker.last_seen_at = now
-    dataset_id = Job.dataset["id"].as_string()
-    candidate = (
-        select(Job.id)
-        .where(
-            Job.state == JobState.READY,
-            Job.gpus <= worker.slots,
-            Job.zone == worker.zone,
-            # Only jobs whose dataset (if any) passed validation.
-            or_(
-                dataset_id.is_(None),
-                exists().where(Dataset.id == dataset_id, Dataset.state == "ready"),
-            ),
-            Job.base.in_(worker.bases or [BASE_NONE]),
-            # Never a job whose memory need this worker's GPUs cannot hold.
-            Job.id.not_in(memory.unfit_job_ids(session, worker)),
-        )
-        .order_by(Job.priority.desc(), Job.planned_start.asc().nulls_last(), Job.id)
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True, of=Job)
+    statement = _claim_statement(session.get_bind().dialect.name == "postgresql")
+    params = {
+        "b_slots": worker.slots,
+        "b_zone": worker.zone,
+        "b_bases": worker.bases or [BASE_NONE],
+        # Never a job whose memory need this worker's GPUs cannot hold.
+        "b_unfit": memory.unfit_job_ids(session, worker),
+    }
     token = secrets.token_hex(32)
 
     def start() -> Job | None:
         return lifecycle.start_attempt(
             session,
             worker,
-            candidate.scalar_subquery(),
+            statement,
             token=token,
             now=now,
             lease_seconds=lease_seconds,
+            params=params,
         )
 
     job = start()
@@ -178,18 +195,41 @@ def latest_checkpoint(session: Session, job_id: str, *, before_attempt: int) -> 
     )
 
 
-def fenced_job(
+# Built once: every lease-holding call runs it. The job's team (joined by default) is
+# left to load on first use: nothing on the worker protocol's path reads it.
+_FENCE = (
+    select(Job, JobAttempt)
+    .outerjoin(JobAttempt, (JobAttempt.job_id == Job.id) & (JobAttempt.attempt == Job.attempt))
+    .where(Job.id == bindparam("job_id"))
+    .options(lazyload(Job.team))
+    .with_for_update(of=Job)
+    .execution_options(populate_existing=True)
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A running job the calling worker holds, with the record of the held attempt (None
+    only for a job whose attempt has no record), both loaded by the fence's one read."""
+
+    worker: Worker
+    job: Job
+    attempt: JobAttempt | None
+
+
+def fenced_lease(
     session: Session, worker: Worker, job_id: str, *, attempt: int, lease_token: str
-) -> Job:
-    """The running job this worker holds under (attempt, lease token), locked; else 409."""
-    job = session.scalar(
-        select(Job)
-        .where(Job.id == job_id)
-        .with_for_update(of=Job)
-        .execution_options(populate_existing=True)
-    )
-    if job is None:
+) -> Lease:
+    """The running job this worker holds under (attempt, lease token), locked, with its
+    current attempt's record; else 404 (unknown job) or 409 (lease lost).
+
+    One read: every lease-holding call (heartbeat, complete, fail, release) needs the
+    attempt's record too, so it is joined here instead of read again by each of them.
+    """
+    found = session.execute(_FENCE, {"job_id": job_id}).one_or_none()
+    if found is None:
         raise NotFound(f"unknown job '{job_id}'", field="job_id")
+    job, row = found
     holds = (
         job.state == JobState.RUNNING
         and job.attempt == attempt
@@ -203,7 +243,14 @@ def fenced_job(
             f"(job is {job.state}, attempt {job.attempt})",
             field="lease_token",
         )
-    return job
+    return Lease(worker, job, row)
+
+
+def fenced_job(
+    session: Session, worker: Worker, job_id: str, *, attempt: int, lease_token: str
+) -> Job:
+    """The running job this worker holds under (attempt, lease token), locked; else 409."""
+    return fenced_lease(session, worker, job_id, attempt=attempt, lease_token=lease_token).job
 
 
 # A report may exceed full power over the server-side wall time by this factor plus the
@@ -235,13 +282,15 @@ def check_energy_plausible(
     *,
     now: datetime,
     settings: Settings,
+    attempt_row: JobAttempt | None = None,
 ) -> None:
     """Refuse (422 naming the field) energy no hardware could have used: more than the
     job's GPUs at their power limit, or the host at its cap, over the attempt's wall time
-    (measured by the service, from the claim) with a margin."""
+    (measured by the service, from the claim) with a margin. `attempt_row` is the current
+    attempt's record when the caller has it (else it is read)."""
     if not report:
         return
-    attempt = energy.get_attempt(session, job.id, job.attempt)
+    attempt = attempt_row or energy.get_attempt(session, job.id, job.attempt)
     started = attempt.started_at if attempt is not None else (job.started_at or now)
     seconds = max((now - started).total_seconds(), 0.0)
     hours = (seconds * ENERGY_MARGIN + ENERGY_GRACE_SECONDS) / 3600.0
@@ -312,8 +361,10 @@ def job_heartbeat(
     now: datetime,
     lease_seconds: int,
     events: list[dict[str, str]] | None = None,
+    attempt_row: JobAttempt | None = None,
 ) -> str:
-    """Renew the lease, keep progress, energy and the worker's events; returns the action."""
+    """Renew the lease, keep progress, energy and the worker's events; returns the action.
+    `attempt_row` is the current attempt's record when the caller has it (else it is read)."""
     worker.last_seen_at = now
     for event in events or []:
         lifecycle.record_event(
@@ -328,7 +379,7 @@ def job_heartbeat(
     job.updated_at = now
     if progress is not None:
         job.progress = telemetry.record_heartbeat(session, job, progress, now=now)
-    energy.note_heartbeat(session, job, energy_so_far, now=now)
+    energy.note_heartbeat(session, job, energy_so_far, now=now, row=attempt_row)
     if job.cancel_requested:
         return "cancel"
     if job.pause_requested and job.interruptible:
@@ -344,6 +395,7 @@ def complete(
     result: dict[str, Any] | None,
     now: datetime,
     scheduling: Scheduling,
+    attempt_row: JobAttempt | None = None,
 ) -> Job:
     """The attempt succeeded: account its energy, settle the budget."""
     lifecycle.end_attempt(
@@ -354,6 +406,7 @@ def complete(
         result=result,
         now=now,
         scheduling=scheduling,
+        row=attempt_row,
     )
     # Its GPUs are free now, maybe earlier than estimated: the zone's queue moves up.
     scheduling.replan_now(session, job.zone, now=now)
@@ -371,6 +424,7 @@ def fail(
     now: datetime,
     scheduling: Scheduling,
     max_infra_restarts: int,
+    attempt_row: JobAttempt | None = None,
 ) -> Job:
     """The attempt failed (or stopped on cancel); `lifecycle.decide` says whether it is
     retried, cancelled or failed."""
@@ -386,6 +440,7 @@ def fail(
         now=now,
         scheduling=scheduling,
         max_infra_restarts=max_infra_restarts,
+        row=attempt_row,
     )
     scheduling.replan_now(session, job.zone, now=now)
     return job
@@ -399,6 +454,7 @@ def release(
     reason: str,
     now: datetime,
     scheduling: Scheduling,
+    attempt_row: JobAttempt | None = None,
 ) -> Job:
     """The worker checkpointed and let go (pause or shutdown): back to scheduled (or
     cancelled, when a cancel was requested meanwhile)."""
@@ -410,6 +466,7 @@ def release(
         paused=reason == "paused",
         now=now,
         scheduling=scheduling,
+        row=attempt_row,
     )
     scheduling.replan_now(session, job.zone, now=now)
     return job

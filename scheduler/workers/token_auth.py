@@ -15,12 +15,29 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.workers.models import Worker
 from scheduler.workers.service import TOKEN_PREFIX
+
+_workers = cast(Table, Worker.__table__)
+# Built once: this runs on every protocol call. A plain UPDATE ... RETURNING loaded as
+# Worker rows (rather than an ORM bulk update) skips the bulk-update bookkeeping, which
+# has nothing to do here: the row is not in the session before this statement.
+_TOUCH = (
+    select(Worker)
+    .from_statement(
+        update(_workers)
+        .where(_workers.c.id == bindparam("b_id"))
+        .where(_workers.c.token_hash == bindparam("b_token_hash"))
+        .values(last_seen_at=bindparam("b_now", type_=_workers.c.last_seen_at.type))
+        .returning(*_workers.c)
+    )
+    .execution_options(populate_existing=True)
+)
 
 
 def authenticate_and_touch(session: Session, token: str, *, now: datetime) -> Worker | None:
@@ -31,9 +48,5 @@ def authenticate_and_touch(session: Session, token: str, *, now: datetime) -> Wo
         return None
     token_hash = hashlib.sha256(secret.encode()).hexdigest()
     return session.scalars(
-        update(Worker)
-        .where(Worker.id == worker_id, Worker.token_hash == token_hash)
-        .values(last_seen_at=now)
-        .returning(Worker)
-        .execution_options(populate_existing=True, synchronize_session=False)
+        _TOUCH, {"b_id": worker_id, "b_token_hash": token_hash, "b_now": now}
     ).one_or_none()
