@@ -129,7 +129,9 @@ def test_cancel_stops_the_child_and_fails_as_cancelled(tmp_path: Path) -> None:
     assert verb == "fail" and body["cancelled"] is True and body["retryable"] is False
     assert job.state == "cancelled" and len(job.finishes) == 1
     assert time.monotonic() - started < 60  # it did not run the 10,000 steps
-    assert job.id not in service.artifacts
+    # The checkpoint uploader may have sent a checkpoint while the job ran (timing); the
+    # cancel itself uploads no outputs.
+    assert set(service.artifacts.get(job.id, {})) <= {"checkpoint.tar"}
 
 
 @pytest.mark.slow  # starts job processes
