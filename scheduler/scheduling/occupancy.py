@@ -705,12 +705,17 @@ def place_new_job(
 
 
 def replan_has_nothing_to_do(
-    scheduling: Scheduling, session: Session, zone: str, now: datetime
+    scheduling: Scheduling,
+    session: Session,
+    zone: str,
+    now: datetime,
+    live_worker: Worker | None = None,
 ) -> bool:
     """Whether a promote-only replan of the zone would change nothing: it changes only
     scheduled or paused jobs, and ready ones whose base no live worker holds any more.
     Two small reads instead of loading and planning the whole queue after every
-    completion."""
+    completion; one when `live_worker` (the calling worker, just authenticated, so live)
+    holds every waiting base itself."""
     pairs = session.execute(
         select(Job.state, Job.base).where(Job.zone == zone, Job.state.in_(WAITING)).distinct()
     ).all()
@@ -718,6 +723,10 @@ def replan_has_nothing_to_do(
         return False
     if not pairs:
         return True
+    if live_worker is not None and live_worker.zone == zone and live_worker.slots > 0:
+        held = live_worker.bases or [BASE_NONE]
+        if all((base or BASE_NONE) in held for _, base in pairs):
+            return True
     fleet = zone_fleet(session, zone, now)
     default = scheduling.settings.default_capacity_gpus
     return all(fleet.capacity_for_base(base or "none", default) > 0 for _, base in pairs)

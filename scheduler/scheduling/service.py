@@ -462,7 +462,9 @@ class Scheduling:
                         used[slot] += job.gpus
         return plans, unheld
 
-    def replan_now(self, session: Session, zone: str, *, now: datetime) -> bool:
+    def replan_now(
+        self, session: Session, zone: str, *, now: datetime, live_worker: Worker | None = None
+    ) -> bool:
         """Re-plan a zone at once after a change that frees or adds capacity (a job ended,
         was cancelled or released, a worker joined), instead of at the next tick.
 
@@ -471,7 +473,7 @@ class Scheduling:
         and a claim promotes due jobs meanwhile (see `promote_due`). Returns whether it ran
         (or had nothing to do: see `occupancy.replan_has_nothing_to_do`).
         """
-        if occupancy.replan_has_nothing_to_do(self, session, zone, now):
+        if occupancy.replan_has_nothing_to_do(self, session, zone, now, live_worker):
             return True
         if session.get_bind().dialect.name == "postgresql":
             key = zlib.crc32(b"greenwindow:replan")

@@ -209,6 +209,7 @@ def complete(
         now=now,
         scheduling=scheduling,
         attempt_row=lease.attempt,
+        worker=lease.worker,
     )
     return _finished(lease.job)
 
@@ -236,6 +237,7 @@ def fail(
         scheduling=scheduling,
         max_infra_restarts=settings.max_infra_restarts,
         attempt_row=lease.attempt,
+        worker=lease.worker,
     )
     return _finished(lease.job)
 
@@ -260,6 +262,7 @@ def release(
         now=now,
         scheduling=scheduling,
         attempt_row=lease.attempt,
+        worker=lease.worker,
     )
     return _finished(lease.job)
 

@@ -396,6 +396,7 @@ def complete(
     now: datetime,
     scheduling: Scheduling,
     attempt_row: JobAttempt | None = None,
+    worker: Worker | None = None,
 ) -> Job:
     """The attempt succeeded: account its energy, settle the budget."""
     lifecycle.end_attempt(
@@ -409,7 +410,7 @@ def complete(
         row=attempt_row,
     )
     # Its GPUs are free now, maybe earlier than estimated: the zone's queue moves up.
-    scheduling.replan_now(session, job.zone, now=now)
+    scheduling.replan_now(session, job.zone, now=now, live_worker=worker)
     return job
 
 
@@ -425,6 +426,7 @@ def fail(
     scheduling: Scheduling,
     max_infra_restarts: int,
     attempt_row: JobAttempt | None = None,
+    worker: Worker | None = None,
 ) -> Job:
     """The attempt failed (or stopped on cancel); `lifecycle.decide` says whether it is
     retried, cancelled or failed."""
@@ -442,7 +444,7 @@ def fail(
         max_infra_restarts=max_infra_restarts,
         row=attempt_row,
     )
-    scheduling.replan_now(session, job.zone, now=now)
+    scheduling.replan_now(session, job.zone, now=now, live_worker=worker)
     return job
 
 
@@ -455,6 +457,7 @@ def release(
     now: datetime,
     scheduling: Scheduling,
     attempt_row: JobAttempt | None = None,
+    worker: Worker | None = None,
 ) -> Job:
     """The worker checkpointed and let go (pause or shutdown): back to scheduled (or
     cancelled, when a cancel was requested meanwhile)."""
@@ -468,7 +471,7 @@ def release(
         scheduling=scheduling,
         row=attempt_row,
     )
-    scheduling.replan_now(session, job.zone, now=now)
+    scheduling.replan_now(session, job.zone, now=now, live_worker=worker)
     return job
 
 

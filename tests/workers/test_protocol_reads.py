@@ -77,3 +77,37 @@ def test_claim_heartbeat_complete_read_the_attempt_only_with_the_fence(
         assert row.total_kwh > 0 and row.kg_co2e > 0 and row.buckets
         assert job is not None and job.actual_kg_co2e == row.kg_co2e
         assert job.reserved_kg_co2e == 0.0
+
+
+def _fleet_reads(seen: list[str]) -> list[str]:
+    return [s for s in seen if s.startswith("SELECT") and "FROM workers" in s]
+
+
+def test_a_finish_asks_the_fleet_only_when_the_finishing_worker_cannot_answer(
+    client: TestClient, team_key: str, clock: FakeClock
+) -> None:
+    """After a completion the promote-only replan has nothing to do when every waiting job
+    is ready and a live worker holds its base: the finishing worker, just authenticated,
+    answers that for its own bases without a read of the fleet."""
+    first, second, third = insert_ready_jobs(client.app, "alpha", 3, now=clock())
+    worker = WorkerSession(client, register(client))
+    claimed = worker.claim()
+    assert claimed is not None
+    with statements(client) as done:
+        finished = worker.job_call(claimed["job"]["id"], "complete", result={})
+    assert finished.status_code == 200, finished.text
+    assert not _fleet_reads(done)  # the other two wait ready on base 'none', which it holds
+
+    with session_scope(client.app.state.session_factory) as session:
+        waiting = [j for j in (first, second, third) if j != claimed["job"]["id"]]
+        session.get(Job, waiting[0]).base = "gpt-sovits-v2"  # type: ignore[union-attr]
+    again = worker.claim()
+    assert again is not None and again["job"]["id"] == waiting[1]
+    with statements(client) as done:
+        finished = worker.job_call(waiting[1], "complete", result={})
+    assert finished.status_code == 200, finished.text
+    assert _fleet_reads(done)  # a base it does not hold: the fleet is asked (and replanned)
+    with session_scope(client.app.state.session_factory) as session:
+        # Nobody holds that base: the replan put the job back to wait for one.
+        job = session.get(Job, waiting[0])
+        assert job is not None and job.state == "scheduled"
