@@ -358,22 +358,25 @@ def _from_point(point: IntensityPoint, slot: datetime, step: int) -> PricedSlot:
 
 
 def _stored_points(
-    session: Session, zone: str, kind: str, start: datetime, end: datetime
-) -> list[IntensityPoint]:
+    session: Session, zone: str, kinds: tuple[str, ...], start: datetime, end: datetime
+) -> dict[str, list[IntensityPoint]]:
+    """The zone's stored average points of each of `kinds` over [start, end), in time order,
+    in one read."""
     # Points starting up to an hour early can still cover the window's first slot.
-    return list(
-        session.scalars(
-            select(IntensityPoint)
-            .where(
-                IntensityPoint.zone == zone,
-                IntensityPoint.kind == kind,
-                IntensityPoint.signal_type == "average",
-                IntensityPoint.time >= start - timedelta(hours=1),
-                IntensityPoint.time < end,
-            )
-            .order_by(IntensityPoint.time)
+    points: dict[str, list[IntensityPoint]] = {kind: [] for kind in kinds}
+    for point in session.scalars(
+        select(IntensityPoint)
+        .where(
+            IntensityPoint.zone == zone,
+            IntensityPoint.kind.in_(kinds),
+            IntensityPoint.signal_type == "average",
+            IntensityPoint.time >= start - timedelta(hours=1),
+            IntensityPoint.time < end,
         )
-    )
+        .order_by(IntensityPoint.time)
+    ):
+        points[point.kind].append(point)
+    return points
 
 
 def price_slots(
@@ -393,8 +396,8 @@ def price_slots(
     are charged on average (location-based) intensity, so marginal signals are never used here.
     """
     end = max(end, start + timedelta(seconds=1))
-    history = _stored_points(session, zone, "history", start, end)
-    forecasts = _stored_points(session, zone, "forecast", start, end)
+    stored = _stored_points(session, zone, ("history", "forecast"), start, end)
+    history, forecasts = stored["history"], stored["forecast"]
     steps = {p.step_minutes for p in history + forecasts}
     step = min(steps) if steps else 60
     grid: list[datetime] = []
