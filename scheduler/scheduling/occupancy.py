@@ -37,6 +37,7 @@ Changes made outside the service's sessions (hand-written SQL against `jobs`) mu
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Iterable
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, event, inspect, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, event, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -229,7 +230,7 @@ def _bump(connection: Connection, changes: _Changes) -> dict[str, tuple[int, int
     postgresql = connection.dialect.name == "postgresql"
     if changes.all_queue or changes.all_signal:
         if postgresql:
-            # Lock in zone order, as the upsert below does, so two bumps never deadlock.
+            # Lock in zone order, as the upserts below go, so two bumps never deadlock.
             connection.execute(select(table.c.zone).order_by(table.c.zone).with_for_update())
         rows = connection.execute(
             update(table)
@@ -240,28 +241,34 @@ def _bump(connection: Connection, changes: _Changes) -> dict[str, tuple[int, int
             .returning(table.c.zone, table.c.version, table.c.signal_version)
         )
         bumped.update({zone: (v, s) for zone, v, s in rows})
-    zones = sorted((changes.queue | changes.signal) - bumped.keys())
-    if zones:
-        insert = pg_insert if postgresql else sqlite_insert
-        statement = insert(table).values(
-            [
-                {
-                    "zone": zone,
-                    "version": int(zone in changes.queue),
-                    "signal_version": int(zone in changes.signal),
-                }
-                for zone in zones
-            ]
-        )
-        upsert = statement.on_conflict_do_update(
-            index_elements=[table.c.zone],
-            set_={
-                "version": table.c.version + statement.excluded.version,
-                "signal_version": table.c.signal_version + statement.excluded.signal_version,
+    for zone in sorted((changes.queue | changes.signal) - bumped.keys()):
+        version, signal_version = connection.execute(
+            _upsert(connection.dialect.name),
+            {
+                "zone": zone,
+                "queue": int(zone in changes.queue),
+                "signal": int(zone in changes.signal),
             },
-        ).returning(table.c.zone, table.c.version, table.c.signal_version)
-        bumped.update({zone: (v, s) for zone, v, s in connection.execute(upsert)})
+        ).one()
+        bumped[zone] = (int(version), int(signal_version))
     return bumped
+
+
+@functools.cache
+def _upsert(dialect: str) -> Any:
+    """One zone's bump, built once per dialect: insert the counters or add to them."""
+    table = cast(Table, ZoneVersion.__table__)
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).values(
+        zone=bindparam("zone"), version=bindparam("queue"), signal_version=bindparam("signal")
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.zone],
+        set_={
+            "version": table.c.version + statement.excluded.version,
+            "signal_version": table.c.signal_version + statement.excluded.signal_version,
+        },
+    ).returning(table.c.version, table.c.signal_version)
 
 
 event.listen(Session, "before_flush", _before_flush)
