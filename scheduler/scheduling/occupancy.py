@@ -47,7 +47,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, bindparam, event, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    event,
+    func,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -720,20 +730,27 @@ def replan_has_nothing_to_do(
 ) -> bool:
     """Whether a promote-only replan of the zone would change nothing: it changes only
     scheduled or paused jobs, and ready ones whose base no live worker holds any more.
-    Two small reads instead of loading and planning the whole queue after every
-    completion; one when `live_worker` (the calling worker, just authenticated, so live)
-    holds every waiting base itself."""
-    pairs = session.execute(
-        select(Job.state, Job.base).where(Job.zone == zone, Job.state.in_(WAITING)).distinct()
-    ).all()
+    Small reads instead of loading and planning the whole queue after every completion:
+    with `live_worker` (the calling worker, just authenticated, so live) usually one that
+    stops at the first waiting job it cannot vouch for."""
+    waiting = (Job.zone == zone, Job.state.in_(WAITING))
+    if live_worker is not None and live_worker.zone == zone and live_worker.slots > 0:
+        base = func.coalesce(func.nullif(Job.base, ""), BASE_NONE)
+        unexplained = session.execute(
+            select(Job.id)
+            .where(
+                *waiting,
+                (Job.state != JobState.READY.value) | base.not_in(live_worker.bases or [BASE_NONE]),
+            )
+            .limit(1)
+        ).first()
+        if unexplained is None:
+            return True
+    pairs = session.execute(select(Job.state, Job.base).where(*waiting).distinct()).all()
     if any(state != JobState.READY.value for state, _ in pairs):
         return False
     if not pairs:
         return True
-    if live_worker is not None and live_worker.zone == zone and live_worker.slots > 0:
-        held = live_worker.bases or [BASE_NONE]
-        if all((base or BASE_NONE) in held for _, base in pairs):
-            return True
     fleet = zone_fleet(session, zone, now)
     default = scheduling.settings.default_capacity_gpus
     return all(fleet.capacity_for_base(base or "none", default) > 0 for _, base in pairs)
