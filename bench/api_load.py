@@ -16,9 +16,10 @@ and starts two uvicorn processes on it:
 Then it measures, alternating the two apps round by round so load on the shared machine
 hits both alike:
 
-1. `POST /v1/jobs` at --concurrency (httpx async): throughput, p50, p99;
+1. `POST /v1/jobs` at --concurrency (httpx async): throughput, p50, p99, and the server
+   process's CPU time per request (steadier than throughput on a shared machine);
 2. the claim -> heartbeat -> complete cycle with --workers HTTP workers (httpx async) on
-   --claim-jobs ready jobs: jobs/s, double claims (a job with more than one transition
+   --claim-jobs ready jobs: jobs/s, server CPU per job, double claims (a job with more than one transition
    to running, from the job events) and jobs never run;
 3. what the service's PostgreSQL connections do meanwhile (pg_stat_activity every 100 ms):
    running, waiting on a lock (and on which table's statement), idle inside a transaction;
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -88,8 +90,9 @@ def scratch_database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def started(command: list[str], env: dict[str, str]) -> Iterator[str]:
-    """A server subprocess on a free port (appended as `--port N`); yields its URL."""
+def started(command: list[str], env: dict[str, str]) -> Iterator[tuple[str, psutil.Process]]:
+    """A server subprocess on a free port (appended as `--port N`); yields its URL and the
+    process (whose CPU time the phases are charged)."""
     port = _free_port()
     process = subprocess.Popen([*command, "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -105,10 +108,17 @@ def started(command: list[str], env: dict[str, str]) -> Iterator[str]:
                 time.sleep(0.2)
         else:
             raise RuntimeError(f"{command} did not become healthy")
-        yield url
+        yield url, psutil.Process(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU time of a server process so far: what a phase cost it, whatever
+    else the machine was doing (throughput is not; this figure is the steadier one)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 # -- the floor app --------------------------------------------------------------------
@@ -460,21 +470,26 @@ def main() -> None:
         service_cmd = [sys.executable, "-m", "scheduler.cli", "serve", "--log-level", "warning"]
         floor_cmd = [sys.executable, __file__, "--serve-floor", db]
         rows: list[tuple[str, dict]] = []
-        with started(service_cmd, env) as service_url, started(floor_cmd, env) as floor_url:
+        with (
+            started(service_cmd, env) as (service_url, service_process),
+            started(floor_cmd, env) as (floor_url, floor_process),
+        ):
             key = new_team(service_url)
             # Warm-up: first-request costs (imports, connections, history) are not measured.
             asyncio.run(submit_load(service_url, key, 64, args.concurrency))
             asyncio.run(submit_load(floor_url, None, 64, args.concurrency))
             submit_states = ConnectionStates(args.postgres_admin_url, db)
             for round_ in range(args.rounds):
-                for label, url, auth in (
-                    ("greenwindow", service_url, key),
-                    ("floor", floor_url, None),
+                for label, url, auth, process in (
+                    ("greenwindow", service_url, key, service_process),
+                    ("floor", floor_url, None, floor_process),
                 ):
+                    before = cpu_seconds(process)
                     with submit_states if label == "greenwindow" else contextlib.nullcontext():
                         figures = asyncio.run(
                             submit_load(url, auth, args.requests, args.concurrency)
                         )
+                    figures["cpu_ms"] = 1000 * (cpu_seconds(process) - before) / args.requests
                     rows.append((f"{label} (round {round_ + 1})", figures))
                     print(f"  {rows[-1][0]}: {figures}", flush=True)
             # Claim cycle: a fresh batch of ready jobs.
@@ -483,16 +498,24 @@ def main() -> None:
             claim_key = new_team(service_url)
             asyncio.run(submit_load(service_url, claim_key, args.claim_jobs, 16))
             ready = make_ready(db)
+            before = cpu_seconds(service_process)
             with ConnectionStates(args.postgres_admin_url, db) as claim_states:
                 done, seconds, claim_errors = asyncio.run(claim_cycle(service_url, args.workers))
+            claim_cpu_ms = 1000 * (cpu_seconds(service_process) - before) / max(done, 1)
             print(f"  claim cycle: {done} jobs in {seconds:.1f} s", flush=True)
         twice, never = double_claims(db)
         statements = statements_per_call(db)
 
     print(f"\nPOST /v1/jobs, {args.requests} requests per round, concurrency {args.concurrency}")
-    print(f"{'app':<22} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'app':<22} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'server CPU ms/req':>18}"
+    )
     for label, f in rows:
-        print(f"{label:<22} {f['per_s']:7.1f} {f['p50']:8.1f} {f['p99']:8.1f} {f['errors']:7d}")
+        print(
+            f"{label:<22} {f['per_s']:7.1f} {f['p50']:8.1f} {f['p99']:8.1f} {f['errors']:7d} "
+            f"{f['cpu_ms']:18.2f}"
+        )
     service = [f for label, f in rows if label.startswith("greenwindow")]
     floor = [f for label, f in rows if label.startswith("floor")]
     rate = np.mean([f["per_s"] for f in service]) / np.mean([f["per_s"] for f in floor])
@@ -503,7 +526,8 @@ def main() -> None:
     )
     print(
         f"\nclaim -> heartbeat -> complete, {args.workers} HTTP workers, {ready} ready jobs: "
-        f"{done} done in {seconds:.1f} s = {done / seconds:.1f} jobs/s (goal >= 150); "
+        f"{done} done in {seconds:.1f} s = {done / seconds:.1f} jobs/s (goal >= 150), "
+        f"server CPU {claim_cpu_ms:.1f} ms per job; "
         f"errors {claim_errors}; double claims {twice} (must be 0); never run {never}"
     )
     print(
