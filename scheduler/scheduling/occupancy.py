@@ -357,20 +357,35 @@ class Occupancy:
     version: int
     complete_from: datetime
     jobs: tuple[Held, ...]
+    # Derived from `jobs` once, and extended (not rebuilt) as the entry advances: a
+    # submission must not pay for a pass over the whole queue.
     windows: _Windows = field(compare=False, repr=False)
+    job_ids: frozenset[str] = field(compare=False, repr=False)
+    running_jobs: tuple[Held, ...] = field(compare=False, repr=False)
 
     @classmethod
     def of(cls, version: int, complete_from: datetime, jobs: tuple[Held, ...]) -> Occupancy:
-        return cls(version, complete_from, jobs, _Windows.of(jobs))
+        return cls(
+            version,
+            complete_from,
+            jobs,
+            _Windows.of(jobs),
+            frozenset(held.job_id for held in jobs),
+            tuple(held for held in jobs if held.state == RUNNING),
+        )
 
     def plus(self, version: int, added: tuple[Held, ...]) -> Occupancy:
         """This entry advanced to `version` by a transaction that only inserted `added`. An
         entry read while that transaction committed may already hold its jobs: they are
         not counted twice."""
-        known = {held.job_id for held in self.jobs}
-        new = tuple(held for held in added if held.job_id not in known)
+        new = tuple(held for held in added if held.job_id not in self.job_ids)
         return Occupancy(
-            version, self.complete_from, self.jobs + new, self.windows + _Windows.of(new)
+            version,
+            self.complete_from,
+            self.jobs + new,
+            self.windows + _Windows.of(new),
+            self.job_ids | {held.job_id for held in new},
+            self.running_jobs + tuple(held for held in new if held.state == RUNNING),
         )
 
     def free(self, grid: SlotGrid, capacity: int, *, exclude: str) -> np.ndarray:
@@ -393,8 +408,7 @@ class Occupancy:
         until_at_least = now + timedelta(minutes=SLOT_MINUTES)
         return [
             RunningJob(held.job_id, held.gpus, max(held.planned_end or now, until_at_least))
-            for held in self.jobs
-            if held.state == RUNNING
+            for held in self.running_jobs
         ]
 
 
