@@ -19,8 +19,8 @@ hits both alike:
 1. `POST /v1/jobs` at --concurrency (httpx async): throughput, p50, p99, and the server
    process's CPU time per request (steadier than throughput on a shared machine);
 2. the claim -> heartbeat -> complete cycle with --workers HTTP workers (httpx async) on
-   --claim-jobs ready jobs: jobs/s, server CPU per job, double claims (a job with more than one transition
-   to running, from the job events) and jobs never run;
+   --claim-jobs ready jobs: jobs/s, server CPU per job, double claims (a job with more
+   than one transition to running, from the job events) and jobs never run;
 3. what the service's PostgreSQL connections do meanwhile (pg_stat_activity every 100 ms):
    running, waiting on a lock (and on which table's statement), idle inside a transaction;
 4. SQL statements per call (submit, claim, heartbeat, complete), counted with a
