@@ -438,7 +438,8 @@ class ZoneCaches:
     committed_upto: dict[str, int] = field(default_factory=dict)
     # zone -> (signal_version, value)
     signals: dict[str, tuple[int, carbon.Signal]] = field(default_factory=dict)
-    tariffs: dict[str, tuple[int, TariffSchedule | None]] = field(default_factory=dict)
+    # zone -> (signal_version, tariff, its slot prices by grid: see `slot_grid`)
+    tariffs: dict[str, tuple[int, TariffSchedule | None, PriceMemo]] = field(default_factory=dict)
 
     def prepared(self, changes: _Changes) -> None:
         """A transaction has bumped its zones and is about to commit."""
@@ -609,33 +610,58 @@ def _tariff(
     caches: ZoneCaches,
     zone: str,
     signal_version: int | None,
-) -> TariffSchedule | None:
+) -> tuple[TariffSchedule | None, PriceMemo]:
     with caches.lock:
         cached = caches.tariffs.get(zone)
     if cached is not None and cached[0] == signal_version:
-        return cached[1]
+        return cached[1], cached[2]
     tariff = scheduling.tariff(session, zone)
+    memo: PriceMemo = {}
     if signal_version is not None:
         with caches.lock:
-            caches.tariffs[zone] = (signal_version, tariff)
-    return tariff
+            caches.tariffs[zone] = (signal_version, tariff, memo)
+    return tariff, memo
+
+
+# Slot prices of one tariff, by (the grid's start to the minute, slot count).
+PriceMemo = dict[tuple[datetime, int], np.ndarray]
 
 
 def slot_grid(
-    signal: carbon.Signal, tariff: TariffSchedule | None, *, now: datetime, hours: float
+    signal: carbon.Signal,
+    tariff: TariffSchedule | None,
+    *,
+    now: datetime,
+    hours: float,
+    prices: PriceMemo | None = None,
 ) -> SlotGrid:
     """15-minute slots from `now` for `hours` (already clamped) with the signal's intensity
-    (each slot takes the value at its middle) and the tariff's prices."""
+    (each slot takes the value at its middle) and the tariff's prices.
+
+    A tariff prices a slot by the local weekday and minute its start falls in. Slots are
+    whole minutes apart and time zones change offset on whole minutes, so every grid that
+    starts within the same minute gets the same prices: `prices` keeps the last grid's."""
     count = math.ceil(hours * 60 / SLOT_MINUTES)
-    step = timedelta(minutes=SLOT_MINUTES)
-    starts = [now + i * step for i in range(count)]
+    step = SLOT_MINUTES * 60_000_000  # microseconds
     series = signal.series
-    offsets = np.array(
-        [(t + step / 2 - series.start) / timedelta(minutes=series.step_minutes) for t in starts]
+    # Microseconds, so that the division is exact as timedeltas' is.
+    middles = (to_utc(now) - series.start) // _MICROSECOND + step // 2
+    offsets = (middles + step * np.arange(count, dtype=np.int64)) / (
+        series.step_minutes * 60_000_000
     )
     index = np.clip(np.floor(offsets).astype(np.int64), 0, len(series) - 1)
-    prices = prices_for_slots(tariff, starts) if tariff else None
-    return SlotGrid(now, SLOT_MINUTES, series.values[index], prices)
+    priced = None
+    if tariff:
+        key = (now.replace(second=0, microsecond=0), count)
+        priced = prices.get(key) if prices is not None else None
+        if priced is None:
+            starts = [now + i * timedelta(minutes=SLOT_MINUTES) for i in range(count)]
+            priced = prices_for_slots(tariff, starts)
+            priced.flags.writeable = False  # shared by every grid of that minute
+            if prices is not None:
+                prices.clear()  # the clock moved on: only the newest minute is asked for
+                prices[key] = priced
+    return SlotGrid(now, SLOT_MINUTES, series.values[index], priced)
 
 
 def clamp_hours(hours: float) -> float:
@@ -724,8 +750,8 @@ def place_new_job(
     version, signal_version = versions if versions is not None else (None, None)
     hours = clamp_hours(scheduling._hours_needed([job], now))
     signal = _signal(scheduling, session, caches, job.zone, signal_version, now, hours)
-    tariff = _tariff(scheduling, session, caches, job.zone, signal_version)
-    grid = slot_grid(signal, tariff, now=now, hours=hours)
+    tariff, prices = _tariff(scheduling, session, caches, job.zone, signal_version)
+    grid = slot_grid(signal, tariff, now=now, hours=hours, prices=prices)
     zone_jobs = occupancy(session, caches, job.zone, version, now)
     free = zone_jobs.free(grid, min(held, fleet.capacity(default)), exclude=job.id)
     result = plan(

@@ -6,18 +6,24 @@ pin down the cases concurrency produces and a sequential test cannot reach."""
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from scheduler.carbon.series import IntensitySeries
+from scheduler.carbon.service import Signal
+from scheduler.planning.tariff import TariffSchedule, prices_for_slots, spain_2_0td_example
 from scheduler.planning.types import SlotGrid
 from scheduler.scheduling.occupancy import (
     MAX_PENDING_VERSIONS,
     Held,
     Occupancy,
+    PriceMemo,
     ZoneCaches,
     _Changes,
+    slot_grid,
 )
 
 NOW = datetime(2028, 2, 29, 23, 0, tzinfo=UTC)  # a leap day's last hour
@@ -177,3 +183,42 @@ def test_a_window_that_ended_before_the_grid_takes_no_gpus() -> None:
     assert free[:20].tolist() == [4] * 20
     assert free[20:24].tolist() == [2] * 4
     assert _free_by_loop([job], grid, 4, "x").tolist() == free.tolist()
+
+
+def _loop_grid(signal: Signal, tariff: TariffSchedule, now: datetime, hours: float) -> SlotGrid:
+    """The slot grid slot by slot, with timedeltas (what slot_grid computed before)."""
+    count = math.ceil(hours * 4)
+    step = timedelta(minutes=15)
+    starts = [now + i * step for i in range(count)]
+    series = signal.series
+    unit = timedelta(minutes=series.step_minutes)
+    index = [
+        min(max(math.floor((t + step / 2 - series.start) / unit), 0), len(series) - 1)
+        for t in starts
+    ]
+    return SlotGrid(now, 15, series.values[index], prices_for_slots(tariff, starts))
+
+
+def test_slot_grids_equal_the_slot_by_slot_build_across_a_dst_change() -> None:
+    """Intensity by slot middle, prices by local start, at the spring and autumn changes
+    in Madrid; grids starting within one minute share their prices from the memo."""
+    rng = random.Random(5)
+    tariff = spain_2_0td_example()
+    memo: PriceMemo = {}
+    for change in (
+        datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 0, tzinfo=UTC),
+    ):
+        values = np.array([rng.uniform(50, 400) for _ in range(200)])
+        signal = Signal(
+            IntensitySeries(change - timedelta(hours=13), 60, values), "provider", "", None
+        )
+        for _ in range(30):
+            now = change - timedelta(hours=3) + timedelta(seconds=rng.uniform(0, 6 * 3600))
+            hours = rng.choice([1.0, 5.5, 30.0])
+            for start in (now, now.replace(second=59, microsecond=999_999), now.replace(second=0)):
+                grid = slot_grid(signal, tariff, now=start, hours=hours, prices=memo)
+                expected = _loop_grid(signal, tariff, start, hours)
+                assert grid.intensity.tolist() == expected.intensity.tolist()
+                assert grid.price is not None and expected.price is not None
+                assert grid.price.tolist() == expected.price.tolist(), start
