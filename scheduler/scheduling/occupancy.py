@@ -142,6 +142,8 @@ class _Changes:
     all_signal: bool = False
     # Filled at commit: zone -> (version, signal_version) after this transaction's bump.
     bumped: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Zones whose cache entry has taken this transaction's delta.
+    taken: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.queue or self.signal or self.all_queue or self.all_signal)
@@ -467,13 +469,17 @@ class ZoneCaches:
                         del store[zone]
 
     def abandoned(self, changes: _Changes) -> None:
-        """A transaction bumped its zones but did not commit: its delta never happened. A
-        reader may already have taken it, so the entry goes too."""
+        """A transaction bumped its zones but did not commit: its delta never happened. It
+        is taken back, and an entry that already took it is dropped."""
         with self.lock:
             for zone, (version, _) in changes.bumped.items():
                 pending = self.pending.get(zone, {})
-                if pending.get(version, (None, None))[0] is changes:
+                own = pending.get(version, (None, None))[0] is changes
+                if own:
                     del pending[version]
+                # Taken: a reader saw this number (another replica's commit under it) and
+                # applied the delta, so the entry holds jobs that never existed.
+                if own or zone in changes.taken:
                     self.occupancy.pop(zone, None)
 
     def current(self, zone: str, version: int) -> Occupancy | None:
@@ -505,7 +511,8 @@ class ZoneCaches:
         upto = self.committed_upto.get(zone, -1)
         entry = self.occupancy.get(zone)
         while entry is not None and entry.version < upto and entry.version + 1 in pending:
-            _, delta = pending.pop(entry.version + 1)
+            changes, delta = pending.pop(entry.version + 1)
+            changes.taken.add(zone)
             if delta is None:
                 del self.occupancy[zone]
                 entry = None
@@ -793,4 +800,4 @@ def replan_has_nothing_to_do(
         return True
     fleet = zone_fleet(session, zone, now)
     default = scheduling.settings.default_capacity_gpus
-    return all(fleet.capacity_for_base(base or "none", default) > 0 for _, base in pairs)
+    return all(fleet.capacity_for_base(base or BASE_NONE, default) > 0 for _, base in pairs)

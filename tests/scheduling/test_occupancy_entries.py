@@ -118,6 +118,18 @@ def test_a_transaction_that_fails_to_commit_after_its_bump_takes_its_jobs_back()
     assert ids(caches) == ["real"]
 
 
+def test_a_failed_commit_drops_the_entry_even_after_a_reader_took_its_jobs() -> None:
+    """Another replica committed under the same number, a reader here saw that number and
+    applied this process's delta: the failed transaction must still drop the entry."""
+    caches = ZoneCaches()
+    caches.store(ZONE, Occupancy.of(5, NOW, ()))
+    failed = transaction(6, held("ghost", (1, 2)))
+    caches.prepared(failed)
+    assert caches.current(ZONE, 6) is not None  # the reader took the ghost
+    caches.abandoned(failed)
+    assert ZONE not in caches.occupancy
+
+
 def test_a_gap_that_never_closes_is_given_up() -> None:
     caches = ZoneCaches()
     caches.store(ZONE, Occupancy.of(5, NOW, ()))
