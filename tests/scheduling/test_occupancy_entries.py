@@ -213,13 +213,15 @@ def _loop_grid(signal: Signal, tariff: TariffSchedule, now: datetime, hours: flo
 
 def test_slot_grids_equal_the_slot_by_slot_build_across_a_dst_change() -> None:
     """Intensity by slot middle, prices by local start, at the spring and autumn changes
-    in Madrid; grids starting within one minute share their prices from the memo."""
+    in Madrid and across 29 February's last hour; grids starting within one minute share
+    their prices from the memo."""
     rng = random.Random(5)
     tariff = spain_2_0td_example()
     memo: PriceMemo = {}
     for change in (
         datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
         datetime(2026, 10, 25, 1, 0, tzinfo=UTC),
+        datetime(2028, 3, 1, 0, 0, tzinfo=UTC),  # out of 29 February, a month's last hour
     ):
         values = np.array([rng.uniform(50, 400) for _ in range(200)])
         signal = Signal(
