@@ -21,6 +21,7 @@ An optional deferral penalty makes later slots slightly dearer (see `plan_queue`
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,7 +92,8 @@ class _Queue:
         self.slots: list[np.ndarray | None] = [None] * len(jobs)
         self.cost = np.zeros(len(jobs))
         self.runtime = [float(job.duration) for job in jobs]
-        self.occupants: list[set[int]] = [set() for _ in range(self.n_slots)]
+        # Slot -> jobs placed there; sparse, as most slots of a long grid hold none.
+        self.occupants: defaultdict[int, set[int]] = defaultdict(set)
         self._sums: dict[tuple[str, int], np.ndarray] = {}
         self._scores: dict[int, np.ndarray] = {}
 
@@ -228,7 +230,7 @@ class _Queue:
         self.cost[index] = cost * self.jobs[index].power_kw
         self.runtime[index] = runtime
         self.free[slots] -= self.jobs[index].gpus
-        for slot in slots:
+        for slot in slots.tolist():
             self.occupants[slot].add(index)
 
     def remove(self, index: int) -> tuple[np.ndarray, float, float] | None:
@@ -241,7 +243,7 @@ class _Queue:
             self.runtime[index],
         )
         self.free[slots] += self.jobs[index].gpus
-        for slot in slots:
+        for slot in slots.tolist():
             self.occupants[slot].discard(index)
         self.slots[index] = None
         self.cost[index] = 0.0
@@ -281,7 +283,8 @@ class _Queue:
         For a `late` job it pays when the job ends sooner; otherwise when the job is on
         time and (with `need_gain`) the total cost falls. Evicted jobs must stay on time.
         """
-        occupants = set().union(*(self.occupants[slot] for slot in target)) - {index}
+        in_target = (self.occupants.get(slot, ()) for slot in target.tolist())
+        occupants = set().union(*in_target) - {index}
         limit = _MAX_EVICTIONS if need_gain else _MAX_REPAIR_EVICTIONS
         # Evicting just enough light jobs is tried first: with many GPUs a window has far
         # more occupants than need to move.
