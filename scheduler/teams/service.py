@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -16,6 +16,12 @@ from scheduler.teams.models import ApiKey, Team
 from scheduler.webhooks import service as webhooks
 
 KEY_PREFIX = "gw"
+
+# Every authenticated call runs this: built once (options and all), so a call only binds
+# the key's id to an already compiled statement. The team comes in the same statement.
+_KEY_WITH_TEAM = (
+    select(ApiKey).options(joinedload(ApiKey.team)).where(ApiKey.id == bindparam("key_id"))
+)
 
 
 def _hash_secret(secret: str) -> str:
@@ -94,8 +100,7 @@ def find_active_key(session: Session, presented: str) -> ApiKey | None:
     parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         return None
-    # The team comes in the same statement: every authenticated call needs it.
-    key = session.get(ApiKey, parts[1], options=[joinedload(ApiKey.team)])
+    key = session.execute(_KEY_WITH_TEAM, {"key_id": parts[1]}).scalar_one_or_none()
     if key is None or key.revoked_at is not None:
         return None
     if not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
