@@ -97,6 +97,7 @@ QUEUE_ATTRIBUTES = (
     "priority",
     "base",
 )
+_QUEUE_ATTRIBUTE_SET = frozenset(QUEUE_ATTRIBUTES)
 SIGNAL_MODELS = (Tariff, IntensityPoint, ZoneSignalStatus)
 SIGNAL_TABLES = frozenset(str(model.__tablename__) for model in SIGNAL_MODELS)
 # A trace signal is fetched this much longer than asked, so later submissions reuse it.
@@ -173,8 +174,14 @@ def _before_flush(session: Session, _context: UOWTransaction, _instances: Any) -
             _changes(session).signal.add(obj.zone)
     for obj in session.dirty:
         if isinstance(obj, Job):
-            attrs = inspect(obj).attrs
-            if not any(attrs[name].history.has_changes() for name in QUEUE_ATTRIBUTES):
+            state = inspect(obj)
+            # Only attributes set since the load or last flush can have changed (a cheap
+            # look before asking each for its history).
+            touched = _QUEUE_ATTRIBUTE_SET.intersection(state.committed_state)
+            if not touched:
+                continue
+            attrs = state.attrs
+            if not any(attrs[name].history.has_changes() for name in touched):
                 continue
             # A move between zones changes both queues.
             for zone in {obj.zone, *attrs["zone"].history.deleted}:
