@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     # The concurrency model: how many requests one process handles at once. The database
     # pool, the worker threads and the admission limit are all derived from it (see
     # `request_slots`, `worker_threads`, `db_pool_size` + `db_max_overflow`), so they agree.
-    concurrency: int = Field(default=24, ge=1, le=256)
+    # Small by default: a request spends most of its time in Python, and one process runs
+    # one thread of Python at a time. More admitted requests than that only add GIL
+    # contention and lock queues (bench/README.md: 8 beat 24 by a third in throughput).
+    concurrency: int = Field(default=8, ge=1, le=256)
     # The former name of `concurrency`, still honoured when `concurrency` is not set.
     max_concurrent_requests: int | None = Field(default=None, ge=1, le=256)
     # How long a request waits for a pooled connection before it is answered 503.
