@@ -12,6 +12,7 @@ from scheduler.errors import InvalidInput
 from scheduler.jobs import service
 from scheduler.jobs.models import Job
 from scheduler.jobs.schemas import JobCreate, JobEventRead, JobPage, JobRead, LiveFigures
+from scheduler.responses import model_response
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -78,13 +79,12 @@ def find_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead)
 def submit_job(
     body: JobCreate,
-    response: Response,
     session: SessionDep,
     now: NowDep,
     scheduling: SchedulingDep,
     principal: UserDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobRead:
+) -> Response:
     """Submit a fine-tune; it is admitted against the team's budget and planned at once."""
     if principal.team is None:
         raise InvalidInput(
@@ -98,11 +98,14 @@ def submit_job(
         now=now,
         scheduling=scheduling,
     )
+    headers = {"Location": f"/v1/jobs/{job.id}"}
     if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return to_read(job)
+        headers["Idempotent-Replayed"] = "true"
+    return model_response(
+        to_read(job),
+        status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        headers=headers,
+    )
 
 
 @router.get("", response_model=JobPage)

@@ -12,6 +12,7 @@ from scheduler.artifacts import service as artifacts_service
 from scheduler.deps import AdminDep, NowDep, SchedulingDep, SessionDep, SettingsDep
 from scheduler.energy import service as energy_service
 from scheduler.jobs.models import Job
+from scheduler.responses import model_response
 from scheduler.settings import Settings
 from scheduler.workers import fleet, service
 from scheduler.workers.auth import CurrentWorker, FleetDep
@@ -115,7 +116,7 @@ def worker_heartbeat(
 @router.post("/{worker_id}/claim", response_model=ClaimResponse)
 def claim(
     worker_id: str, session: SessionDep, now: NowDep, settings: SettingsDep, worker: CurrentWorker
-) -> ClaimResponse | Response:
+) -> Response:
     """Claim the best ready job that fits this worker; 204 when none does."""
     claimed = service.claim(session, worker, now=now, lease_seconds=settings.lease_seconds)
     if claimed is None:
@@ -124,23 +125,25 @@ def claim(
     assert job.lease_token is not None and job.lease_expires_at is not None
     checkpoint = claimed.resume_from
     prepared = artifacts_service.prepared_data(session, job.id, before_attempt=job.attempt)
-    return ClaimResponse(
-        job=_claimed_job(job),
-        attempt=job.attempt,
-        lease_token=job.lease_token,
-        lease_expires_at=job.lease_expires_at,
-        resume_from=(
-            ResumeFrom(
-                artifact=checkpoint.name, sha256=checkpoint.sha256, attempt=checkpoint.attempt
-            )
-            if checkpoint is not None
-            else None
-        ),
-        prepared_from=(
-            ResumeFrom(artifact=prepared.name, sha256=prepared.sha256, attempt=prepared.attempt)
-            if prepared is not None
-            else None
-        ),
+    return model_response(
+        ClaimResponse(
+            job=_claimed_job(job),
+            attempt=job.attempt,
+            lease_token=job.lease_token,
+            lease_expires_at=job.lease_expires_at,
+            resume_from=(
+                ResumeFrom(
+                    artifact=checkpoint.name, sha256=checkpoint.sha256, attempt=checkpoint.attempt
+                )
+                if checkpoint is not None
+                else None
+            ),
+            prepared_from=(
+                ResumeFrom(artifact=prepared.name, sha256=prepared.sha256, attempt=prepared.attempt)
+                if prepared is not None
+                else None
+            ),
+        )
     )
 
 
@@ -167,7 +170,7 @@ def job_heartbeat(
     now: NowDep,
     settings: SettingsDep,
     lease: LeaseDep,
-) -> JobHeartbeatResponse:
+) -> Response:
     """Renew the job's lease and report progress; the answer says continue, cancel or pause."""
     job = lease.job
     energy = body.energy.as_dict() if body.energy else None
@@ -186,7 +189,9 @@ def job_heartbeat(
         attempt_row=lease.attempt,
     )
     assert job.lease_expires_at is not None
-    return JobHeartbeatResponse(action=action, lease_expires_at=job.lease_expires_at)  # type: ignore[arg-type]
+    return model_response(
+        JobHeartbeatResponse(action=action, lease_expires_at=job.lease_expires_at)  # type: ignore[arg-type]
+    )
 
 
 @router.post("/{worker_id}/jobs/{job_id}/complete", response_model=JobFinished)
@@ -199,7 +204,7 @@ def complete(
     settings: SettingsDep,
     scheduling: SchedulingDep,
     lease: LeaseDep,
-) -> JobFinished:
+) -> Response:
     """The job succeeded; its energy report is accounted and charged."""
     service.complete(
         session,
@@ -224,7 +229,7 @@ def fail(
     settings: SettingsDep,
     scheduling: SchedulingDep,
     lease: LeaseDep,
-) -> JobFinished:
+) -> Response:
     """The attempt failed or stopped on cancel; retryable failures are requeued."""
     service.fail(
         session,
@@ -252,7 +257,7 @@ def release(
     settings: SettingsDep,
     scheduling: SchedulingDep,
     lease: LeaseDep,
-) -> JobFinished:
+) -> Response:
     """The worker checkpointed and let the job go (pause or shutdown)."""
     service.release(
         session,
@@ -312,5 +317,7 @@ def _checked_report(
     return plain
 
 
-def _finished(job: Job) -> JobFinished:
-    return JobFinished(job_id=job.id, state=job.state, state_reason=job.state_reason)
+def _finished(job: Job) -> Response:
+    return model_response(
+        JobFinished(job_id=job.id, state=job.state, state_reason=job.state_reason)
+    )
