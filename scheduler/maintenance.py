@@ -27,6 +27,7 @@ from scheduler.datasets import service as datasets
 from scheduler.db.session import session_scope
 from scheduler.energy import service as energy
 from scheduler.jobs import service as jobs
+from scheduler.scheduling import occupancy
 from scheduler.settings import TICK_THREADS
 from scheduler.teams.models import Team
 from scheduler.webhooks import service as webhooks
@@ -138,6 +139,12 @@ def restate_emissions(session: Session, context: AppContext) -> int:
     return energy.restate_attempts(session, context.scheduling, now=context.now())
 
 
+@tick("prune_zone_changes")
+def prune_zone_changes(session: Session, context: AppContext) -> int:
+    """Drop change-log rows no cache entry needs any more (scheduling/occupancy.py)."""
+    return occupancy.prune_change_log(session)
+
+
 def start_ticks(context: AppContext) -> BackgroundScheduler:
     """Start the background scheduler with every registered tick."""
     settings = context.settings
@@ -145,6 +152,7 @@ def start_ticks(context: AppContext) -> BackgroundScheduler:
         "readmit_held": settings.maintenance_seconds,
         "budget_notify": settings.maintenance_seconds,
         "reap_leases": settings.maintenance_seconds,
+        "prune_zone_changes": settings.maintenance_seconds,
         "refresh_forecasts": settings.forecast_refresh_seconds,
         "replan": settings.replan_seconds,
         "restate_emissions": settings.restatement_seconds,

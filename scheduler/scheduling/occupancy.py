@@ -30,6 +30,11 @@ How they stay correct, on any number of replicas, with no TTL:
   submissions in flight) made the next readers miss and re-read the whole queue.
 - A transaction that rolls back before bumping leaves the caches as they were; one that
   fails to commit after bumping takes its delta back and drops the zone's entry.
+- Other processes' commits (replicas, `serve --workers`) leave gaps in this process's
+  deltas. A transaction that only inserted jobs also writes them to `zone_changes` under
+  its version, in the same transaction; a reader with a gap reads the missing versions'
+  rows in one statement and replays them. A version with no row (any other change, or
+  pruned by the `prune_zone_changes` tick) makes it re-read the queue.
 
 Changes made outside the service's sessions (hand-written SQL against `jobs`) must bump
 `zone_versions` themselves, or restart the service.
@@ -49,9 +54,11 @@ from weakref import WeakKeyDictionary
 import numpy as np
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Engine,
     Table,
     bindparam,
+    delete,
     event,
     func,
     inspect,
@@ -71,7 +78,7 @@ from scheduler.planning.memory import worker_memory_mib
 from scheduler.planning.planner import plan
 from scheduler.planning.tariff import TariffSchedule, prices_for_slots
 from scheduler.planning.types import RunningJob, SlotGrid, to_utc
-from scheduler.scheduling.models import ZoneVersion
+from scheduler.scheduling.models import ZoneChange, ZoneVersion
 from scheduler.telemetry.memory import fitting_floor, holds_memory, job_need
 from scheduler.workers.models import Worker
 from worker.training.config import BASE_NONE
@@ -221,7 +228,9 @@ def _before_commit(session: Session) -> None:
     session.flush()
     changes = session.info.get(_CHANGES)
     if changes:
-        changes.bumped = _bump(session.connection(), changes)
+        connection = session.connection()
+        changes.bumped = _bump(connection, changes)
+        _log_added_jobs(connection, changes)
         caches_for(session.get_bind()).prepared(changes)
 
 
@@ -271,6 +280,37 @@ def _bump(connection: Connection, changes: _Changes) -> dict[str, tuple[int, int
         ).one()
         bumped[zone] = (int(version), int(signal_version))
     return bumped
+
+
+def _log_added_jobs(connection: Connection, changes: _Changes) -> None:
+    """Leave, under each bumped queue version, the jobs this transaction added to the zone
+    when that is all it did: other processes replay them (`_replay_logged`)."""
+    rows = [
+        {"zone": zone, "version": changes.bumped[zone][0], "jobs": [_logged(h) for h in added]}
+        for zone, added in changes.added.items()
+        if zone in changes.bumped and zone not in changes.unknown and not changes.all_queue
+    ]
+    if rows:
+        connection.execute(_LOG_INSERT, rows)
+
+
+_LOG_INSERT = cast(Table, ZoneChange.__table__).insert()
+
+
+def _logged(held: Held) -> list[Any]:
+    return [
+        held.job_id,
+        held.state,
+        held.gpus,
+        held.planned_end.isoformat() if held.planned_end is not None else None,
+        [[start.isoformat(), end.isoformat()] for start, end in held.intervals],
+    ]
+
+
+def _from_log(row: list[Any]) -> Held:
+    job_id, state, gpus, planned_end, intervals = row
+    end = datetime.fromisoformat(planned_end) if planned_end is not None else None
+    return _held(job_id, state, gpus, end, intervals)
 
 
 @functools.cache
@@ -441,8 +481,9 @@ class ZoneCaches:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     occupancy: dict[str, Occupancy] = field(default_factory=dict)
-    # zone -> version -> (the transaction's changes, its delta)
-    pending: dict[str, dict[int, tuple[_Changes, _Delta]]] = field(default_factory=dict)
+    # zone -> version -> (the transaction's changes, or None when read from the change log;
+    # its delta)
+    pending: dict[str, dict[int, tuple[_Changes | None, _Delta]]] = field(default_factory=dict)
     # zone -> the highest queue version known to have committed
     committed_upto: dict[str, int] = field(default_factory=dict)
     # zone -> (signal_version, value)
@@ -498,6 +539,27 @@ class ZoneCaches:
             entry = self.occupancy.get(zone)
             return entry if entry is not None and entry.version >= version else None
 
+    def missing(self, zone: str, version: int) -> tuple[int, int] | None:
+        """The versions after the zone's entry, up to `version`, whose deltas this process
+        has not seen (other processes' commits): (first, last), or None when there is no
+        entry to bring up or nothing is missing."""
+        with self.lock:
+            entry = self.occupancy.get(zone)
+            if entry is None or entry.version >= version:
+                return None
+            pending = self.pending.get(zone, {})
+            gaps = [v for v in range(entry.version + 1, version + 1) if v not in pending]
+            return (gaps[0], gaps[-1]) if gaps else None
+
+    def replay(self, zone: str, logged: dict[int, tuple[Held, ...]]) -> None:
+        """Deltas of committed versions read from the change log: applied as this
+        process's own would be."""
+        with self.lock:
+            pending = self.pending.setdefault(zone, {})
+            for version, added in logged.items():
+                pending.setdefault(version, (None, added))
+            self._advance(zone)
+
     def store(self, zone: str, fresh: Occupancy) -> None:
         """Keep an entry read at its version, and bring it up to the commits seen since."""
         with self.lock:
@@ -519,7 +581,8 @@ class ZoneCaches:
         entry = self.occupancy.get(zone)
         while entry is not None and entry.version < upto and entry.version + 1 in pending:
             changes, delta = pending.pop(entry.version + 1)
-            changes.taken.add(zone)
+            if changes is not None:  # None: replayed from the change log, so committed
+                changes.taken.add(zone)
             if delta is None:
                 del self.occupancy[zone]
                 entry = None
@@ -556,6 +619,8 @@ def occupancy(
 ) -> Occupancy:
     """The zone's occupancy: cached at `version`, else read (and cached when versioned)."""
     entry = caches.current(zone, version) if version is not None else None
+    if entry is None and version is not None:
+        entry = _replay_logged(session, caches, zone, version)
     if entry is not None and entry.complete_from <= now:
         return entry
     # Read a little into the past: requests in flight took their clocks a moment before this
@@ -575,6 +640,45 @@ def occupancy(
     if version is not None:
         caches.store(zone, fresh)
     return fresh
+
+
+def _replay_logged(
+    session: Session, caches: ZoneCaches, zone: str, version: int
+) -> Occupancy | None:
+    """Bring the zone's entry up to `version` with other processes' submissions, read from
+    the change log; None when some version between has no row (it changed the queue some
+    other way, or was pruned), and the queue is read afresh."""
+    missing = caches.missing(zone, version)
+    if missing is None:
+        return None
+    first, last = missing
+    rows = session.execute(_LOG_READ, {"zone": zone, "first": first, "last": last}).all()
+    if len(rows) != last - first + 1:
+        return None
+    caches.replay(zone, {int(v): tuple(_from_log(job) for job in jobs) for v, jobs in rows})
+    return caches.current(zone, version)
+
+
+# Log rows kept per zone behind its current version. An entry further behind than this
+# re-reads the queue, which is then cheaper than replaying as many submissions anyway.
+LOG_KEPT_VERSIONS = 1000
+
+
+def prune_change_log(session: Session) -> int:
+    """Delete log rows more than LOG_KEPT_VERSIONS behind their zone's version."""
+    current = (
+        select(ZoneVersion.version).where(ZoneVersion.zone == ZoneChange.zone).scalar_subquery()
+    )
+    deleted = session.execute(
+        delete(ZoneChange).where(ZoneChange.version <= current - LOG_KEPT_VERSIONS)
+    )
+    return int(cast(CursorResult[Any], deleted).rowcount or 0)  # a DML result counts its rows
+
+
+_LOG_READ = select(ZoneChange.version, ZoneChange.jobs).where(
+    ZoneChange.zone == bindparam("zone"),
+    ZoneChange.version.between(bindparam("first"), bindparam("last")),
+)
 
 
 def _signal(

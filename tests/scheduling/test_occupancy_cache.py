@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from support.helpers import WORKER_TOKEN, FakeClock, admin_headers, bearer, burn_in_job
 
 from scheduler.app import create_app
@@ -26,6 +26,7 @@ from scheduler.jobs.models import Job
 from scheduler.jobs.schemas import JobCreate
 from scheduler.maintenance import run_tick
 from scheduler.scheduling import occupancy
+from scheduler.scheduling.models import ZoneChange
 from scheduler.settings import Settings
 from scheduler.teams.models import Team
 
@@ -318,3 +319,63 @@ def test_concurrent_submissions_leave_the_cache_equal_to_a_cold_read(world: Worl
     assert sorted(_waiting_ids(world)) == sorted(job.job_id for job in cold.jobs)
     cold_plan, cached_plan = _probe(world, rng)
     assert cached_plan == cold_plan
+
+
+def test_another_process_follows_submissions_from_the_change_log(
+    world: World, settings: Settings, clock: FakeClock
+) -> None:
+    """Two apps on one database have two sets of caches, as two processes or replicas do.
+    Each one's entry follows the other's submissions by replaying the change log, without
+    re-reading the queue; a claim (no log row) makes it re-read. Every plan from a followed
+    entry equals a cold plan."""
+    other_app = create_app(settings, clock=clock, run_ticks=False)
+    with TestClient(other_app) as other_client:
+        other = World(other_client, clock, world.key, world.team_id, world.workers)
+        rng = random.Random(7)
+        zone = world.scheduling.default_zone
+        queue_reads = {"count": 0}
+
+        def count_queue_reads(_conn, _cursor, statement: str, *_: object) -> None:
+            # The caches' read of the queue (the cold probe reads it another way).
+            if statement.lstrip().startswith("SELECT jobs.id, jobs.state, jobs.gpus"):
+                queue_reads["count"] += 1
+
+        _submit(world, rng)
+        _probe(other, rng)  # the other process's entry, read cold once
+        event.listen(other_app.state.engine, "before_cursor_execute", count_queue_reads)
+        try:
+            for step in range(6):
+                _submit(world, rng)  # a submission this process never saw
+                _submit(world, rng)
+                cold, cached = _probe(other, rng)
+                assert cached == cold, f"step {step}"
+            assert queue_reads["count"] == 0, "the entry was re-read, not brought up"
+            entry = occupancy.caches_for(other_app.state.engine).occupancy[zone]
+            with other.session() as session:
+                assert entry.version == occupancy.zone_versions(session, zone)[0]
+            assert sorted(held.job_id for held in entry.jobs) == _waiting_ids(world)
+            # A claim logs nothing: the other process re-reads, and still plans the same.
+            _claim(world, rng)
+            before = queue_reads["count"]
+            cold, cached = _probe(other, rng)
+            assert cached == cold
+            assert queue_reads["count"] == before + 1
+        finally:
+            event.remove(other_app.state.engine, "before_cursor_execute", count_queue_reads)
+
+
+def test_the_change_log_keeps_only_the_newest_versions(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(occupancy, "LOG_KEPT_VERSIONS", 2)
+    rng = random.Random(11)
+    for _ in range(5):
+        _submit(world, rng)
+    zone = world.scheduling.default_zone
+    with world.session() as session:
+        logged = sorted(session.scalars(select(ZoneChange.version)))
+        current = occupancy.zone_versions(session, zone)[0]
+    assert logged[-5:] == list(range(current - 4, current + 1))
+    assert run_tick(world.app, "prune_zone_changes") == len(logged) - 2
+    with world.session() as session:
+        assert sorted(session.scalars(select(ZoneChange.version))) == [current - 1, current]
