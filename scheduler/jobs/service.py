@@ -117,13 +117,16 @@ def submit(
     job.state, job.state_reason = state, reason
     if state != JobState.HELD:
         lifecycle.note_reservation(job, now=now)  # in the INSERT, not an UPDATE after it
-    session.add(job)
     if idempotency_key is None:
+        session.add(job)
         session.flush()  # no race to lose, so no savepoint (two statements fewer)
     else:
         try:
             # A savepoint, so that losing an idempotency race leaves the session usable.
+            # The job joins the session inside it: begin_nested() first flushes what is
+            # pending, and that INSERT would fail outside the savepoint.
             with session.begin_nested():
+                session.add(job)
                 session.flush()
         except IntegrityError:
             existing = _existing_for_key(session, team, idempotency_key, request_hash)

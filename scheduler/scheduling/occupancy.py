@@ -152,6 +152,8 @@ class _Changes:
     bumped: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Zones whose cache entry has taken this transaction's delta.
     taken: set[str] = field(default_factory=set)
+    # The jobs behind `added`: one whose savepoint rolled back was never inserted.
+    inserted: list[Job] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.queue or self.signal or self.all_queue or self.all_signal)
@@ -177,6 +179,7 @@ def _before_flush(session: Session, _context: UOWTransaction, _instances: Any) -
             end = obj.planned_end
             held = _held(obj.id, obj.state, obj.gpus, end, obj.planned_intervals)
             _note_job(_changes(session), obj.zone, added=held)
+            _changes(session).inserted.append(obj)
         elif isinstance(obj, SIGNAL_MODELS):
             _changes(session).signal.add(obj.zone)
     for obj in session.dirty:
@@ -228,6 +231,11 @@ def _before_commit(session: Session) -> None:
     session.flush()
     changes = session.info.get(_CHANGES)
     if changes:
+        for job in changes.inserted:
+            if not inspect(job).persistent:
+                # Flushed in a savepoint that rolled back (a lost idempotency race): the
+                # noted job was never inserted, so this zone's delta is not just `added`.
+                changes.unknown.add(job.zone)
         connection = session.connection()
         changes.bumped = _bump(connection, changes)
         _log_added_jobs(connection, changes)

@@ -379,3 +379,51 @@ def test_the_change_log_keeps_only_the_newest_versions(
     assert run_tick(world.app, "prune_zone_changes") == len(logged) - 2
     with world.session() as session:
         assert sorted(session.scalars(select(ZoneChange.version))) == [current - 1, current]
+
+
+def test_a_lost_idempotency_race_leaves_no_phantom_job_in_the_caches(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loser of an idempotency race flushed its job in a savepoint that rolled back:
+    the entry (and the change log other processes read) must not hold that job."""
+    rng = random.Random(13)
+    _probe(world, rng)
+    spec = JobCreate.model_validate(burn_in_job(max_delay_minutes=600))
+    with world.session() as session:
+        first, _ = jobs_service.submit(
+            session,
+            team=session.get(Team, world.team_id),
+            spec=spec,
+            idempotency_key="race",
+            now=world.clock(),
+            scheduling=world.scheduling,
+        )
+        first_id = first.id
+    # The second request looks for the key before the first one's commit is visible...
+    real_lookup = jobs_service._existing_for_key
+    lookups = []
+
+    def lookup_too_early(*args: object) -> Job | None:
+        lookups.append(args)
+        return None if len(lookups) == 1 else real_lookup(*args)
+
+    monkeypatch.setattr(jobs_service, "_existing_for_key", lookup_too_early)
+    with world.session() as session:
+        job, created = jobs_service.submit(
+            session,
+            team=session.get(Team, world.team_id),
+            spec=spec,
+            idempotency_key="race",
+            now=world.clock(),
+            scheduling=world.scheduling,
+        )
+        assert (job.id, created) == (first_id, False)  # ...and loses at the INSERT
+    zone = world.scheduling.default_zone
+    with world.session() as session:
+        version = occupancy.zone_versions(session, zone)[0]
+        entry = occupancy.occupancy(
+            session, occupancy.caches_for(world.app.state.engine), zone, version, world.clock()
+        )
+    assert sorted(held.job_id for held in entry.jobs) == _waiting_ids(world)
+    cold, cached = _probe(world, rng)
+    assert cached == cold
