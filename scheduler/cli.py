@@ -52,28 +52,64 @@ def db_downgrade(revision: str) -> None:
     typer.echo(f"database at {revision}")
 
 
+# What uvicorn imports by name in each process of `greenwindow serve --workers N`: it starts
+# them as fresh interpreters and pickles its configuration, so the app and the protocol
+# cannot be handed over as objects.
+APP_FACTORY = "scheduler.app:create_app_from_environment"
+HTTP_PROTOCOL = "scheduler.request_gate:HeaderTimeoutProtocol"
+
+
 @app.command()
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Skip migrations.")] = False,
     log_level: str = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Service processes sharing the port (PostgreSQL only: each is a replica).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API and the planner (applies migrations first unless --no-migrate)."""
     import uvicorn
 
-    from scheduler.app import create_app
-
     settings = _settings()
+    if workers > 1 and settings.is_sqlite:
+        # Several writers on one SQLite file would queue on its lock and each process would
+        # run the maintenance ticks (only PostgreSQL's advisory locks keep those to one).
+        raise typer.BadParameter(
+            "several processes need PostgreSQL (GREENWINDOW_DATABASE_URL=postgresql://...); "
+            "the embedded SQLite database serves one process",
+            param_hint="'--workers'",
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not no_migrate:
         from scheduler.db.migrate import upgrade
 
+        # Once, here, before any process serves: never N processes racing on the schema.
         upgrade(settings.database_url)
     if not settings.admin_token:
         typer.echo(
             "warning: GREENWINDOW_ADMIN_TOKEN is not set; admin endpoints are closed", err=True
         )
+    if workers > 1:
+        # uvicorn's supervisor binds the port here and starts `workers` processes that accept
+        # on it; each builds its own app (and reads the settings) from the environment.
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level=log_level,
+            http=HTTP_PROTOCOL,
+        )
+        return
+
+    from scheduler.app import create_app
     from scheduler.request_gate import header_timeout_protocol
 
     uvicorn.run(

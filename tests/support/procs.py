@@ -103,7 +103,15 @@ class Process:
 class Service(Process):
     """`greenwindow serve` on a free loopback port with settings from the environment."""
 
-    def __init__(self, database_url: str, data_dir: Path, **settings: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        *,
+        serve_args: tuple[str, ...] = (),
+        **settings: str,
+    ) -> None:
+        """`serve_args` are more `greenwindow serve` options (e.g. `--workers 2`)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -115,6 +123,7 @@ class Service(Process):
             **settings,
         }
         args = [GREENWINDOW, "serve", "--port", str(self.port), "--log-level", "warning"]
+        args += serve_args
         data_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(args, env, data_dir.parent / f"serve-{self.port}.log")
 
