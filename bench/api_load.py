@@ -115,10 +115,15 @@ def started(command: list[str], env: dict[str, str]) -> Iterator[tuple[str, psut
 
 
 def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU time of a server process so far: what a phase cost it, whatever
-    else the machine was doing (throughput is not; this figure is the steadier one)."""
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """User + system CPU time of a server so far, its worker processes included: what a
+    phase cost it, whatever else the machine was doing (throughput is not; this figure is
+    the steadier one)."""
+    total = 0.0
+    for member in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 # -- the floor app --------------------------------------------------------------------
@@ -168,10 +173,28 @@ def floor_app(database_url: str):  # noqa: ANN201 - FastAPI is imported lazily
     return app
 
 
-def serve_floor(database_url: str, port: int) -> None:
+def floor_from_environment():  # noqa: ANN201 - FastAPI is imported lazily
+    """The floor app of one of several processes (uvicorn's `factory=True`)."""
+    return floor_app(os.environ["BENCH_FLOOR_DATABASE_URL"])
+
+
+def serve_floor(database_url: str, port: int, processes: int) -> None:
     import uvicorn
 
-    uvicorn.run(floor_app(database_url), host="127.0.0.1", port=port, log_level="warning")
+    if processes == 1:
+        uvicorn.run(floor_app(database_url), host="127.0.0.1", port=port, log_level="warning")
+        return
+    floor_app(database_url)  # creates its table once, before the processes race to
+    os.environ["BENCH_FLOOR_DATABASE_URL"] = database_url
+    uvicorn.run(
+        "api_load:floor_from_environment",
+        factory=True,
+        workers=processes,
+        app_dir=str(Path(__file__).parent),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
 
 
 # -- load -----------------------------------------------------------------------------
@@ -444,6 +467,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--claim-jobs", type=int, default=1000)
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes of each app (`greenwindow serve --workers N`; uvicorn workers)",
+    )
+    parser.add_argument(
         "--postgres-admin-url",
         default=os.environ.get(
             "GREENWINDOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -453,7 +482,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
-        serve_floor(args.serve_floor, args.port)
+        serve_floor(args.serve_floor, args.port, args.processes)
         return
 
     print(f"machine: {os.cpu_count()} CPUs; command: {' '.join(sys.argv)}")
@@ -468,7 +497,9 @@ def main() -> None:
             **QUIET,
         }
         service_cmd = [sys.executable, "-m", "scheduler.cli", "serve", "--log-level", "warning"]
+        service_cmd += ["--workers", str(args.processes)]
         floor_cmd = [sys.executable, __file__, "--serve-floor", db]
+        floor_cmd += ["--processes", str(args.processes)]
         rows: list[tuple[str, dict]] = []
         with (
             started(service_cmd, env) as (service_url, service_process),
