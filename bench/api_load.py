@@ -352,7 +352,7 @@ class ConnectionStates:
 
         engine = create_engine(self.admin_url)
         query = text(
-            "SELECT state, wait_event_type, left(query, 40) FROM pg_stat_activity "
+            "SELECT state, wait_event_type, left(query, 80) FROM pg_stat_activity "
             "WHERE datname = :name AND pid <> pg_backend_pid()"
         )
         with engine.connect() as conn:
@@ -360,8 +360,9 @@ class ConnectionStates:
                 for state, wait_type, statement in conn.execute(query, {"name": self.database}):
                     if state == "active" and wait_type == "Lock":
                         kind = "lock"
-                        words = (statement or "").split()
-                        table = next((w for w in words if w in ("zone_versions", "jobs")), "?")
+                        # The bump may open with a CTE: `WITH bumped AS (INSERT INTO zone_versions`.
+                        text_ = statement or ""
+                        table = next((t for t in ("zone_versions", "jobs") if t in text_), "?")
                         self.waiting_on[table] = self.waiting_on.get(table, 0) + 1
                     elif state == "idle in transaction":
                         kind = "idle in transaction"
