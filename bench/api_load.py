@@ -173,28 +173,23 @@ def floor_app(database_url: str):  # noqa: ANN201 - FastAPI is imported lazily
     return app
 
 
-def floor_from_environment():  # noqa: ANN201 - FastAPI is imported lazily
-    """The floor app of one of several processes (uvicorn's `factory=True`)."""
-    return floor_app(os.environ["BENCH_FLOOR_DATABASE_URL"])
-
-
-def serve_floor(database_url: str, port: int, processes: int) -> None:
+def serve_floor(database_url: str, port: int, processes: int, reuse_port: bool) -> None:
+    """The floor app on `port`; with several processes, as `greenwindow serve --workers`
+    runs them: each on its own SO_REUSEPORT socket of the port."""
     import uvicorn
 
-    if processes == 1:
-        uvicorn.run(floor_app(database_url), host="127.0.0.1", port=port, log_level="warning")
+    from scheduler.serving import reuse_port_socket, serve_processes
+
+    if processes > 1:
+        floor_app(database_url)  # creates its table once, before the processes race to
+        one = [sys.executable, __file__, "--serve-floor", database_url, "--port", str(port)]
+        raise SystemExit(serve_processes(processes, [*one, "--reuse-port"]))
+    app = floor_app(database_url)
+    if not reuse_port:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
         return
-    floor_app(database_url)  # creates its table once, before the processes race to
-    os.environ["BENCH_FLOOR_DATABASE_URL"] = database_url
-    uvicorn.run(
-        "api_load:floor_from_environment",
-        factory=True,
-        workers=processes,
-        app_dir=str(Path(__file__).parent),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[reuse_port_socket("127.0.0.1", port)])
 
 
 # -- load -----------------------------------------------------------------------------
@@ -471,7 +466,8 @@ def main() -> None:
         "--processes",
         type=int,
         default=1,
-        help="server processes of each app (`greenwindow serve --workers N`; uvicorn workers)",
+        help="server processes of each app (`greenwindow serve --workers N`, and as many "
+        "floor processes, each on its own SO_REUSEPORT socket)",
     )
     parser.add_argument(
         "--postgres-admin-url",
@@ -481,9 +477,10 @@ def main() -> None:
     )
     parser.add_argument("--serve-floor", help=argparse.SUPPRESS)  # internal: database URL
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
-        serve_floor(args.serve_floor, args.port, args.processes)
+        serve_floor(args.serve_floor, args.port, args.processes, args.reuse_port)
         return
 
     print(f"machine: {os.cpu_count()} CPUs; command: {' '.join(sys.argv)}")

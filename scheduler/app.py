@@ -28,7 +28,7 @@ from scheduler.jobs.router import router as jobs_router
 from scheduler.jobs.states import IllegalTransition
 from scheduler.metrics import add_metrics_endpoint
 from scheduler.request_gate import RequestGate
-from scheduler.settings import Settings, load_settings
+from scheduler.settings import Settings
 from scheduler.teams.router import router as teams_router
 from scheduler.telemetry.router import router as telemetry_router
 from scheduler.web import mount_dashboard
@@ -185,10 +185,3 @@ def create_app(
         return JSONResponse({"status": "ok", "database": "ok"})
 
     return app
-
-
-def create_app_from_environment() -> FastAPI:
-    """Build the service from this process's environment (and `.env`), as `greenwindow serve`
-    reads it. Each process of `greenwindow serve --workers N` is a fresh interpreter that
-    uvicorn starts with this factory's import string, so it takes no arguments."""
-    return create_app(load_settings())

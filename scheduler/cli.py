@@ -55,10 +55,6 @@ def db_downgrade(revision: str) -> None:
 # What uvicorn imports by name in each process of `greenwindow serve --workers N`: it starts
 # them as fresh interpreters and pickles its configuration, so the app and the protocol
 # cannot be handed over as objects.
-APP_FACTORY = "scheduler.app:create_app_from_environment"
-HTTP_PROTOCOL = "scheduler.request_gate:HeaderTimeoutProtocol"
-
-
 @app.command()
 def serve(
     host: str = "127.0.0.1",
@@ -72,6 +68,10 @@ def serve(
             help="Service processes sharing the port (PostgreSQL only: each is a replica).",
         ),
     ] = 1,
+    reuse_port: Annotated[
+        bool,
+        typer.Option("--reuse-port", hidden=True, help="One of --workers' processes."),
+    ] = False,
 ) -> None:
     """Run the API and the planner (applies migrations first unless --no-migrate)."""
     import uvicorn
@@ -91,34 +91,33 @@ def serve(
 
         # Once, here, before any process serves: never N processes racing on the schema.
         upgrade(settings.database_url)
-    if not settings.admin_token:
+    if not settings.admin_token and not reuse_port:
         typer.echo(
             "warning: GREENWINDOW_ADMIN_TOKEN is not set; admin endpoints are closed", err=True
         )
     if workers > 1:
-        # uvicorn's supervisor binds the port here and starts `workers` processes that accept
-        # on it; each builds its own app (and reads the settings) from the environment.
-        uvicorn.run(
-            APP_FACTORY,
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level=log_level,
-            http=HTTP_PROTOCOL,
-        )
-        return
+        from scheduler.serving import serve_processes
+
+        # Each process is this command again, on its own socket bound to the same port.
+        one_process = [sys.executable, "-m", "scheduler.cli", "serve", "--no-migrate"]
+        one_process += ["--reuse-port", "--host", host, "--port", str(port)]
+        one_process += ["--log-level", log_level]
+        raise typer.Exit(serve_processes(workers, one_process))
 
     from scheduler.app import create_app
     from scheduler.request_gate import header_timeout_protocol
 
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level,
-        http=header_timeout_protocol(settings.header_timeout_seconds),
-    )
+    service = create_app(settings)
+    http = header_timeout_protocol(settings.header_timeout_seconds)
+    if not reuse_port:
+        uvicorn.run(service, host=host, port=port, log_level=log_level, http=http)
+        return
+    from scheduler.serving import reuse_port_socket
+
+    server = uvicorn.Server(uvicorn.Config(service, log_level=log_level, http=http))
+    server.run(sockets=[reuse_port_socket(host, port)])
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the server failed to start
 
 
 DEFAULT_WORKER_DIR = Path(".greenwindow/worker")

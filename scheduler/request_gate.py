@@ -17,16 +17,13 @@ The order matters and is the point of this module:
    connection pools are sized from the same setting (`Settings.worker_threads`,
    `Settings.db_connections`), so an admitted request never waits for either.
 
-Header read timeouts are the server's job: `HeaderTimeoutProtocol` is an HTTP protocol for
-uvicorn that closes connections whose request headers do not arrive in time (uvicorn imports
-it by name in each process of `greenwindow serve --workers N`; `header_timeout_protocol`
-fixes its timeout for a server inside this process).
+Header read timeouts are the server's job: `header_timeout_protocol` gives uvicorn an HTTP
+protocol that closes connections whose request headers do not arrive in time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import re
 import time
@@ -43,7 +40,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scheduler.db.session import read_scope
 from scheduler.known_credentials import KnownCredentials
-from scheduler.settings import Settings, load_settings
+from scheduler.settings import Settings
 
 # The only routes that take bodies larger than max_request_bytes, by method and exact path.
 UPLOAD_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -333,17 +330,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-@functools.cache
-def configured_header_timeout_seconds() -> float:
-    """This process's `GREENWINDOW_HEADER_TIMEOUT_SECONDS`, read from the environment once.
-
-    Each process of `greenwindow serve --workers N` is a fresh interpreter that imports
-    `HeaderTimeoutProtocol` by name, so the timeout cannot be handed to it as an argument:
-    it reads the same settings the app factory of that process reads.
-    """
-    return load_settings().header_timeout_seconds
-
-
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     """An HTTP protocol for uvicorn that closes a connection whose request headers are late.
 
@@ -353,9 +339,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     h11) with a timer around the header phase.
     """
 
-    # Seconds a client has to send its request headers. None: this process's configured
-    # `GREENWINDOW_HEADER_TIMEOUT_SECONDS`; `header_timeout_protocol` fixes a value instead.
-    header_timeout_s: float | None = None
+    # Seconds a client has to send its request headers (`header_timeout_protocol` sets the
+    # configured GREENWINDOW_HEADER_TIMEOUT_SECONDS).
+    header_timeout_s: float = Settings.model_fields["header_timeout_seconds"].default
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -381,10 +367,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
-        seconds = self.header_timeout_s
-        if seconds is None:
-            seconds = configured_header_timeout_seconds()
-        self._header_timer = self.loop.call_later(seconds, self._headers_late)
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -398,9 +381,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
 
 def header_timeout_protocol(seconds: float) -> type[HeaderTimeoutProtocol]:
-    """`HeaderTimeoutProtocol` with the header timeout fixed at `seconds`, for a server run
-    inside this process (`greenwindow serve` with one process, the tests), which already
-    holds its settings."""
+    """`HeaderTimeoutProtocol` with the header timeout fixed at `seconds`."""
 
     class FixedHeaderTimeoutProtocol(HeaderTimeoutProtocol):
         header_timeout_s = seconds

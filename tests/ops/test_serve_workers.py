@@ -1,29 +1,23 @@
 """`greenwindow serve --workers N`: N service processes answering on one port (PostgreSQL
-only), the header timeout in processes that import the protocol by name, and a plain refusal
-on the embedded SQLite database."""
+only), a failure when they cannot start, and a plain refusal on the embedded SQLite
+database."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-from support.helpers import ADMIN_TOKEN, bearer, burn_in_job
-from support.procs import Service, wait_until
+from support.helpers import bearer, burn_in_job
+from support.procs import Process, Service, wait_until
 from typer.testing import CliRunner
 
-from scheduler.app import create_app
-from scheduler.cli import HTTP_PROTOCOL, app
-from scheduler.request_gate import configured_header_timeout_seconds
-from scheduler.serving import serve_in_thread
-from scheduler.settings import Settings
+from scheduler.cli import app
 
 WORKERS = 2
 # Submissions sent at once per round, each on its own connection, so that one process is
@@ -35,12 +29,11 @@ START_SECONDS = 60.0
 
 
 def worker_processes(supervisor: psutil.Process) -> list[psutil.Process]:
-    """The service processes uvicorn's supervisor started (multiprocessing's spawned
-    children; not its resource tracker, should one run)."""
+    """The service processes `serve --workers` started (each `serve --reuse-port`)."""
     workers = []
     for child in supervisor.children():
         with contextlib.suppress(psutil.NoSuchProcess):
-            if any("spawn_main" in part for part in child.cmdline()):
+            if "--reuse-port" in child.cmdline():
                 workers.append(child)
     return workers
 
@@ -106,8 +99,8 @@ def test_two_worker_processes_answer_on_one_port(database_url: str, tmp_path: Pa
         workers = wait_until(all_workers_started, 60, f"{WORKERS} worker processes")
         key = service.new_team()
         # /healthz answered once one process was up: keep submitting, a round of connections
-        # at a time, until each process has been seen holding one (the kernel hands a new
-        # connection to whichever process accepts first, so no single round is sure to).
+        # at a time, until each process has been seen holding one (the kernel spreads new
+        # connections over the processes' sockets by a hash, so no single round is sure to).
         answered_by: set[int] = set()
         submitted: set[str] = set()
         deadline = time.monotonic() + START_SECONDS
@@ -163,33 +156,21 @@ def test_several_workers_on_sqlite_are_refused_before_anything_runs(
     assert not no_database_settings.exists()
 
 
-@contextlib.contextmanager
-def configured_header_timeout(monkeypatch: pytest.MonkeyPatch, seconds: float) -> Iterator[None]:
-    """This process's settings say `seconds`; the cached value is read afresh and then
-    forgotten, so no other test sees it."""
-    monkeypatch.setenv("GREENWINDOW_HEADER_TIMEOUT_SECONDS", str(seconds))
-    configured_header_timeout_seconds.cache_clear()
-    try:
-        yield
-    finally:
-        configured_header_timeout_seconds.cache_clear()
-
-
-def test_the_protocol_imported_by_name_times_out_headers_from_the_settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_process_that_cannot_start_stops_the_command_with_an_error(
+    database_url: str, tmp_path: Path
 ) -> None:
-    shutil.copy(sqlite_template, tmp_path / "greenwindow.db")
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'greenwindow.db'}",
-        data_dir=tmp_path / "data",
-        admin_token=ADMIN_TOKEN,
-    )
-    with configured_header_timeout(monkeypatch, 1.0):
-        # The import string each worker process hands uvicorn, resolved by uvicorn here.
-        with serve_in_thread(create_app(settings, run_ticks=False), http=HTTP_PROTOCOL) as url:
-            port = int(url.rsplit(":", 1)[1])
-            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
-                started = time.monotonic()
-                assert idle.recv(1) == b""  # closed by the server, headers never sent
-                assert time.monotonic() - started < 3.5
+    """The port is held by a socket that does not share it: neither process can bind, and
+    the command ends with a failure instead of serving with fewer processes (or none)."""
+    service = Service(database_url, tmp_path / "service", serve_args=("--workers", str(WORKERS)))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", service.port))
+        holder.listen()
+        Process.start(service)
+        assert service.popen is not None
+        try:
+            code = service.popen.wait(timeout=START_SECONDS)
+        finally:
+            service.stop()
+    assert code != 0, service.log_tail()
+    assert "address already in use" in service.log_tail().lower()
