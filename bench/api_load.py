@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import subprocess
@@ -53,6 +54,8 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ADMIN_TOKEN = "bench-admin-token"
+# Connections per httpx client of the submitting load (see submit_load).
+CONNECTIONS_PER_CLIENT = 8
 WORKER_TOKEN = "bench-worker-token"
 JOB = {"name": "bench", "kind": "burn-in", "config": {"steps": 10}, "max_delay_minutes": 600}
 QUIET = {
@@ -114,16 +117,61 @@ def started(command: list[str], env: dict[str, str]) -> Iterator[tuple[str, psut
         process.wait(timeout=30)
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU time of a server so far, its worker processes included: what a
-    phase cost it, whatever else the machine was doing (throughput is not; this figure is
-    the steadier one)."""
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU time of an app's servers so far, their worker processes included:
+    what a phase cost it, whatever else the machine was doing (throughput is not; this
+    figure is the steadier one)."""
     total = 0.0
-    for member in (process, *process.children(recursive=True)):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = member.cpu_times()
-            total += times.user + times.system
+    for process in processes:
+        for member in (process, *process.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = member.cpu_times()
+                total += times.user + times.system
     return total
+
+
+class CpuShares:
+    """Where a phase's CPU went besides the app: this load generator, the PostgreSQL
+    server's processes, and how idle the machine stayed."""
+
+    def __enter__(self) -> CpuShares:
+        self._client = time.process_time()
+        self._postgres = self._postgres_seconds()
+        self._machine = psutil.cpu_times()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.client_s = time.process_time() - self._client
+        self.postgres_s = self._postgres_seconds() - self._postgres
+        after = psutil.cpu_times()
+        # guest time is counted in user time already (Linux)
+        fields = [name for name in after._fields if not name.startswith("guest")]
+        spent = {name: getattr(after, name) - getattr(self._machine, name) for name in fields}
+        idle = spent["idle"] + spent.get("iowait", 0.0)
+        self.idle_share = idle / max(sum(spent.values()), 1e-9)
+
+    @staticmethod
+    def _postgres_seconds() -> float:
+        """CPU of the PostgreSQL server's processes: the live ones, plus what the ones that
+        exited used (a backend of a closed connection), which the postmaster holds as its
+        reaped children's time."""
+        total = 0.0
+        for process in psutil.process_iter(["name", "ppid"]):
+            if (process.info["name"] or "") != "postgres":
+                continue
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+                if psutil.Process(process.info["ppid"]).name() != "postgres":  # postmaster
+                    total += times.children_user + times.children_system
+        return total
+
+    def per(self, count: int) -> dict[str, float]:
+        return {
+            "client_ms": 1000 * self.client_s / max(count, 1),
+            "postgres_ms": 1000 * self.postgres_s / max(count, 1),
+            "idle_pct": 100 * self.idle_share,
+        }
 
 
 # -- the floor app --------------------------------------------------------------------
@@ -178,9 +226,9 @@ def serve_floor(database_url: str, port: int, processes: int, reuse_port: bool) 
     runs them: each on its own SO_REUSEPORT socket of the port."""
     import uvicorn
 
-    from scheduler.serving import reuse_port_socket, serve_processes
-
     if processes > 1:
+        from scheduler.serving import serve_processes
+
         floor_app(database_url)  # creates its table once, before the processes race to
         one = [sys.executable, __file__, "--serve-floor", database_url, "--port", str(port)]
         raise SystemExit(serve_processes(processes, [*one, "--reuse-port"]))
@@ -188,6 +236,8 @@ def serve_floor(database_url: str, port: int, processes: int, reuse_port: bool) 
     if not reuse_port:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
         return
+    from scheduler.serving import reuse_port_socket
+
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[reuse_port_socket("127.0.0.1", port)])
 
@@ -195,16 +245,31 @@ def serve_floor(database_url: str, port: int, processes: int, reuse_port: bool) 
 # -- load -----------------------------------------------------------------------------
 
 
-async def submit_load(url: str, key: str | None, requests: int, concurrency: int) -> dict:
-    """`requests` POST /v1/jobs, `concurrency` in flight; throughput and latency."""
+async def submit_load(urls: list[str], key: str | None, requests: int, concurrency: int) -> dict:
+    """`requests` POST /v1/jobs, `concurrency` in flight, spread evenly over `urls` (one
+    server each, as a load balancer would); throughput and latency.
+
+    The connections are spread over several httpx clients, CONNECTIONS_PER_CLIENT each: one
+    client's pool costs more per request the more connections it holds (2.6 ms of this
+    process's CPU per request with 32, against 1.0 ms with four pools of 8), and with one
+    pool the floor app measured this script, not the stack."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     latencies: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as c:
+    pools = max(len(urls), math.ceil(concurrency / CONNECTIONS_PER_CLIENT))
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=urls[index % len(urls)], timeout=120, limits=limits, headers=headers
+                )
+            )
+            for index in range(pools)
+        ]
         queue = iter(range(requests))
 
-        async def client() -> None:
+        async def client(c: httpx.AsyncClient) -> None:
             nonlocal errors
             for _ in queue:
                 begun = time.perf_counter()
@@ -216,7 +281,7 @@ async def submit_load(url: str, key: str | None, requests: int, concurrency: int
                 latencies.append(time.perf_counter() - begun)
 
         begun = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(clients[i % len(clients)]) for i in range(concurrency)))
         seconds = time.perf_counter() - begun
     ms = np.array(latencies) * 1000
     return {
@@ -250,12 +315,12 @@ def make_ready(database_url: str) -> int:
     return int(count)
 
 
-async def claim_cycle(url: str, workers: int) -> tuple[int, float, int]:
-    """`workers` async HTTP workers claim, heartbeat and complete until the queue is empty;
-    returns (jobs done, seconds, errors)."""
+async def claim_cycle(urls: list[str], workers: int) -> tuple[int, float, int]:
+    """`workers` async HTTP workers, spread evenly over `urls`, claim, heartbeat and complete
+    until the queue is empty; returns (jobs done, seconds, errors)."""
     done = 0
     errors = 0
-    async with httpx.AsyncClient(base_url=url, timeout=120) as fleet:
+    async with httpx.AsyncClient(base_url=urls[0], timeout=120) as fleet:
         tokens = []
         for index in range(workers):
             response = await fleet.post(
@@ -266,7 +331,7 @@ async def claim_cycle(url: str, workers: int) -> tuple[int, float, int]:
             response.raise_for_status()
             tokens.append((response.json()["worker_id"], response.json()["token"]))
 
-    async def work(worker_id: str, token: str) -> None:
+    async def work(url: str, worker_id: str, token: str) -> None:
         nonlocal done, errors
         headers = {"Authorization": f"Bearer {token}"}
         base = f"/v1/workers/{worker_id}"
@@ -293,7 +358,7 @@ async def claim_cycle(url: str, workers: int) -> tuple[int, float, int]:
                     errors += 1
 
     begun = time.perf_counter()
-    await asyncio.gather(*(work(w, t) for w, t in tokens))
+    await asyncio.gather(*(work(urls[i % len(urls)], w, t) for i, (w, t) in enumerate(tokens)))
     return done, time.perf_counter() - begun, errors
 
 
@@ -463,6 +528,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--claim-jobs", type=int, default=1000)
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="with --processes N: N single-process servers per app on N ports, the load "
+        "split evenly over them (a load balancer's view), instead of N processes on one port",
+    )
+    parser.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -484,6 +555,7 @@ def main() -> None:
         return
 
     print(f"machine: {os.cpu_count()} CPUs; command: {' '.join(sys.argv)}")
+    n = args.processes
     with tempfile.TemporaryDirectory() as tmp, scratch_database(args.postgres_admin_url) as db:
         env = {
             **os.environ,
@@ -495,55 +567,77 @@ def main() -> None:
             **QUIET,
         }
         service_cmd = [sys.executable, "-m", "scheduler.cli", "serve", "--log-level", "warning"]
-        service_cmd += ["--workers", str(args.processes)]
         floor_cmd = [sys.executable, __file__, "--serve-floor", db]
-        floor_cmd += ["--processes", str(args.processes)]
+        if args.split:
+            # N single-process servers on N ports, the client's connections split evenly
+            # over them: what a load balancer in front of N replicas does.
+            service_cmds = [service_cmd + (["--no-migrate"] if i else []) for i in range(n)]
+            floor_cmds = [floor_cmd] * n
+        elif n > 1:
+            service_cmds = [[*service_cmd, "--workers", str(n)]]
+            floor_cmds = [[*floor_cmd, "--processes", str(n)]]
+        else:
+            service_cmds, floor_cmds = [service_cmd], [floor_cmd]
         rows: list[tuple[str, dict]] = []
-        with (
-            started(service_cmd, env) as (service_url, service_process),
-            started(floor_cmd, env) as (floor_url, floor_process),
-        ):
-            key = new_team(service_url)
+        with contextlib.ExitStack() as servers:
+            # One at a time: the first service applies the migrations the others skip.
+            service = [servers.enter_context(started(cmd, env)) for cmd in service_cmds]
+            floor = [servers.enter_context(started(cmd, env)) for cmd in floor_cmds]
+            service_urls, service_processes = [url for url, _ in service], [p for _, p in service]
+            key = new_team(service_urls[0])
             # Warm-up: first-request costs (imports, connections, history) are not measured.
-            asyncio.run(submit_load(service_url, key, 64, args.concurrency))
-            asyncio.run(submit_load(floor_url, None, 64, args.concurrency))
+            asyncio.run(submit_load(service_urls, key, 64, args.concurrency))
+            asyncio.run(submit_load([url for url, _ in floor], None, 64, args.concurrency))
             submit_states = ConnectionStates(args.postgres_admin_url, db)
             for round_ in range(args.rounds):
-                for label, url, auth, process in (
-                    ("greenwindow", service_url, key, service_process),
-                    ("floor", floor_url, None, floor_process),
-                ):
-                    before = cpu_seconds(process)
-                    with submit_states if label == "greenwindow" else contextlib.nullcontext():
+                for label, app, auth in (("greenwindow", service, key), ("floor", floor, None)):
+                    processes = [process for _, process in app]
+                    before = cpu_seconds(processes)
+                    with (
+                        submit_states if label == "greenwindow" else contextlib.nullcontext(),
+                        CpuShares() as shares,
+                    ):
                         figures = asyncio.run(
-                            submit_load(url, auth, args.requests, args.concurrency)
+                            submit_load(
+                                [url for url, _ in app], auth, args.requests, args.concurrency
+                            )
                         )
-                    figures["cpu_ms"] = 1000 * (cpu_seconds(process) - before) / args.requests
+                    figures["cpu_ms"] = 1000 * (cpu_seconds(processes) - before) / args.requests
+                    figures.update(shares.per(args.requests))
                     rows.append((f"{label} (round {round_ + 1})", figures))
                     print(f"  {rows[-1][0]}: {figures}", flush=True)
             # Claim cycle: a fresh batch of ready jobs.
             make_ready(db)
-            asyncio.run(claim_cycle(service_url, args.workers))  # drain submitted jobs
-            claim_key = new_team(service_url)
-            asyncio.run(submit_load(service_url, claim_key, args.claim_jobs, 16))
+            asyncio.run(claim_cycle(service_urls, args.workers))  # drain submitted jobs
+            claim_key = new_team(service_urls[0])
+            asyncio.run(submit_load(service_urls, claim_key, args.claim_jobs, 16))
             ready = make_ready(db)
-            before = cpu_seconds(service_process)
-            with ConnectionStates(args.postgres_admin_url, db) as claim_states:
-                done, seconds, claim_errors = asyncio.run(claim_cycle(service_url, args.workers))
-            claim_cpu_ms = 1000 * (cpu_seconds(service_process) - before) / max(done, 1)
+            before = cpu_seconds(service_processes)
+            with (
+                ConnectionStates(args.postgres_admin_url, db) as claim_states,
+                CpuShares() as cycle,
+            ):
+                done, seconds, claim_errors = asyncio.run(claim_cycle(service_urls, args.workers))
+            claim_cpu_ms = 1000 * (cpu_seconds(service_processes) - before) / max(done, 1)
             print(f"  claim cycle: {done} jobs in {seconds:.1f} s", flush=True)
         twice, never = double_claims(db)
         statements = statements_per_call(db)
 
-    print(f"\nPOST /v1/jobs, {args.requests} requests per round, concurrency {args.concurrency}")
+    layout = f"{n} single-process servers, load split evenly" if args.split else f"{n} process(es)"
+    print(
+        f"\nPOST /v1/jobs, {args.requests} requests per round, concurrency {args.concurrency}, "
+        f"each app on {layout}; CPU ms per request: the app's servers, this load generator, "
+        "PostgreSQL; and the machine's idle share"
+    )
     print(
         f"{'app':<22} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'server CPU ms/req':>18}"
+        f"{'server':>7} {'client':>7} {'pg':>6} {'idle':>6}"
     )
     for label, f in rows:
         print(
             f"{label:<22} {f['per_s']:7.1f} {f['p50']:8.1f} {f['p99']:8.1f} {f['errors']:7d} "
-            f"{f['cpu_ms']:18.2f}"
+            f"{f['cpu_ms']:7.2f} {f['client_ms']:7.2f} {f['postgres_ms']:6.2f} "
+            f"{f['idle_pct']:5.0f}%"
         )
     service = [f for label, f in rows if label.startswith("greenwindow")]
     floor = [f for label, f in rows if label.startswith("floor")]
@@ -556,7 +650,9 @@ def main() -> None:
     print(
         f"\nclaim -> heartbeat -> complete, {args.workers} HTTP workers, {ready} ready jobs: "
         f"{done} done in {seconds:.1f} s = {done / seconds:.1f} jobs/s (goal >= 150), "
-        f"server CPU {claim_cpu_ms:.1f} ms per job; "
+        f"CPU per job: server {claim_cpu_ms:.1f} ms, client {cycle.per(done)['client_ms']:.1f} "
+        f"ms, PostgreSQL {cycle.per(done)['postgres_ms']:.1f} ms, machine idle "
+        f"{cycle.per(done)['idle_pct']:.0f} %; "
         f"errors {claim_errors}; double claims {twice} (must be 0); never run {never}"
     )
     print(
