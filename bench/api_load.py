@@ -3,9 +3,12 @@
     python bench/api_load.py                                  # PostgreSQL, defaults below
     python bench/api_load.py --requests 1000 --concurrency 32 --claim-jobs 1000 --workers 16
     python bench/api_load.py --rounds 3                       # alternate the apps 3 times
+    python bench/api_load.py --processes 2 [--split]          # each app as 2 processes
 
 It creates a scratch PostgreSQL database on GREENWINDOW_TEST_POSTGRES_URL (dropped after)
-and starts two uvicorn processes on it:
+and starts two apps on it, each as --processes server processes on one port (`greenwindow
+serve --workers N`, and as many floor processes on SO_REUSEPORT sockets), or with --split
+as that many single-process servers on their own ports with the load split evenly:
 
 - the real service (`greenwindow serve`, migrations applied, ticks slowed down so the
   replan tick does not move hand-readied jobs);
@@ -16,8 +19,10 @@ and starts two uvicorn processes on it:
 Then it measures, alternating the two apps round by round so load on the shared machine
 hits both alike:
 
-1. `POST /v1/jobs` at --concurrency (httpx async): throughput, p50, p99, and the server
-   process's CPU time per request (steadier than throughput on a shared machine);
+1. `POST /v1/jobs` at --concurrency (httpx async, in clients of --connections-per-client):
+   throughput, p50, p99, and the CPU time per request of the app's server processes
+   (steadier than throughput on a shared machine), of this load generator and of the
+   PostgreSQL server, with the machine's idle share;
 2. the claim -> heartbeat -> complete cycle with --workers HTTP workers (httpx async) on
    --claim-jobs ready jobs: jobs/s, server CPU per job, double claims (a job with more
    than one transition to running, from the job events) and jobs never run;
@@ -245,11 +250,17 @@ def serve_floor(database_url: str, port: int, processes: int, reuse_port: bool) 
 # -- load -----------------------------------------------------------------------------
 
 
-async def submit_load(urls: list[str], key: str | None, requests: int, concurrency: int) -> dict:
+async def submit_load(
+    urls: list[str],
+    key: str | None,
+    requests: int,
+    concurrency: int,
+    per_client: int = CONNECTIONS_PER_CLIENT,
+) -> dict:
     """`requests` POST /v1/jobs, `concurrency` in flight, spread evenly over `urls` (one
     server each, as a load balancer would); throughput and latency.
 
-    The connections are spread over several httpx clients, CONNECTIONS_PER_CLIENT each: one
+    The connections are spread over several httpx clients, `per_client` each: one
     client's pool costs more per request the more connections it holds (2.6 ms of this
     process's CPU per request with 32, against 1.0 ms with four pools of 8), and with one
     pool the floor app measured this script, not the stack."""
@@ -257,7 +268,7 @@ async def submit_load(urls: list[str], key: str | None, requests: int, concurren
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     latencies: list[float] = []
     errors = 0
-    pools = max(len(urls), math.ceil(concurrency / CONNECTIONS_PER_CLIENT))
+    pools = max(len(urls), math.ceil(concurrency / per_client))
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
@@ -528,6 +539,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--claim-jobs", type=int, default=1000)
     parser.add_argument(
+        "--connections-per-client",
+        type=int,
+        default=CONNECTIONS_PER_CLIENT,
+        help="connections per httpx client of the submitting load (one client of all "
+        "--concurrency connections makes this script the limit)",
+    )
+    parser.add_argument(
         "--split",
         action="store_true",
         help="with --processes N: N single-process servers per app on N ports, the load "
@@ -599,7 +617,11 @@ def main() -> None:
                     ):
                         figures = asyncio.run(
                             submit_load(
-                                [url for url, _ in app], auth, args.requests, args.concurrency
+                                [url for url, _ in app],
+                                auth,
+                                args.requests,
+                                args.concurrency,
+                                args.connections_per_client,
                             )
                         )
                     figures["cpu_ms"] = 1000 * (cpu_seconds(processes) - before) / args.requests
