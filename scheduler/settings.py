@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # `request_slots`, `worker_threads`, `db_pool_size` + `db_max_overflow`), so they agree.
     # Small by default: a request spends most of its time in Python, and one process runs
     # one thread of Python at a time. More admitted requests than that only add GIL
-    # contention and lock queues (bench/README.md: 8 beat 24 by a third in throughput).
+    # contention and lock queues (bench/README.md: 8 beat 24 by 15-30 % in throughput).
     concurrency: int = Field(default=8, ge=1, le=256)
     # The former name of `concurrency`, still honoured when `concurrency` is not set.
     max_concurrent_requests: int | None = Field(default=None, ge=1, le=256)
