@@ -106,6 +106,23 @@ class Principal:
     def is_admin(self) -> bool:
         return self.kind == "admin"
 
+    @property
+    def team_scope(self) -> str | None:
+        """The team whose resources this caller sees: None for the admin (every team).
+        The worker fleet sees none (user routes refuse it before this is asked)."""
+        if self.is_admin:
+            return None
+        if self.team is None:
+            raise Forbidden("the worker token cannot call user endpoints")
+        return self.team.id
+
+    @property
+    def label(self) -> str:
+        """Who this is, for messages: "admin", "team NAME" or "worker fleet"."""
+        if self.is_admin:
+            return "admin"
+        return f"team {self.team.name}" if self.team is not None else "worker fleet"
+
     def can_see_team(self, team_id: str) -> bool:
         """Admins see every team; a team only itself."""
         return self.is_admin or (self.team is not None and self.team.id == team_id)

@@ -60,7 +60,7 @@ def run_tick(context: AppContext | Any, name: str) -> Any:
     context = AppContext.of(context)
     started = time.perf_counter()
     with session_scope(context.session_factory) as session:
-        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        if session.get_bind().dialect.name == "postgresql":
             lock_key = zlib.crc32(f"greenwindow:{name}".encode())
             got = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key})
             if not got.scalar():

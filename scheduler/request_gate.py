@@ -344,7 +344,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     header_timeout_s: float = Settings.model_fields["header_timeout_seconds"].default
     _header_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         super().connection_made(transport)
         self._arm_header_timer()
 

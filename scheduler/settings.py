@@ -234,7 +234,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into named messages."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # validated right here
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

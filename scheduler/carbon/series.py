@@ -100,7 +100,7 @@ class IntensitySeries:
             and np.array_equal(self.values, other.values)
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # holds arrays: unhashable, as eq implies
 
     @property
     def end(self) -> datetime:

@@ -17,7 +17,7 @@ from scheduler.artifacts.storage import StoredUpload, discard, receive_to_temp
 from scheduler.datasets import service
 from scheduler.datasets.members import refuse_ambiguous_audio
 from scheduler.db.session import session_scope
-from scheduler.deps import ContextDep, Principal, SessionDep, SettingsDep, UserDep
+from scheduler.deps import ContextDep, SessionDep, SettingsDep, UserDep
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.workers import service as workers
 from scheduler.workers.auth import CallerDep
@@ -64,10 +64,6 @@ def to_read(dataset: service.Dataset) -> DatasetRead:
 async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
     while chunk := await upload.read(CHUNK):
         yield chunk
-
-
-def _team_scope(principal: Principal) -> str | None:
-    return None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetRead)
@@ -149,13 +145,13 @@ def _text(value: object) -> str | None:
 @router.get("", response_model=list[DatasetRead])
 def list_datasets(session: SessionDep, principal: UserDep) -> list[DatasetRead]:
     """The caller team's datasets, newest first (the admin sees all)."""
-    return [to_read(d) for d in service.list_datasets(session, _team_scope(principal))]
+    return [to_read(d) for d in service.list_datasets(session, principal.team_scope)]
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead)
 def get_dataset(dataset_id: str, session: SessionDep, principal: UserDep) -> DatasetRead:
     """One dataset."""
-    return to_read(service.get_dataset(session, dataset_id, team_id=_team_scope(principal)))
+    return to_read(service.get_dataset(session, dataset_id, team_id=principal.team_scope))
 
 
 @router.get("/{dataset_id}/archive")

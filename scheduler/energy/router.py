@@ -18,6 +18,5 @@ def job_energy(
     job_id: str, session: SessionDep, scheduling: SchedulingDep, principal: UserDep
 ) -> dict[str, Any]:
     """Measured kWh (GPU, CPU, RAM), kg CO2e per time bucket, attempts and the power timeline."""
-    team_id = None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
-    job = jobs.get_job(session, job_id, team_id=team_id)
+    job = jobs.get_job(session, job_id, team_id=principal.team_scope)
     return energy_report(session, job, scheduling=scheduling)

@@ -64,16 +64,9 @@ def to_read(job: Job) -> JobRead:
     )
 
 
-def _team_scope(principal: Principal) -> str | None:
-    if principal.is_admin:
-        return None
-    assert principal.team is not None  # UserDep admits only the admin and teams
-    return principal.team.id
-
-
 def find_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
     """The job if the caller may see it; another team's job is a 404."""
-    return service.get_job(session, job_id, team_id=_team_scope(principal))
+    return service.get_job(session, job_id, team_id=principal.team_scope)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead)
@@ -118,7 +111,7 @@ def list_jobs(
 ) -> JobPage:
     """The caller's jobs, newest first (the admin sees every team's)."""
     jobs, next_cursor = service.list_jobs(
-        session, team_id=_team_scope(principal), state=state, cursor=cursor, limit=limit
+        session, team_id=principal.team_scope, state=state, cursor=cursor, limit=limit
     )
     return JobPage(items=[to_read(job) for job in jobs], next_cursor=next_cursor)
 

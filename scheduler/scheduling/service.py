@@ -273,7 +273,7 @@ class Scheduling:
             earliest_start=earliest,
             deadline=job.deadline + _slot_rounding(duration_s, estimated_s),
             interruptible=job.interruptible,
-            objective=job.objective,  # type: ignore[arg-type]
+            objective=job.objective,  # type: ignore[arg-type]  # validated as Objective at submit
             priority=job.priority,
             min_chunk_minutes=MIN_CHUNK_MINUTES if job.interruptible else 0.0,
             resume_overhead_minutes=RESUME_OVERHEAD_MINUTES if job.interruptible else 0.0,

@@ -20,6 +20,5 @@ def job_telemetry(
     attempt: int | None = Query(default=None, ge=1, le=1_000_000),
 ) -> TelemetryHistory:
     """An attempt's telemetry, downsampled to a bounded number of points, and its warnings."""
-    team_id = None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
-    job = jobs.get_job(session, job_id, team_id=team_id)
+    job = jobs.get_job(session, job_id, team_id=principal.team_scope)
     return TelemetryHistory.model_validate(service.history(session, job, attempt))

@@ -42,11 +42,6 @@ LIVE_WARNINGS = 5
 WARNING_REASONS = ("worker warning:", "health warning:")
 
 
-def team_scope(principal: Principal) -> str | None:
-    """None for the admin (every team); the team's id for a team key."""
-    return None if principal.is_admin else principal.team.id  # type: ignore[union-attr]
-
-
 def _points(points: list[Any]) -> list[list[Any]]:
     return [[p.t.isoformat(), p.g_per_kwh] for p in points]
 
@@ -66,7 +61,7 @@ def overview(
         zone, request, session, now, principal, hours=hours, history_hours=history_hours
     )
     listed, _ = jobs.list_jobs(
-        session, team_id=team_scope(principal), state=None, cursor=None, limit=OVERVIEW_JOBS
+        session, team_id=principal.team_scope, state=None, cursor=None, limit=OVERVIEW_JOBS
     )
     rows = [jsonable_encoder(to_read(job)) for job in listed]
     timeline = [
@@ -150,7 +145,7 @@ def job_detail(
 ) -> dict[str, Any]:
     """One job, its energy report and efficiency comparison, its events and its live
     figures; another team's job is NotFound."""
-    job = jobs.get_job(session, job_id, team_id=team_scope(principal))
+    job = jobs.get_job(session, job_id, team_id=principal.team_scope)
     report = energy_report(session, job, scheduling=scheduling)
     events = [
         JobEventRead.model_validate(e, from_attributes=True) for e in jobs.events(session, job)
@@ -176,7 +171,7 @@ def job_live(
 ) -> dict[str, Any]:
     """What the job page refreshes while the job runs: state, progress, the heartbeat's
     figures, telemetry and the latest warnings. Another team's job is NotFound."""
-    job = jobs.get_job(session, job_id, team_id=team_scope(principal))
+    job = jobs.get_job(session, job_id, team_id=principal.team_scope)
     events = [
         JobEventRead.model_validate(e, from_attributes=True) for e in jobs.events(session, job)
     ]
@@ -289,7 +284,7 @@ def telemetry_charts(
     """An attempt's stored telemetry as chart series (GPU utilisation, torch allocated
     against reserved memory, temperature and power, step time, loss and gradient norm) and
     the warnings to mark on them. Another team's job is NotFound."""
-    job = jobs.get_job(session, job_id, team_id=team_scope(principal))
+    job = jobs.get_job(session, job_id, team_id=principal.team_scope)
     stored = telemetry.history(session, job, attempt)
     points = _thin(stored["points"], CHART_POINTS)
     gpus: list[tuple[int, int]] = []

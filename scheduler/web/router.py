@@ -143,10 +143,6 @@ def _inside_dashboard(path: str) -> str:
     return "/dashboard" if path.startswith("/dashboard/login") else path
 
 
-def _who(principal: Principal) -> str:
-    return "admin" if principal.is_admin else f"team {principal.team.name}"  # type: ignore[union-attr]
-
-
 @router.get("/login", response_class=HTMLResponse)
 def login_form(
     request: Request, next_path: Annotated[str, Query(alias="next", max_length=300)] = ""
@@ -220,7 +216,7 @@ def overview_page(
     return _page(
         request,
         "overview.html",
-        {"view": view, "who": _who(viewer), "active": "overview", "api": api},
+        {"view": view, "who": viewer.label, "active": "overview", "api": api},
     )
 
 
@@ -231,7 +227,7 @@ def budgets_page(request: Request, session: SessionDep, now: NowDep, viewer: Vie
     return _page(
         request,
         "budgets.html",
-        {"view": view, "who": _who(viewer), "active": "budgets", "api": "/dashboard/api/budgets"},
+        {"view": view, "who": viewer.label, "active": "budgets", "api": "/dashboard/api/budgets"},
     )
 
 
@@ -252,13 +248,13 @@ def job_page(
         return _page(
             request,
             "not_found.html",
-            {"who": _who(viewer), "active": "", "what": "job"},
+            {"who": viewer.label, "active": "", "what": "job"},
             status_code=404,
         )
     return _page(
         request,
         "job.html",
-        {"view": view, "who": _who(viewer), "active": "", "api": f"/dashboard/api/jobs/{job_id}"},
+        {"view": view, "who": viewer.label, "active": "", "api": f"/dashboard/api/jobs/{job_id}"},
     )
 
 

@@ -190,7 +190,7 @@ def job_heartbeat(
     )
     assert job.lease_expires_at is not None
     return model_response(
-        JobHeartbeatResponse(action=action, lease_expires_at=job.lease_expires_at)  # type: ignore[arg-type]
+        JobHeartbeatResponse(action=action, lease_expires_at=job.lease_expires_at)  # type: ignore[arg-type]  # one of its actions
     )
 
 

@@ -39,6 +39,7 @@ def save_checkpoint(
     """Write state as the next checkpoint (atomically) and delete all but the newest keep_last."""
     directory.mkdir(parents=True, exist_ok=True)
     existing = list_checkpoints(directory)
+    # list_checkpoints returns only names that _NAME matches.
     sequence = int(_NAME.match(existing[-1].name).group(1)) + 1 if existing else 1  # type: ignore[union-attr]
     path = directory / f"ckpt-{sequence:06d}-{stage}-step{step}.pt"
     partial = path.with_suffix(".partial")

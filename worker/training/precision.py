@@ -15,7 +15,7 @@ Precision = Literal["bf16", "fp16", "fp32"]
 def resolve_precision(requested: str, device: torch.device) -> Precision:
     """auto = bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU."""
     if requested != "auto":
-        return requested  # type: ignore[return-value]
+        return requested  # type: ignore[return-value]  # the CLI offers only these names
     if device.type != "cuda":
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

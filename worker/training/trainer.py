@@ -275,7 +275,7 @@ class Trainer:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         for model in self.wrapped.values():
-            stack.enter_context(model.no_sync())  # type: ignore[operator]
+            stack.enter_context(model.no_sync())  # type: ignore[operator]  # a DDP-wrapped module
         return stack
 
     def _skip(self, message: str) -> None:

@@ -121,11 +121,12 @@ def check_signals(
     def fixed_clock() -> datetime:
         return now  # one instant for the whole check
 
+    # Every provider takes these keywords; a dict of mixed values types as dict[str, object].
     http = {"clock": fixed_clock, "transport": transport, "sleep": sleep, "base_url": base_url}
     horizon = float(PROBE_HORIZON_HOURS)
     if name == "electricitymaps":
         # Probed as paid, so every endpoint is really called.
-        em = ElectricityMapsProvider(token, plan="paid", **http)  # type: ignore[arg-type]
+        em = ElectricityMapsProvider(token, plan="paid", **http)  # type: ignore[arg-type]  # see http
         return [
             _try("latest", f"/{em_api.LATEST}", True, lambda: _latest(em.latest(zone))),
             _try(
@@ -151,7 +152,7 @@ def check_signals(
         ]
     if name == "watttime":
         free = zone.upper() == FREE_REGION
-        marginal = WattTimeProvider(username, password, plan="paid", **http)  # type: ignore[arg-type]
+        marginal = WattTimeProvider(username, password, plan="paid", **http)  # type: ignore[arg-type]  # see http
         probes = [
             _try(
                 "latest + history (marginal)",
@@ -173,7 +174,7 @@ def check_signals(
             password,
             signal_type="average",
             plan="paid",
-            **http,  # type: ignore[arg-type]
+            **http,  # type: ignore[arg-type]  # see http
         )
         average.share_login(marginal)
         probes.append(
@@ -186,7 +187,7 @@ def check_signals(
         )
         return probes
     if name == "ukci":
-        uk = UkciProvider(**http)  # type: ignore[arg-type]
+        uk = UkciProvider(**http)  # type: ignore[arg-type]  # see http
         return [
             _try(
                 "latest",

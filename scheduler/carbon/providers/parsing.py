@@ -68,7 +68,7 @@ def to_series(
     present = [points[i] for i in keep]
     try:
         return series_from_points(
-            present,  # type: ignore[arg-type]
+            present,  # type: ignore[arg-type]  # the None values were left out above
             step_minutes,
             labels=None if labels is None else [labels[i] for i in keep],
             details=None if details is None else [details[i] for i in keep],
