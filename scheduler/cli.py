@@ -52,9 +52,6 @@ def db_downgrade(revision: str) -> None:
     typer.echo(f"database at {revision}")
 
 
-# What uvicorn imports by name in each process of `greenwindow serve --workers N`: it starts
-# them as fresh interpreters and pickles its configuration, so the app and the protocol
-# cannot be handed over as objects.
 @app.command()
 def serve(
     host: str = "127.0.0.1",

@@ -56,6 +56,8 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Engine,
+    Result,
+    Select,
     Table,
     bindparam,
     delete,
@@ -582,6 +584,8 @@ class ZoneCaches:
             entry = self.occupancy.get(zone)
             if entry is None or entry.version >= version:
                 return None
+            if version - entry.version > LOG_KEPT_VERSIONS:
+                return None  # further behind than the log reaches: re-read
             pending = self.pending.get(zone, {})
             gaps = [v for v in range(entry.version + 1, version + 1) if v not in pending]
             return (gaps[0], gaps[-1]) if gaps else None
@@ -641,9 +645,16 @@ def caches_for(bind: Engine | Connection) -> ZoneCaches:
         return caches
 
 
-# The reads of every submission are plain column reads: built once and run on the session's
-# connection, they skip the ORM's statement handling (less than half the CPU per read).
-# Nothing pending in the session bears on them, so the autoflush they skip is not missed.
+def _plain_read(
+    session: Session, statement: Select[*tuple[Any, ...]], params: dict[str, Any]
+) -> Result[*tuple[Any, ...]]:
+    """A column read of every submission: built once and run on the session's connection, it
+    skips the ORM's statement handling (less than half the CPU per read). Pending changes
+    are flushed first, as the ORM's autoflush would (a no-op when there are none)."""
+    session.flush()
+    return session.connection().execute(statement, params)
+
+
 _VERSIONS_READ = select(ZoneVersion.version, ZoneVersion.signal_version).where(
     ZoneVersion.zone == bindparam("zone")
 )
@@ -651,7 +662,7 @@ _VERSIONS_READ = select(ZoneVersion.version, ZoneVersion.signal_version).where(
 
 def zone_versions(session: Session, zone: str) -> tuple[int, int] | None:
     """The zone's (version, signal_version) as committed; None before its first change."""
-    row = session.connection().execute(_VERSIONS_READ, {"zone": zone}).first()
+    row = _plain_read(session, _VERSIONS_READ, {"zone": zone}).first()
     return None if row is None else (int(row[0]), int(row[1]))
 
 
@@ -693,8 +704,7 @@ def _replay_logged(
     if missing is None:
         return None
     first, last = missing
-    bounds = {"zone": zone, "first": first, "last": last}
-    rows = session.connection().execute(_LOG_READ, bounds).all()  # see _VERSIONS_READ
+    rows = _plain_read(session, _LOG_READ, {"zone": zone, "first": first, "last": last}).all()
     if len(rows) != last - first + 1:
         return None
     caches.replay(zone, {int(v): tuple(_from_log(job) for job in jobs) for v, jobs in rows})
@@ -879,7 +889,7 @@ _FLEET_READ = select(
 
 
 def zone_fleet(session: Session, zone: str, now: datetime) -> ZoneFleet:
-    rows = session.connection().execute(_FLEET_READ, {"zone": zone})  # see _VERSIONS_READ
+    rows = _plain_read(session, _FLEET_READ, {"zone": zone})
     live = tuple(
         FleetWorker(
             1 if cpu_only else gpu_count,
