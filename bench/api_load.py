@@ -234,7 +234,7 @@ def serve_floor(database_url: str, port: int, processes: int, reuse_port: bool) 
     if processes > 1:
         from scheduler.serving import serve_processes
 
-        floor_app(database_url)  # creates its table once, before the processes race to
+        floor_app(database_url)  # its table is created here, once, not by N processes at once
         one = [sys.executable, __file__, "--serve-floor", database_url, "--port", str(port)]
         raise SystemExit(serve_processes(processes, [*one, "--reuse-port"]))
     app = floor_app(database_url)
@@ -261,9 +261,9 @@ async def submit_load(
     server each, as a load balancer would); throughput and latency.
 
     The connections are spread over several httpx clients, `per_client` each: one
-    client's pool costs more per request the more connections it holds (2.6 ms of this
-    process's CPU per request with 32, against 1.0 ms with four pools of 8), and with one
-    pool the floor app measured this script, not the stack."""
+    client's pool costs more per request the more connections it holds (about 2.5 ms of this
+    process's CPU per request with 32, against about 1 ms with four clients of 8), and with
+    one client the floor app measured this script, not the stack."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     latencies: list[float] = []
