@@ -115,6 +115,8 @@ def _child(
     ctx = _init(rank, world_size, addr, port)
     try:
         fn(ctx, *args)
+        # Every rank reaches the end before any tears its connections down.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -141,16 +143,23 @@ def launch_distributed(
         child.start()
     ctx = _init(0, world_size, addr, port)
     try:
-        result = fn(ctx, *(main_args if main_args is not None else args))
-    except BaseException:
-        # The other ranks would wait forever in a collective for this one.
-        for child in children:
-            child.terminate()
-        raise
+        try:
+            result = fn(ctx, *(main_args if main_args is not None else args))
+        except BaseException:
+            # The other ranks would wait forever in a collective for this one.
+            for child in children:
+                child.terminate()
+            raise
+        try:
+            dist.barrier()  # as in _child
+        except RuntimeError:
+            pass  # a rank failed after its last collective; its exit code is reported below
     finally:
-        dist.destroy_process_group()
+        # The other ranks end first: this rank hosts the rendezvous store, and a rank still
+        # tearing its group down when the store and connections vanish aborts (SIGABRT).
         for child in children:
             child.join(timeout=120)
+        dist.destroy_process_group()
     failed = [c.exitcode for c in children if c.exitcode != 0]
     if failed:
         raise RuntimeError(f"distributed ranks failed with exit codes {failed}")
