@@ -117,6 +117,21 @@ def _waiting_ids(world: World) -> list[str]:
         )
 
 
+def _submit_in_session(
+    world: World, spec: JobCreate, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """The service's submit in a session of its own (committed), without the HTTP layer."""
+    with world.session() as session:
+        return jobs_service.submit(
+            session,
+            team=session.get(Team, world.team_id),
+            spec=spec,
+            idempotency_key=idempotency_key,
+            now=world.clock(),
+            scheduling=world.scheduling,
+        )
+
+
 def _submit(world: World, rng: random.Random) -> None:
     body = burn_in_job(
         # Runs of a few seconds up to ~2 h: long interruptible ones get split windows,
@@ -289,17 +304,8 @@ def test_concurrent_submissions_leave_the_cache_equal_to_a_cold_read(world: Worl
         local = random.Random(seed)
         try:
             for _ in range(6):
-                with world.session() as session:
-                    jobs_service.submit(
-                        session,
-                        team=session.get(Team, world.team_id),
-                        spec=JobCreate.model_validate(
-                            burn_in_job(gpus=local.choice([1, 2]), max_delay_minutes=600)
-                        ),
-                        idempotency_key=None,
-                        now=world.clock(),
-                        scheduling=world.scheduling,
-                    )
+                spec = burn_in_job(gpus=local.choice([1, 2]), max_delay_minutes=600)
+                _submit_in_session(world, JobCreate.model_validate(spec))
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -389,16 +395,7 @@ def test_a_lost_idempotency_race_leaves_no_phantom_job_in_the_caches(
     rng = random.Random(13)
     _probe(world, rng)
     spec = JobCreate.model_validate(burn_in_job(max_delay_minutes=600))
-    with world.session() as session:
-        first, _ = jobs_service.submit(
-            session,
-            team=session.get(Team, world.team_id),
-            spec=spec,
-            idempotency_key="race",
-            now=world.clock(),
-            scheduling=world.scheduling,
-        )
-        first_id = first.id
+    first, _ = _submit_in_session(world, spec, "race")
     # The second request looks for the key before the first one's commit is visible...
     real_lookup = jobs_service._existing_for_key
     lookups = []
@@ -408,16 +405,8 @@ def test_a_lost_idempotency_race_leaves_no_phantom_job_in_the_caches(
         return None if len(lookups) == 1 else real_lookup(*args)
 
     monkeypatch.setattr(jobs_service, "_existing_for_key", lookup_too_early)
-    with world.session() as session:
-        job, created = jobs_service.submit(
-            session,
-            team=session.get(Team, world.team_id),
-            spec=spec,
-            idempotency_key="race",
-            now=world.clock(),
-            scheduling=world.scheduling,
-        )
-        assert (job.id, created) == (first_id, False)  # ...and loses at the INSERT
+    job, created = _submit_in_session(world, spec, "race")
+    assert (job.id, created) == (first.id, False)  # ...and loses at the INSERT
     zone = world.scheduling.default_zone
     with world.session() as session:
         version = occupancy.zone_versions(session, zone)[0]
