@@ -238,8 +238,7 @@ def _before_commit(session: Session) -> None:
                 # Flushed in a savepoint that rolled back (a lost idempotency race): the
                 # noted job was never inserted, so this zone's delta is not just `added`.
                 changes.unknown.add(job.zone)
-        connection = session.connection()
-        changes.bumped = _bump(connection, changes)
+        changes.bumped = _bump(session.connection(), changes)
         caches_for(session.get_bind()).prepared(changes)
 
 
@@ -932,6 +931,22 @@ def place_new_job(
     return state, job.state_reason
 
 
+# A waiting job of the zone the finishing worker cannot vouch for: not ready, or on a base
+# it does not hold. Built once: it runs after every completion.
+_UNEXPLAINED_WAITING = (
+    select(Job.id)
+    .where(
+        Job.zone == bindparam("zone"),
+        Job.state.in_(WAITING),
+        (Job.state != JobState.READY.value)
+        | func.coalesce(func.nullif(Job.base, ""), BASE_NONE).not_in(
+            bindparam("bases", expanding=True)
+        ),
+    )
+    .limit(1)
+)
+
+
 def replan_has_nothing_to_do(
     scheduling: Scheduling,
     session: Session,
@@ -944,19 +959,12 @@ def replan_has_nothing_to_do(
     Small reads instead of loading and planning the whole queue after every completion:
     with `live_worker` (the calling worker, just authenticated, so live) usually one that
     stops at the first waiting job it cannot vouch for."""
-    waiting = (Job.zone == zone, Job.state.in_(WAITING))
     if live_worker is not None and live_worker.zone == zone and live_worker.slots > 0:
-        base = func.coalesce(func.nullif(Job.base, ""), BASE_NONE)
-        unexplained = session.execute(
-            select(Job.id)
-            .where(
-                *waiting,
-                (Job.state != JobState.READY.value) | base.not_in(live_worker.bases or [BASE_NONE]),
-            )
-            .limit(1)
-        ).first()
-        if unexplained is None:
+        bases = live_worker.bases or [BASE_NONE]
+        unexplained = _plain_read(session, _UNEXPLAINED_WAITING, {"zone": zone, "bases": bases})
+        if unexplained.first() is None:
             return True
+    waiting = (Job.zone == zone, Job.state.in_(WAITING))
     pairs = session.execute(select(Job.state, Job.base).where(*waiting).distinct()).all()
     if any(state != JobState.READY.value for state, _ in pairs):
         return False
