@@ -339,9 +339,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     h11) with a timer around the header phase.
     """
 
-    # Seconds a client has to send its request headers (`header_timeout_protocol` sets the
-    # configured GREENWINDOW_HEADER_TIMEOUT_SECONDS).
-    header_timeout_s: float = Settings.model_fields["header_timeout_seconds"].default
+    # Seconds a client has to send its request headers: set by `header_timeout_protocol`.
+    header_timeout_s: float
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
