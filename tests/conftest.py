@@ -118,8 +118,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """The app's clock; a test may start it elsewhere with an indirect parameter."""
+    return FakeClock(getattr(request, "param", None))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -241,7 +242,19 @@ OPS = [
 ]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+# Clocks at which the caches must hold too: a leap day's last hour (its month's last too),
+# and the nights Madrid's clocks change, whose tariff hours the slot grids then cross.
+LEAP_DAY_LAST_HOUR = datetime(2028, 2, 29, 23, 30, tzinfo=UTC)
+SPRING_FORWARD = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+FALL_BACK = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+EDGE_CLOCKS = [LEAP_DAY_LAST_HOUR, SPRING_FORWARD, FALL_BACK]
+
+
+@pytest.mark.parametrize(
+    ("seed", "clock"),
+    [(1, None), (2, None), (3, LEAP_DAY_LAST_HOUR), (4, SPRING_FORWARD), (5, FALL_BACK)],
+    indirect=["clock"],
+)
 def test_cached_plan_equals_cold_plan_after_random_changes(world: World, seed: int) -> None:
     rng = random.Random(seed)
     operations, weights = zip(*OPS, strict=True)
@@ -327,6 +340,7 @@ def test_concurrent_submissions_leave_the_cache_equal_to_a_cold_read(world: Worl
     assert cached_plan == cold_plan
 
 
+@pytest.mark.parametrize("clock", EDGE_CLOCKS, indirect=True)
 def test_another_process_follows_submissions_from_the_change_log(
     world: World, settings: Settings, clock: FakeClock
 ) -> None:
