@@ -73,7 +73,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from scheduler.carbon import service as carbon
 from scheduler.carbon.models import IntensityPoint, Tariff, ZoneSignalStatus
-from scheduler.db.base import JSONType, new_id
+from scheduler.db.base import JSONType
 from scheduler.jobs.models import Job
 from scheduler.jobs.states import JobState
 from scheduler.planning.memory import worker_memory_mib
@@ -147,6 +147,8 @@ class _Changes:
     signal: set[str] = field(default_factory=set)
     # Zones with a queue change other than an inserted job: their entries are dropped.
     unknown: set[str] = field(default_factory=set)
+    # The jobs flushed as new; at commit, those really inserted become `added`.
+    inserted: list[Job] = field(default_factory=list)
     added: dict[str, list[Held]] = field(default_factory=dict)
     all_queue: bool = False
     all_signal: bool = False
@@ -154,8 +156,6 @@ class _Changes:
     bumped: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Zones whose cache entry has taken this transaction's delta.
     taken: set[str] = field(default_factory=set)
-    # The jobs behind `added`: one whose savepoint rolled back was never inserted.
-    inserted: list[Job] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.queue or self.signal or self.all_queue or self.all_signal)
@@ -165,22 +165,16 @@ def _changes(session: Session) -> _Changes:
     return session.info.setdefault(_CHANGES, _Changes())
 
 
-def _note_job(changes: _Changes, zone: str, *, added: Held | None = None) -> None:
+def _note_job(changes: _Changes, zone: str) -> None:
+    """A change to the zone's queue that an entry cannot replay."""
     changes.queue.add(zone)
-    if added is None:
-        changes.unknown.add(zone)
-    else:
-        changes.added.setdefault(zone, []).append(added)
+    changes.unknown.add(zone)
 
 
 def _before_flush(session: Session, _context: UOWTransaction, _instances: Any) -> None:
     for obj in session.new:
         if isinstance(obj, Job):
-            if obj.id is None:
-                obj.id = new_id()  # the column default, drawn early to name the entry
-            end = obj.planned_end
-            held = _held(obj.id, obj.state, obj.gpus, end, obj.planned_intervals)
-            _note_job(_changes(session), obj.zone, added=held)
+            _changes(session).queue.add(obj.zone)
             _changes(session).inserted.append(obj)
         elif isinstance(obj, SIGNAL_MODELS):
             _changes(session).signal.add(obj.zone)
@@ -234,10 +228,11 @@ def _before_commit(session: Session) -> None:
     changes = session.info.get(_CHANGES)
     if changes:
         for job in changes.inserted:
-            if not inspect(job).persistent:
-                # Flushed in a savepoint that rolled back (a lost idempotency race): the
-                # noted job was never inserted, so this zone's delta is not just `added`.
-                changes.unknown.add(job.zone)
+            # Not persistent: flushed in a savepoint that rolled back (a lost idempotency
+            # race), so never inserted.
+            if inspect(job).persistent:
+                held = _held(job.id, job.state, job.gpus, job.planned_end, job.planned_intervals)
+                changes.added.setdefault(job.zone, []).append(held)
         changes.bumped = _bump(session.connection(), changes)
         caches_for(session.get_bind()).prepared(changes)
 
