@@ -12,9 +12,10 @@ as that many single-process servers on their own ports with the load split evenl
 
 - the real service (`greenwindow serve`, migrations applied, ticks slowed down so the
   replan tick does not move hand-readied jobs);
-- a "floor" app: plain FastAPI whose POST /v1/jobs inserts one row through the same
-  `make_engine` (a sync endpoint, like the service's). It is what the stack costs with no
-  authentication, validation, planning or budget.
+- a "floor" app: plain FastAPI through the same `make_engine` (sync endpoints, like the
+  service's): POST /v1/jobs inserts one row, and a worker protocol of the service's shape
+  claims (SKIP LOCKED), renews and finishes rows with one statement each. It is what the
+  stack costs with no authentication, validation, planning, budget or energy accounting.
 
 Then it measures, alternating the two apps round by round so load on the shared machine
 hits both alike:
@@ -24,8 +25,9 @@ hits both alike:
    (steadier than throughput on a shared machine), of this load generator and of the
    PostgreSQL server, with the machine's idle share;
 2. the claim -> heartbeat -> complete cycle with --workers HTTP workers (httpx async) on
-   --claim-jobs ready jobs: jobs/s, server CPU per job, double claims (a job with more
-   than one transition to running, from the job events) and jobs never run;
+   --claim-jobs ready jobs per round, on each app: jobs/s and the CPU per job as above; for
+   the service also double claims (a job with more than one transition to running, from
+   the job events) and jobs never run;
 3. what the service's PostgreSQL connections do meanwhile (pg_stat_activity every 100 ms):
    running, waiting on a lock (and on which table's statement), idle inside a transaction;
 4. SQL statements per call (submit, claim, heartbeat, complete), counted with a
@@ -191,9 +193,21 @@ class FloorJob(BaseModel):
     max_delay_minutes: int | None = None
 
 
+class FloorFence(BaseModel):
+    """The floor's heartbeat and finish body: the lease fence, as the service's."""
+
+    attempt: int
+    lease_token: str
+    progress: dict | None = None
+    result: dict | None = None
+
+
 def floor_app(database_url: str):  # noqa: ANN201 - FastAPI is imported lazily
-    """Plain FastAPI: POST /v1/jobs inserts one row through the service's `make_engine`."""
-    from fastapi import FastAPI
+    """Plain FastAPI through the service's `make_engine`: POST /v1/jobs inserts one row, and
+    a worker protocol of the same shape as the service's claims, renews and finishes rows
+    with one statement each (a queue's bare minimum: SKIP LOCKED claim, fenced UPDATEs)."""
+    from fastapi import FastAPI, Response
+    from fastapi.responses import JSONResponse
     from sqlalchemy import text
 
     from scheduler.db.session import make_engine
@@ -203,7 +217,15 @@ def floor_app(database_url: str):  # noqa: ANN201 - FastAPI is imported lazily
         conn.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS floor_jobs (id text PRIMARY KEY, name text, "
-                "kind text, config text, submitted_at timestamptz DEFAULT now())"
+                "kind text, config text, submitted_at timestamptz DEFAULT now(), "
+                "state text DEFAULT 'scheduled', priority int DEFAULT 0, lease_token text, "
+                "lease_expires_at timestamptz, progress text)"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE INDEX IF NOT EXISTS floor_jobs_ready "
+                "ON floor_jobs (priority DESC, submitted_at) WHERE state = 'ready'"
             )
         )
 
@@ -222,6 +244,52 @@ def floor_app(database_url: str):  # noqa: ANN201 - FastAPI is imported lazily
                 {"i": job_id, "n": body.name, "k": body.kind, "c": str(body.config)},
             )
         return {"id": job_id}
+
+    @app.post("/v1/workers/register")
+    def register(body: dict) -> dict[str, str]:
+        return {"worker_id": uuid.uuid4().hex, "token": uuid.uuid4().hex}
+
+    @app.post("/v1/workers/{worker_id}/claim")
+    def claim(worker_id: str, body: dict) -> Response:
+        token = uuid.uuid4().hex
+        with engine.begin() as conn:
+            job_id = conn.execute(
+                text(
+                    "UPDATE floor_jobs SET state = 'running', lease_token = :t, "
+                    "lease_expires_at = now() + interval '5 minutes' WHERE id = ("
+                    "SELECT id FROM floor_jobs WHERE state = 'ready' "
+                    "ORDER BY priority DESC, submitted_at FOR UPDATE SKIP LOCKED LIMIT 1) "
+                    "RETURNING id"
+                ),
+                {"t": token},
+            ).scalar()
+        if job_id is None:
+            return Response(status_code=204)
+        return JSONResponse({"job": {"id": job_id}, "attempt": 1, "lease_token": token})
+
+    def fenced(job_id: str, body: FloorFence, assignments: str, **values: object) -> Response:
+        with engine.begin() as conn:
+            found = conn.execute(
+                text(
+                    f"UPDATE floor_jobs SET {assignments} WHERE id = :i AND lease_token = :t "
+                    "AND state = 'running'"
+                ),
+                {"i": job_id, "t": body.lease_token, **values},
+            ).rowcount
+        return Response(status_code=200 if found else 409)
+
+    @app.post("/v1/workers/{worker_id}/jobs/{job_id}/heartbeat")
+    def heartbeat(worker_id: str, job_id: str, body: FloorFence) -> Response:
+        return fenced(
+            job_id,
+            body,
+            "lease_expires_at = now() + interval '5 minutes', progress = :p",
+            p=str(body.progress),
+        )
+
+    @app.post("/v1/workers/{worker_id}/jobs/{job_id}/complete")
+    def complete(worker_id: str, job_id: str, body: FloorFence) -> Response:
+        return fenced(job_id, body, "state = 'succeeded', lease_token = NULL")
 
     return app
 
@@ -324,6 +392,36 @@ def make_ready(database_url: str) -> int:
         ).rowcount
     engine.dispose()
     return int(count)
+
+
+def fill_floor_queue(database_url: str, count: int) -> None:
+    """`count` ready rows in the floor app's queue."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO floor_jobs (id, name, kind, config, state) SELECT md5(random()::text "
+                "|| g::text), 'bench', 'burn-in', '{}', 'ready' FROM generate_series(1, :n) g"
+            ),
+            {"n": count},
+        )
+    engine.dispose()
+
+
+def measure_cycle(urls: list[str], processes: list[psutil.Process], workers: int) -> dict:
+    """One claim cycle over the ready queue: jobs/s, errors, and the CPU per job of the app's
+    servers, this load generator and PostgreSQL."""
+    before = cpu_seconds(processes)
+    with CpuShares() as shares:
+        done, seconds, errors = asyncio.run(claim_cycle(urls, workers))
+    return {
+        "per_s": done / seconds,
+        "errors": errors,
+        "cpu_ms": 1000 * (cpu_seconds(processes) - before) / max(done, 1),
+        **shares.per(done),
+    }
 
 
 async def claim_cycle(urls: list[str], workers: int) -> tuple[int, float, int]:
@@ -628,20 +726,26 @@ def main() -> None:
                     figures.update(shares.per(args.requests))
                     rows.append((f"{label} (round {round_ + 1})", figures))
                     print(f"  {rows[-1][0]}: {figures}", flush=True)
-            # Claim cycle: a fresh batch of ready jobs.
+            # Claim cycle: the submitted jobs drained first, then per round a fresh batch of
+            # ready jobs for each app, the two alternating as above.
             make_ready(db)
-            asyncio.run(claim_cycle(service_urls, args.workers))  # drain submitted jobs
-            claim_key = new_team(service_urls[0])
-            asyncio.run(submit_load(service_urls, claim_key, args.claim_jobs, 16))
-            ready = make_ready(db)
-            before = cpu_seconds(service_processes)
-            with (
-                ConnectionStates(args.postgres_admin_url, db) as claim_states,
-                CpuShares() as cycle,
-            ):
-                done, seconds, claim_errors = asyncio.run(claim_cycle(service_urls, args.workers))
-            claim_cpu_ms = 1000 * (cpu_seconds(service_processes) - before) / max(done, 1)
-            print(f"  claim cycle: {done} jobs in {seconds:.1f} s", flush=True)
+            asyncio.run(claim_cycle(service_urls, args.workers))
+            claim_states = ConnectionStates(args.postgres_admin_url, db)
+            floor_urls, floor_processes = [url for url, _ in floor], [p for _, p in floor]
+            cycles: list[tuple[str, dict]] = []
+            for round_ in range(args.rounds):
+                asyncio.run(
+                    submit_load(service_urls, new_team(service_urls[0]), args.claim_jobs, 16)
+                )
+                make_ready(db)
+                with claim_states:
+                    figures = measure_cycle(service_urls, service_processes, args.workers)
+                cycles.append((f"greenwindow (round {round_ + 1})", figures))
+                print(f"  {cycles[-1][0]} claim cycle: {figures}", flush=True)
+                fill_floor_queue(db, args.claim_jobs)
+                figures = measure_cycle(floor_urls, floor_processes, args.workers)
+                cycles.append((f"floor (round {round_ + 1})", figures))
+                print(f"  {cycles[-1][0]} claim cycle: {figures}", flush=True)
         twice, never = double_claims(db)
         statements = statements_per_call(db)
 
@@ -670,12 +774,23 @@ def main() -> None:
         f"p99 {p99:.2f}x (goal <= 3x)"
     )
     print(
-        f"\nclaim -> heartbeat -> complete, {args.workers} HTTP workers, {ready} ready jobs: "
-        f"{done} done in {seconds:.1f} s = {done / seconds:.1f} jobs/s (goal >= 150), "
-        f"CPU per job: server {claim_cpu_ms:.1f} ms, client {cycle.per(done)['client_ms']:.1f} "
-        f"ms, PostgreSQL {cycle.per(done)['postgres_ms']:.1f} ms, machine idle "
-        f"{cycle.per(done)['idle_pct']:.0f} %; "
-        f"errors {claim_errors}; double claims {twice} (must be 0); never run {never}"
+        f"\nclaim -> heartbeat -> complete, {args.workers} HTTP workers, {args.claim_jobs} ready "
+        "jobs per round; CPU ms per job, as above"
+    )
+    print(
+        f"{'app':<22} {'jobs/s':>7} {'errors':>7} {'server':>7} {'client':>7} {'pg':>6} {'idle':>6}"
+    )
+    for label, f in cycles:
+        print(
+            f"{label:<22} {f['per_s']:7.1f} {f['errors']:7d} {f['cpu_ms']:7.2f} "
+            f"{f['client_ms']:7.2f} {f['postgres_ms']:6.2f} {f['idle_pct']:5.0f}%"
+        )
+    service_rate = np.mean([f["per_s"] for label, f in cycles if label.startswith("greenwindow")])
+    floor_rate = np.mean([f["per_s"] for label, f in cycles if label.startswith("floor")])
+    print(
+        f"greenwindow {service_rate:.1f} jobs/s (goal >= 150), "
+        f"{100 * service_rate / floor_rate:.0f} % of the floor's {floor_rate:.1f}; "
+        f"double claims {twice} (must be 0); never run {never}"
     )
     print(
         "\nThe service's PostgreSQL connections inside a transaction, sampled every 100 ms:\n"
