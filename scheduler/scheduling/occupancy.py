@@ -174,8 +174,9 @@ def _note_job(changes: _Changes, zone: str) -> None:
 def _before_flush(session: Session, _context: UOWTransaction, _instances: Any) -> None:
     for obj in session.new:
         if isinstance(obj, Job):
-            _changes(session).queue.add(obj.zone)
-            _changes(session).inserted.append(obj)
+            changes = _changes(session)
+            changes.queue.add(obj.zone)
+            changes.inserted.append(obj)
         elif isinstance(obj, SIGNAL_MODELS):
             _changes(session).signal.add(obj.zone)
     for obj in session.dirty:
