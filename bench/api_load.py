@@ -138,16 +138,21 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 
 
 class CpuShares:
-    """Where a phase's CPU went besides the app: this load generator, the PostgreSQL
-    server's processes, and how idle the machine stayed."""
+    """Where a phase's CPU went: the app's server processes, this load generator, the
+    PostgreSQL server's processes, and how idle the machine stayed."""
+
+    def __init__(self, servers: list[psutil.Process]) -> None:
+        self.servers = servers
 
     def __enter__(self) -> CpuShares:
+        self._server = cpu_seconds(self.servers)
         self._client = time.process_time()
         self._postgres = self._postgres_seconds()
         self._machine = psutil.cpu_times()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.server_s = cpu_seconds(self.servers) - self._server
         self.client_s = time.process_time() - self._client
         self.postgres_s = self._postgres_seconds() - self._postgres
         after = psutil.cpu_times()
@@ -175,6 +180,7 @@ class CpuShares:
 
     def per(self, count: int) -> dict[str, float]:
         return {
+            "cpu_ms": 1000 * self.server_s / max(count, 1),
             "client_ms": 1000 * self.client_s / max(count, 1),
             "postgres_ms": 1000 * self.postgres_s / max(count, 1),
             "idle_pct": 100 * self.idle_share,
@@ -413,15 +419,9 @@ def fill_floor_queue(database_url: str, count: int) -> None:
 def measure_cycle(urls: list[str], processes: list[psutil.Process], workers: int) -> dict:
     """One claim cycle over the ready queue: jobs/s, errors, and the CPU per job of the app's
     servers, this load generator and PostgreSQL."""
-    before = cpu_seconds(processes)
-    with CpuShares() as shares:
+    with CpuShares(processes) as shares:
         done, seconds, errors = asyncio.run(claim_cycle(urls, workers))
-    return {
-        "per_s": done / seconds,
-        "errors": errors,
-        "cpu_ms": 1000 * (cpu_seconds(processes) - before) / max(done, 1),
-        **shares.per(done),
-    }
+    return {"per_s": done / seconds, "errors": errors, **shares.per(done)}
 
 
 async def claim_cycle(urls: list[str], workers: int) -> tuple[int, float, int]:
@@ -707,11 +707,9 @@ def main() -> None:
             submit_states = ConnectionStates(args.postgres_admin_url, db)
             for round_ in range(args.rounds):
                 for label, app, auth in (("greenwindow", service, key), ("floor", floor, None)):
-                    processes = [process for _, process in app]
-                    before = cpu_seconds(processes)
                     with (
                         submit_states if label == "greenwindow" else contextlib.nullcontext(),
-                        CpuShares() as shares,
+                        CpuShares([process for _, process in app]) as shares,
                     ):
                         figures = asyncio.run(
                             submit_load(
@@ -722,7 +720,6 @@ def main() -> None:
                                 args.connections_per_client,
                             )
                         )
-                    figures["cpu_ms"] = 1000 * (cpu_seconds(processes) - before) / args.requests
                     figures.update(shares.per(args.requests))
                     rows.append((f"{label} (round {round_ + 1})", figures))
                     print(f"  {rows[-1][0]}: {figures}", flush=True)
